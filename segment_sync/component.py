@@ -1,0 +1,67 @@
+"""The YAML component: `type: segment_sync.SegmentSyncComponent` in any project's defs.yaml."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dagster as dg
+from pydantic import BaseModel, ConfigDict, Field
+
+from segment_sync.delivery import DEFAULT_ENDPOINT
+from segment_sync.factory import build_definitions
+from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
+from segment_sync.spec import ModelSpec, ProjectSpec, SyncSpec
+
+
+class WarehouseSettings(BaseModel):
+    """Which warehouse to read; its URL (and password) only ever comes from the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+    url_env: str = Field(default="WAREHOUSE_URL", description="Environment variable holding the SQLAlchemy URL.")
+    kind: str | None = Field(default=None, description="Shown on warehouse tables in the UI: postgres, duckdb, ...")
+    demo_fallback: bool = Field(
+        default=False, description="Use the embedded DuckDB demo warehouse when the URL variable is unset."
+    )
+
+
+class SegmentSettings(BaseModel):
+    """Where events go and how hard to retry."""
+
+    model_config = ConfigDict(extra="forbid")
+    destination: Literal["http", "outbox"] | None = Field(
+        default=None, description="http (Segment) or outbox (local files); else SEGMENT_DESTINATION, else http."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description=f"Else SEGMENT_ENDPOINT, else {DEFAULT_ENDPOINT}; EU: https://events.eu1.segmentapis.com",
+    )
+    write_key_env: str = Field(default="SEGMENT_WRITE_KEY", description="Environment variable holding the write key.")
+    gzip: bool = True
+    timeout_seconds: float = 30.0
+    max_attempts: int = 8
+    max_retry_seconds: float = 600.0
+    max_batch_bytes: int = 475_000
+
+
+class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
+    """Sync warehouse models to Segment: track, audience (Segment Entered/Exited), identify and group."""
+
+    models: list[ModelSpec]
+    syncs: list[SyncSpec]
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    segment: SegmentSettings = Field(default_factory=SegmentSettings)
+    state_dir: str | None = Field(
+        default=None, description="Else SEGMENT_SYNC_STATE_DIR, else .segment_sync in the project."
+    )
+    group_name: str = "segment_sync"
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        project = ProjectSpec(models=self.models, syncs=self.syncs)
+        return build_definitions(
+            project,
+            warehouse=WarehouseResource(url_env=self.warehouse.url_env, demo_fallback=self.warehouse.demo_fallback),
+            segment=SegmentResource(**self.segment.model_dump()),
+            state=StateResource(state_dir=self.state_dir or default_state_dir(context.project_root)),
+            group_name=self.group_name,
+            warehouse_kind=self.warehouse.kind,
+        )

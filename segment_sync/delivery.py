@@ -1,0 +1,214 @@
+"""Sending batches to Segment (or to a local outbox), with retries, and reporting what was acknowledged."""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import requests
+
+from segment_sync import __version__
+from segment_sync.batching import pack, request_body
+
+RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
+DEFAULT_ENDPOINT = "https://api.segment.io"
+
+
+@dataclass(frozen=True)
+class Response:
+    """A transport's answer to one POST."""
+
+    status: int
+    text: str = ""
+    retry_after: float | None = None
+
+
+class Transport(Protocol):
+    """Somewhere request bodies go: Segment over HTTP, or a local outbox."""
+
+    write_key: str | None
+
+    def post(self, body: bytes, attempt: int) -> Response:
+        """Send one body; raise OSError or requests.RequestException when nothing was answered."""
+        ...
+
+
+class SegmentHttp:
+    """POSTs to Segment's `/v1/batch` with Basic auth and the write key in the body."""
+
+    def __init__(
+        self, write_key: str, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0, gzip_body: bool = True
+    ):
+        if not write_key:
+            raise ValueError("the Segment write key is empty; set SEGMENT_WRITE_KEY or use the outbox destination")
+        self.write_key = write_key
+        self.url = endpoint.rstrip("/").removesuffix("/v1") + "/v1/batch"
+        self.timeout = timeout
+        self.gzip_body = gzip_body
+        self.session = requests.Session()
+        self.session.auth = (write_key, "")
+        self.session.headers.update({"Content-Type": "application/json", "User-Agent": f"segment-sync/{__version__}"})
+
+    def post(self, body: bytes, attempt: int) -> Response:
+        """POST one batch body."""
+        headers = {"X-Retry-Count": str(attempt - 1)} if attempt > 1 else {}
+        if self.gzip_body:
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        resp = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+        return Response(resp.status_code, resp.text[:500], _retry_after(resp.headers))
+
+    def __repr__(self) -> str:  # never show the write key
+        return f"SegmentHttp(url={self.url!r})"
+
+
+class Outbox:
+    """Appends each request body as one JSON line to a local file instead of sending it."""
+
+    write_key = None
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def post(self, body: bytes, attempt: int) -> Response:
+        """Write one batch body durably."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(body + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return Response(200, '{"success":true}')
+
+
+def _retry_after(headers: requests.structures.CaseInsensitiveDict) -> float | None:
+    for name in ("Retry-After", "X-RateLimit-Reset"):
+        raw = headers.get(name)
+        if not raw:
+            continue
+        try:
+            return float(raw)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+            if parsed is not None:
+                return parsed.timestamp() - time.time()
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter that honours Retry-After."""
+
+    max_attempts: int = 8
+    base_seconds: float = 0.5
+    max_backoff_seconds: float = 60.0
+    max_retry_after_seconds: float = 300.0
+    max_total_seconds: float = 600.0
+
+    def wait(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt `attempt + 1`."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after_seconds)
+        backoff = min(self.base_seconds * 2 ** (attempt - 1), self.max_backoff_seconds)
+        return backoff * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class DeliveryReport:
+    """What happened to every batch of one delivery."""
+
+    acknowledged: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    undelivered: list[int] = field(default_factory=list)
+    undelivered_reason: str | None = None
+    requests: int = 0
+    batches: int = 0
+    retries: int = 0
+    bytes_sent: int = 0
+
+
+class _GaveUp(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def deliver(
+    payloads: Sequence[bytes],
+    transport: Transport,
+    on_acknowledged: Callable[[Sequence[int]], None],
+    *,
+    policy: RetryPolicy | None = None,
+    max_batch_bytes: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DeliveryReport:
+    """Send every payload in batches; call `on_acknowledged` with the indices of each accepted batch.
+
+    A 400 splits the batch in halves until the offending events are isolated; other 4xx reject the
+    batch. When a batch cannot be delivered after the retries, sending stops and the rest is reported
+    as undelivered (to be sent by the next run with the same messageIds).
+    """
+    policy = policy or RetryPolicy()
+    report = DeliveryReport()
+    limits = {"max_bytes": max_batch_bytes} if max_batch_bytes else {}
+    pending = [list(r) for r in pack(payloads, transport.write_key, **limits)]
+    pending.reverse()
+    while pending:
+        batch = pending.pop()
+        report.batches += 1
+        try:
+            response = _post_with_retries(transport, [payloads[i] for i in batch], policy, report, sleep)
+        except _GaveUp as exc:
+            report.undelivered = batch + [i for rest in reversed(pending) for i in rest]
+            report.undelivered_reason = exc.reason
+            break
+        if 200 <= response.status < 300:
+            on_acknowledged(batch)
+            report.acknowledged += len(batch)
+        elif response.status == 400 and len(batch) > 1:
+            half = len(batch) // 2
+            pending += [batch[half:], batch[:half]]
+        else:
+            reason = f"Segment answered {response.status}: {response.text.strip()[:200] or 'no body'}"
+            report.rejected += [(i, reason) for i in batch]
+    return report
+
+
+def _post_with_retries(
+    transport: Transport,
+    batch: list[bytes],
+    policy: RetryPolicy,
+    report: DeliveryReport,
+    sleep: Callable[[float], None],
+) -> Response:
+    started, attempt = time.monotonic(), 0
+    while True:
+        attempt += 1
+        body = request_body(batch, transport.write_key)  # fresh sentAt on every attempt
+        report.requests += 1
+        report.bytes_sent += len(body)
+        retry_after = None
+        try:
+            response = transport.post(body, attempt)
+        except (OSError, requests.RequestException) as exc:
+            problem = f"{type(exc).__name__}: {_first_line(exc)}"
+        else:
+            if response.status not in RETRYABLE_STATUSES:
+                return response
+            problem, retry_after = f"HTTP {response.status}", response.retry_after
+        wait = policy.wait(attempt, retry_after)
+        if attempt >= policy.max_attempts or time.monotonic() - started + wait > policy.max_total_seconds:
+            raise _GaveUp(f"gave up after {attempt} attempts: {problem}")
+        report.retries += 1
+        sleep(wait)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()
+    return text[0][:200] if text else ""

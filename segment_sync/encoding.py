@@ -1,0 +1,105 @@
+"""Canonical JSON for warehouse values: what a row's sent columns look like on the wire."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import polars as pl
+
+_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+_INT64 = 2**63
+
+
+def normalize_types(frame: pl.DataFrame) -> pl.DataFrame:
+    """Put every datetime in UTC (naive means UTC), so sources that label zones differently agree."""
+    fixes = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            col = pl.col(name)
+            fixes.append(
+                col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+            )
+    return frame.with_columns(fixes) if fixes else frame
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None
+        return orjson.Fragment(format(value, "f") if value == value.to_integral_value() else str(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii")
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def _widen(value: Any) -> Any:
+    """Make ints beyond 64 bits, which orjson refuses, go through `_default`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -_INT64 <= value < 2 * _INT64:
+        return Decimal(value)
+    if isinstance(value, dict):
+        return {k: _widen(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_widen(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON: NaN/Infinity as null, Decimal digits kept, datetimes with an offset."""
+    try:
+        return orjson.dumps(value, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_widen(value), default=_default, option=_OPTIONS)
+
+
+def _parse_int(text: str) -> int | Decimal:
+    return int(text) if len(text) < 19 else Decimal(text)
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse canonical JSON without losing digits: non-integral numbers come back as Decimal."""
+    return json.loads(text, parse_float=Decimal, parse_int=_parse_int)
+
+
+def row_contents(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+    """One canonical JSON object per row, of the given columns (already in a stable order)."""
+    names = list(columns)
+    return [dumps(dict(zip(names, row, strict=True))).decode() for row in frame.select(names).iter_rows()]
+
+
+def key_strings(frame: pl.DataFrame, key_columns: Sequence[str]) -> pl.Expr:
+    """An expression giving each row's primary key as one string (a JSON object for composite keys)."""
+    if len(key_columns) == 1:
+        return _key_part(frame, key_columns[0])
+    return pl.struct([_key_part(frame, c) for c in key_columns]).struct.json_encode()
+
+
+def _key_part(frame: pl.DataFrame, column: str) -> pl.Expr:
+    dtype = frame.schema[column]
+    col = pl.col(column)
+    if isinstance(dtype, pl.Datetime):
+        return col.dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
+    return col.cast(pl.String)
+
+
+def iter_json_lines(lines: Iterable[bytes]) -> Iterable[Any]:
+    """Parse JSON lines, stopping at a torn (partly written) last line."""
+    for line in lines:
+        if not line.endswith(b"\n"):
+            return
+        yield orjson.loads(line)

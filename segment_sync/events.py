@@ -1,0 +1,171 @@
+"""Turning diff rows into Segment payloads, or into rejected rows with a reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from segment_sync import __version__
+from segment_sync.encoding import dumps, loads
+from segment_sync.spec import ChangeKind, SyncSpec
+
+MAX_EVENT_BYTES = 32_000
+MAX_MESSAGE_ID_CHARS = 100
+AUDIENCE_EVENTS = {"added": "Segment Entered", "removed": "Segment Exited"}
+_LIBRARY = {"library": {"name": "segment-sync", "version": __version__}}
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    """One row of a sync's diff: the key, the change kind and the content before and after."""
+
+    key: str
+    kind: ChangeKind
+    before_gen: int | None
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A serialized Segment message for one diff row."""
+
+    row: DiffRow
+    message_id: str
+    type: str
+    name: str | None
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a diff row before sending: an event, a skip (nothing to send) or a rejection."""
+
+    row: DiffRow
+    event: Event | None = None
+    rejected: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.event is None and self.rejected is None
+
+
+class RowRejected(ValueError):
+    """A row that cannot become a valid Segment event."""
+
+
+def message_id_for(sync_uuid: str, row: DiffRow) -> str:
+    """A messageId unique to this sync, key and change, and the same on every retry of it.
+
+    The generation of the last delivered state is part of it, so a change that repeats an earlier
+    one (A -> B, B -> A, A -> B) still gets a new id.
+    """
+    parts = (sync_uuid, row.key, row.kind, str(row.before_gen), row.before or "", row.after or "")
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16]))
+
+
+def event_name(sync: SyncSpec, kind: ChangeKind) -> str | None:
+    """The track event name for a change, or None when this sync sends nothing for it."""
+    if sync.type == "track":
+        return sync.events.for_kind(kind) if sync.events else None
+    if sync.type == "audience":
+        return AUDIENCE_EVENTS.get(kind)
+    return None if kind == "removed" else sync.type
+
+
+def build_outcomes(sync: SyncSpec, rows: Iterable[DiffRow], sync_uuid: str, *, initial: bool) -> Iterator[Outcome]:
+    """The outcome of each diff row for this sync."""
+    send_rows = sync.sends_initial or not initial
+    for row in rows:
+        if not send_rows or event_name(sync, row.kind) is None:
+            yield Outcome(row)
+            continue
+        try:
+            yield Outcome(row, event=build_event(sync, row, sync_uuid))
+        except RowRejected as exc:
+            yield Outcome(row, rejected=str(exc))
+
+
+def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
+    """The Segment message for one diff row; raises RowRejected when Segment would drop it."""
+    content = row.before if row.kind == "removed" else row.after
+    values: dict[str, Any] = loads(content or "{}")
+    message: dict[str, Any] = {"type": "track" if sync.type in ("track", "audience") else sync.type}
+    name = event_name(sync, row.kind)
+    if message["type"] == "track":
+        message["event"] = name
+    user_id = _id_value(values, sync.user_id, "user_id")
+    anonymous_id = _id_value(values, sync.anonymous_id, "anonymous_id")
+    if user_id is None and anonymous_id is None:
+        cols = " / ".join(repr(c) for c in (sync.user_id, sync.anonymous_id) if c)
+        raise RowRejected(f"no user id: {cols} is null or empty, and Segment drops events without one")
+    if user_id is not None:
+        message["userId"] = user_id
+    if anonymous_id is not None:
+        message["anonymousId"] = anonymous_id
+    if sync.type == "group":
+        group_id = _id_value(values, sync.group_id, "group_id")
+        if group_id is None:
+            raise RowRejected(f"no group id: {sync.group_id!r} is null or empty")
+        message["groupId"] = group_id
+    fields = {name: values.get(column) for name, column in sync.field_map.items()}
+    message["traits" if sync.type in ("identify", "group") else "properties"] = fields
+    if sync.timestamp is not None and values.get(sync.timestamp) is not None:
+        message["timestamp"] = _timestamp(values[sync.timestamp], sync.timestamp)
+    message_id = _message_id(sync, row, values, sync_uuid)
+    message["messageId"] = message_id
+    message["context"] = _LIBRARY
+    payload = dumps(message)
+    if len(payload) > MAX_EVENT_BYTES:
+        raise RowRejected(f"event is {len(payload):,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event")
+    return Event(row=row, message_id=message_id, type=message["type"], name=name, payload=payload)
+
+
+def _id_value(values: dict[str, Any], column: str | None, setting: str) -> str | None:
+    if column is None:
+        return None
+    value = values.get(column)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | str):
+        text = str(value).strip()
+    elif isinstance(value, Decimal):
+        text = format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
+    else:
+        raise RowRejected(f"{setting} column {column!r} holds a {type(value).__name__}, not a string or number")
+    return text or None
+
+
+def _timestamp(value: Any, column: str) -> str:
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "T", 1)
+        try:
+            parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise RowRejected(f"timestamp column {column!r} holds {value[:40]!r}, not an ISO-8601 time") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    raise RowRejected(f"timestamp column {column!r} holds a {type(value).__name__}, not a time")
+
+
+def _message_id(sync: SyncSpec, row: DiffRow, values: dict[str, Any], sync_uuid: str) -> str:
+    # The column is the identity of the row's *added* event; a change or removal of the same row is a
+    # different event and must not reuse it, or Segment would drop it as a duplicate.
+    if sync.message_id is None or row.kind != "added":
+        return message_id_for(sync_uuid, row)
+    value = values.get(sync.message_id)
+    if value is None or str(value).strip() == "":
+        raise RowRejected(f"message_id column {sync.message_id!r} is null or empty")
+    text = str(value)
+    if len(text) > MAX_MESSAGE_ID_CHARS:
+        raise RowRejected(
+            f"message_id column {sync.message_id!r} holds {len(text)} characters; Segment allows {MAX_MESSAGE_ID_CHARS}"
+        )
+    return text

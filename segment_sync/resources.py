@@ -1,0 +1,95 @@
+"""Dagster resources: the warehouse, the Segment destination and where sync state lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from segment_sync.delivery import DEFAULT_ENDPOINT, Outbox, RetryPolicy, SegmentHttp, Transport
+from segment_sync.demo import ensure_demo_warehouse
+
+Destination = Literal["http", "outbox"]
+
+
+class StateResource(dg.ConfigurableResource):
+    """Where snapshots, diffs and each sync's delivered state live (never inside the Dagster instance)."""
+
+    state_dir: str | None = Field(default=None, description="Overridden by SEGMENT_SYNC_STATE_DIR.")
+
+    def root(self) -> Path:
+        """The state directory, created if needed."""
+        chosen = dg.EnvVar("SEGMENT_SYNC_STATE_DIR").get_value() or self.state_dir or ".segment_sync"
+        path = Path(chosen).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse that models are read from, by SQLAlchemy URL taken from the environment."""
+
+    url_env: str = Field(default="WAREHOUSE_URL", description="Environment variable with the SQLAlchemy URL.")
+    demo_fallback: bool = Field(
+        default=False, description="When the variable is unset, use (and seed) the embedded DuckDB demo warehouse."
+    )
+
+    def url(self, state_dir: Path) -> str:
+        """The warehouse URL; it may hold a password, so never log it (use warehouse.safe_url)."""
+        url = dg.EnvVar(self.url_env).get_value()
+        if url:
+            return url
+        if self.demo_fallback:
+            return f"duckdb:///{ensure_demo_warehouse(state_dir / 'demo_warehouse.duckdb')}"
+        raise dg.Failure(f"{self.url_env} is not set: set it to the warehouse's SQLAlchemy URL")
+
+
+class SegmentResource(dg.ConfigurableResource):
+    """Segment's HTTP Tracking API, or a local outbox of the exact request bodies."""
+
+    destination: str | None = Field(
+        default=None, description="http or outbox; when unset, SEGMENT_DESTINATION, else http."
+    )
+    endpoint: str | None = Field(
+        default=None, description=f"API host; when unset, SEGMENT_ENDPOINT, else {DEFAULT_ENDPOINT}."
+    )
+    write_key_env: str = Field(default="SEGMENT_WRITE_KEY", description="Environment variable with the write key.")
+    gzip: bool = Field(default=True, description="Compress request bodies.")
+    timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
+    max_attempts: int = Field(default=8, description="Attempts per batch before the run gives up (at least 1).")
+    max_retry_seconds: float = Field(default=600.0, description="Time budget for retrying one batch.")
+    max_batch_bytes: int = Field(default=475_000, description="Largest request body, at most 475,000.")
+
+    def resolved_destination(self) -> Destination:
+        """http or outbox, from YAML or the environment."""
+        chosen = self.destination or dg.EnvVar("SEGMENT_DESTINATION").get_value() or "http"
+        if chosen not in ("http", "outbox"):
+            raise dg.Failure(f"the Segment destination is {chosen!r}; use 'http' or 'outbox'")
+        return chosen  # type: ignore[return-value]
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail before any work when HTTP delivery has no write key."""
+        if self.resolved_destination() == "http" and not dg.EnvVar(self.write_key_env).get_value():
+            raise dg.Failure(
+                f"{self.write_key_env} is not set, so nothing can be sent to Segment. Set it to the write key "
+                "of a Segment HTTP API source, or set SEGMENT_DESTINATION=outbox to write request bodies to files."
+            )
+
+    def transport(self, outbox_path: Path) -> Transport:
+        """The destination for one sync's request bodies."""
+        if self.resolved_destination() == "outbox":
+            return Outbox(outbox_path)
+        endpoint = self.endpoint or dg.EnvVar("SEGMENT_ENDPOINT").get_value() or DEFAULT_ENDPOINT
+        write_key = dg.EnvVar(self.write_key_env).get_value() or ""
+        return SegmentHttp(write_key, endpoint, timeout=self.timeout_seconds, gzip_body=self.gzip)
+
+    def retry_policy(self) -> RetryPolicy:
+        """How hard to retry a batch."""
+        return RetryPolicy(max_attempts=self.max_attempts, max_total_seconds=self.max_retry_seconds)
+
+
+def default_state_dir(project_root: Path) -> str:
+    """The state directory when neither YAML nor the environment names one."""
+    return os.fspath(project_root / ".segment_sync")

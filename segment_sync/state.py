@@ -1,0 +1,164 @@
+"""A sync's state: what Segment acknowledged, per primary key, kept in files that survive a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, KEY
+from segment_sync.encoding import iter_json_lines
+
+STATE_FORMAT = 1
+
+
+class StateError(RuntimeError):
+    """The state of a sync cannot be used as it is."""
+
+
+@dataclass
+class SyncMeta:
+    """Identity and progress of one sync."""
+
+    sync_uuid: str
+    generation: int = 0
+    baseline_done: bool = False
+
+
+class SyncState:
+    """Files under `<state_dir>/syncs/<sync>/`: meta.json, delivered.parquet and a journal of the current run.
+
+    Every acknowledged batch is appended to the journal and fsynced before the next one is sent; the
+    journal is folded into delivered.parquet (written to a temporary file, then renamed) when a run
+    ends, or by the next run when one died.
+    """
+
+    def __init__(self, root: Path, sync_name: str):
+        self.root = root
+        self.sync_name = sync_name
+        self.meta_path = root / "meta.json"
+        self.delivered_path = root / "delivered.parquet"
+        self.journal_path = root / "journal.jsonl"
+        root.mkdir(parents=True, exist_ok=True)
+        self.meta = self._load_meta()
+
+    def _load_meta(self) -> SyncMeta:
+        if not self.meta_path.exists():
+            if self.delivered_path.exists() or self.journal_path.exists():
+                raise StateError(
+                    f"sync {self.sync_name!r}: {self.meta_path} is missing but delivered rows exist; "
+                    "restore it from a backup rather than start over, or every row would be sent again"
+                )
+            meta = SyncMeta(sync_uuid=str(uuid.uuid4()))
+            self._save_meta(meta)
+            return meta
+        raw = orjson.loads(self.meta_path.read_bytes())
+        if raw.get("format") != STATE_FORMAT:
+            raise StateError(f"sync {self.sync_name!r}: {self.meta_path} has format {raw.get('format')!r}")
+        return SyncMeta(raw["sync_uuid"], raw["generation"], raw["baseline_done"])
+
+    def _save_meta(self, meta: SyncMeta) -> None:
+        body = {"format": STATE_FORMAT, **meta.__dict__}
+        atomic_write(self.meta_path, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the sync's lock, so two runs of one sync never deliver at once."""
+        with open(self.root / "lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StateError(
+                    f"sync {self.sync_name!r} is already running in another process; this run sent nothing. "
+                    "Wait for that run to finish, then run again."
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def delivered(self) -> pl.LazyFrame:
+        """The last acknowledged content per key (null content: removed, kept as a tombstone)."""
+        if not self.delivered_path.exists():
+            return pl.LazyFrame(schema=DELIVERED_SCHEMA)
+        return pl.scan_parquet(self.delivered_path)
+
+    def delivered_row_count(self) -> int:
+        """Rows currently delivered (tombstones not counted)."""
+        return self.delivered().filter(pl.col(CONTENT).is_not_null()).select(pl.len()).collect().item()
+
+    def begin_run(self) -> int:
+        """Start a delivery: fold any journal left by a dead run and return this run's generation."""
+        self.recover()
+        self.meta.generation += 1
+        self._save_meta(self.meta)
+        return self.meta.generation
+
+    def record(self, rows: Iterable[tuple[str, str | None]]) -> None:
+        """Durably note rows as delivered (key, content; None for a removed row) in this run."""
+        gen = self.meta.generation
+        lines = b"".join(orjson.dumps({"g": gen, "k": k, "c": c}) + b"\n" for k, c in rows)
+        if not lines:
+            return
+        with open(self.journal_path, "ab") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self) -> None:
+        """End a run: fold the journal into the delivered rows and mark the baseline as taken."""
+        self.recover()
+        if not self.meta.baseline_done:
+            self.meta.baseline_done = True
+            self._save_meta(self.meta)
+
+    def recover(self) -> None:
+        """Fold a journal (from this run or a dead one) into delivered.parquet."""
+        if not self.journal_path.exists():
+            return
+        with open(self.journal_path, "rb") as f:
+            entries = list(iter_json_lines(f))
+        if entries:
+            updates = pl.DataFrame(
+                {KEY: [e["k"] for e in entries], CONTENT: [e["c"] for e in entries], GEN: [e["g"] for e in entries]},
+                schema=DELIVERED_SCHEMA,
+            ).unique(KEY, keep="last", maintain_order=True)
+            merged = pl.concat([self.delivered().collect().join(updates, on=KEY, how="anti"), updates])
+            tmp = self.delivered_path.with_suffix(".parquet.tmp")
+            merged.sort(KEY).write_parquet(tmp)
+            _fsync_file(tmp)
+            os.replace(tmp, self.delivered_path)
+            _fsync_dir(self.root)
+        self.journal_path.unlink()
+        _fsync_dir(self.root)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace a file so readers see either the old or the new content, never a torn one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
