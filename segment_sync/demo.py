@@ -35,7 +35,7 @@ _CHANGE = """
 insert into users values
     ('u021', 'anon-21', 'user21@example.com', 'User 21', 'pro', 'acct1', true,
      timestamp '2026-11-28 09:00:00', timestamp '2026-11-28 09:00:00');
-update users set plan = 'team', updated_at = timestamp '2026-11-28 10:00:00' where user_id = 'u002';
+update users set plan = 'free', updated_at = timestamp '2026-11-28 10:00:00' where user_id = 'u002';
 update users set last_seen_at = last_seen_at + interval 1 day where user_id = 'u003';
 update users set is_active = false where user_id = 'u004';
 delete from users where user_id = 'u007';
