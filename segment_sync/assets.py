@@ -192,7 +192,7 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
             store.commit()
         rejected = [(o.row, o.rejected) for o in outcomes if o.rejected is not None]
         rejected += [(events[i].row, reason) for i, reason in report.rejected]
-        rejected_file = _write_rejected(root, sync.name, context.run_id, rejected)
+        rejected_file = _write_rejected(root, sync.name, context.run.run_id, rejected)
         acked = set(range(len(events))) - {i for i, _ in report.rejected} - set(report.undelivered)
         sent = Counter(events[i].name or events[i].type for i in acked)
         metadata = {
