@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import orjson
@@ -80,7 +81,7 @@ def test_rows_without_ids_are_rejected_and_retried_later(duck, emulator, instanc
     assert run.success
     meta = run.metadata("segment", "t")
     assert (meta["events_sent"], meta["rows_rejected"]) == (1, 2)
-    rejected = [json.loads(line) for line in open(meta["rejected_rows_file"])]
+    rejected = [json.loads(line) for line in Path(meta["rejected_rows_file"]).read_text().splitlines()]
     assert [r["key"] for r in rejected] == ["2", "3"] and all("no user id" in r["reason"] for r in rejected)
 
     duck.execute("update src set uid = 'b' where id = 2")
@@ -117,7 +118,8 @@ def test_awkward_values_become_valid_json(duck, emulator, instance):
 
 def test_oversized_row_is_rejected_and_the_rest_delivered(duck, emulator, instance):
     duck.execute(
-        "create table src as select i as id, 'u' || i as uid, repeat('x', case when i = 2 then 40000 else 10 end) as v from range(1, 4) t(i)"
+        "create table src as select i as id, 'u' || i as uid, "
+        "repeat('x', case when i = 2 then 40000 else 10 end) as v from range(1, 4) t(i)"
     )
     run = run_sync(make_definitions(_project()), "t", instance)
     assert run.success
