@@ -1,0 +1,144 @@
+"""The YAML component: loading, lineage, jobs and schedules, and clear errors for bad configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster.components.testing import create_defs_folder_sandbox
+
+from segment_sync import SegmentSyncComponent
+from segment_sync_tests.conftest import make_definitions
+
+REPO = Path(__file__).resolve().parents[1]
+DG = Path(sys.executable).with_name("dg")
+
+GOOD = {
+    "models": [{"name": "users", "table": "analytics.users", "primary_key": "user_id"}],
+    "syncs": [
+        {"name": "traits", "model": "users", "type": "identify", "user_id": "user_id", "schedule": "0 * * * *"},
+        {"name": "gone", "model": "users", "type": "track", "user_id": "user_id", "events": {"removed": "Gone"}},
+    ],
+}
+
+
+def _load(attributes: dict) -> dg.Definitions:
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(
+            component_cls=SegmentSyncComponent,
+            defs_yaml_contents={"type": "segment_sync.SegmentSyncComponent", "attributes": attributes},
+        )
+        with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+            return defs
+
+
+def test_component_builds_assets_with_lineage_jobs_and_schedules():
+    defs = _load(GOOD)
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert keys == {
+        "warehouse/analytics/users",
+        "snapshot/users",
+        "diff/traits",
+        "segment/traits",
+        "diff/gone",
+        "segment/gone",
+    }
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["snapshot", "users"])).parent_keys == {dg.AssetKey(["warehouse", "analytics", "users"])}
+    assert graph.get(dg.AssetKey(["segment", "traits"])).parent_keys == {dg.AssetKey(["diff", "traits"])}
+    assert graph.get(dg.AssetKey(["diff", "traits"])).parent_keys == {dg.AssetKey(["snapshot", "users"])}
+    job = defs.resolve_job_def("sync_traits")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "snapshot/users",
+        "diff/traits",
+        "segment/traits",
+    }
+    [schedule] = defs.schedules
+    assert (schedule.name, schedule.cron_schedule) == ("sync_traits_schedule", "0 * * * *")
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == {("snapshot/users", "primary_key_unique_and_not_null")}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({**GOOD, "syncs": [{**GOOD["syncs"][0], "type": "alias"}]}, "type"),
+        ({**GOOD, "syncs": [GOOD["syncs"][0], {**GOOD["syncs"][1], "name": "traits"}]}, "two syncs are named 'traits'"),
+        ({**GOOD, "syncs": [{**GOOD["syncs"][0], "schedule": "every hour"}]}, "'schedule' 'every hour'"),
+        ({**GOOD, "models": [{"name": "users", "table": "analytics.users"}]}, "primary_key"),
+        ({**GOOD, "models": [{"name": "users", "table": "t", "primary_key": []}]}, "at least one column"),
+        ({**GOOD, "syncs": [{**GOOD["syncs"][0], "model": "usrs"}]}, "reads model 'usrs', which is not defined"),
+        ({**GOOD, "syncs": [{**GOOD["syncs"][0], "user_idd": "x"}]}, "user_idd"),
+        ({**GOOD, "syncs": [{**GOOD["syncs"][0], "name": "Traits!"}]}, "not a valid name"),
+        ({**GOOD, "syncs": [{**GOOD["syncs"][1], "events": {}}]}, "at least one event name"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(attributes, expected):
+    with pytest.raises(Exception) as info:
+        _load(attributes)
+    text = "".join(str(e) for e in _chain(info.value))
+    assert expected in text
+
+
+def _chain(exc: BaseException | None):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def test_the_factory_and_the_component_agree():
+    factory_keys = make_definitions(GOOD).resolve_all_asset_keys()
+    assert set(factory_keys) == set(_load(GOOD).resolve_all_asset_keys())
+
+
+def _dg(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DG_CLI_SUPPRESS_WARNINGS": "1"}
+    return subprocess.run([str(DG), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_dg_check_yaml_rejects_a_typo_naming_the_file_and_line(tmp_path):
+    project = tmp_path / "proj"
+    (project / "proj" / "defs" / "syncs").mkdir(parents=True)
+    (project / "proj" / "__init__.py").write_text("")
+    (project / "proj" / "defs" / "__init__.py").write_text("")
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [project]
+            name = "proj"
+            version = "0"
+            [tool.dg]
+            directory_type = "project"
+            [tool.dg.project]
+            root_module = "proj"
+            """
+        )
+    )
+    defs_yaml = project / "proj" / "defs" / "syncs" / "defs.yaml"
+    defs_yaml.write_text(
+        textwrap.dedent(
+            """
+            type: segment_sync.SegmentSyncComponent
+            attributes:
+              models:
+                - name: users
+                  table: users
+                  primary_kee: user_id
+              syncs: []
+            """
+        )
+    )
+    result = _dg(["check", "yaml"], project)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "defs.yaml:" in out and "primary_kee" in out
+
+
+def test_dg_check_defs_passes_on_this_repo():
+    result = _dg(["check", "defs"], REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
