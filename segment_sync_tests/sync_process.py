@@ -1,0 +1,13 @@
+"""Runs one sync job in its own process, so a test can kill it mid-delivery: `python -m ... PROJECT_JSON SYNC`."""
+
+import json
+import sys
+
+import dagster as dg
+
+from segment_sync_tests.conftest import make_definitions, run_sync
+
+if __name__ == "__main__":
+    project, sync, segment = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+    run = run_sync(make_definitions(project, segment=segment), sync, dg.DagsterInstance.ephemeral())
+    sys.exit(0 if run.success else 1)

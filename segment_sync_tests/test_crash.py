@@ -1,0 +1,81 @@
+"""A delivery killed with SIGKILL part way loses nothing and re-sends only what was not acknowledged."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from segment_sync.state import SyncState
+from segment_sync_tests.conftest import make_definitions, run_sync
+from segment_sync_tests.segment_emulator import Fault
+
+PROJECT = {
+    "models": [{"name": "m", "table": "src", "primary_key": "id"}],
+    "syncs": [
+        {
+            "name": "t",
+            "model": "m",
+            "type": "track",
+            "user_id": "uid",
+            "fields": ["v"],
+            "events": {"added": "Added"},
+            "send_initial": True,
+        }
+    ],
+}
+SMALL_BATCHES = {"max_batch_bytes": 2_000, "gzip": False}
+ACK = '{"success":true}'
+
+
+def _wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_delivery_then_rerun(duckdb_warehouse, state_dir, emulator, instance, monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute(
+        "create table src as select i as id, 'user-' || i as uid, repeat('v', 100) as v from range(1, 41) t(i)"
+    )
+    # Two batches are acknowledged; the third is recorded by "Segment" but its answer never arrives.
+    emulator.inject(
+        Fault(status=200, body=ACK, record_first=True),
+        Fault(status=200, body=ACK, record_first=True),
+        Fault(status=200, body=ACK, record_first=True, delay=120),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segment_sync_tests.sync_process", json.dumps(PROJECT), "t", json.dumps(SMALL_BATCHES)],
+        env=os.environ.copy(),
+    )
+    try:
+        _wait_for(lambda: len(emulator.requests) >= 3 and emulator.requests[2].fault is not None)
+        _wait_for(lambda: len(emulator.accepted) >= 3)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    batches = [r.json()["batch"] for r in emulator.requests[:3]]
+    acked = {e["messageId"] for batch in batches[:2] for e in batch}
+    unacked = {e["messageId"] for e in batches[2]}
+    journal = (state_dir / "syncs" / "t" / "journal.jsonl").read_bytes()
+    assert journal.endswith(b"\n") and len(journal.splitlines()) == len(acked)  # no torn or extra line
+
+    run = run_sync(make_definitions(PROJECT, segment=SMALL_BATCHES), "t", instance)
+    assert run.success, run.failure_messages()
+    unique = emulator.unique_events()
+    assert len(unique) == 40 and sorted(e["userId"] for e in unique.values()) == sorted(
+        f"user-{i}" for i in range(1, 41)
+    )
+    resent = [e["messageId"] for r in emulator.requests[3:] if r.status == 200 for e in r.json()["batch"]]
+    assert acked.isdisjoint(resent)  # nothing acknowledged is sent again
+    assert unacked <= set(resent)  # the ambiguous batch is re-sent with the same messageIds
+    assert emulator.duplicates == len(unacked)
+    store = SyncState(state_dir / "syncs" / "t", "t")
+    assert store.delivered_row_count() == 40 and not store.journal_path.exists()
