@@ -1,21 +1,21 @@
 """The asset factory: snapshot/<model>, diff/<sync> and segment/<sync> for each model and sync."""
 
+import contextlib
 import time
-from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import orjson
 import polars as pl
 
-from segment_sync.delivery import deliver
-from segment_sync.diff import DIFF_SCHEMA, KEY, compute_diff, count_kinds, current_contents
-from segment_sync.events import DiffRow, build_outcomes
-from segment_sync.metadata import markdown_table, rejected_sample, schema_metadata
+from segment_sync.diff import compute_diff, count_kinds, current_contents
+from segment_sync.metadata import markdown_table, schema_metadata
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 from segment_sync.snapshot import key_problems, missing_columns
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.state import StateError, SyncState, atomic_write
+from segment_sync.sync_run import RejectedLog, deliver_diff
 from segment_sync.warehouse import WarehouseError, read_model
 
 WAREHOUSE, SEGMENT, STATE = "segment_sync_warehouse", "segment_sync_segment", "segment_sync_state"
@@ -131,14 +131,16 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str) -> dg.As
             )
         if not key_problems(snapshot, model.key_columns).ok:
             raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has null or duplicate primary keys")
-        store = _open_state(root, sync.name)
-        with _locked(store):
-            store.recover()
-            diff = compute_diff(current_contents(snapshot, model.key_columns, sync.sent_columns), store.delivered())
-            diff_file, info_file = diff_paths(root, sync.name)
-            diff.write_parquet(diff_file)
-            info = {"generation": store.meta.generation, "initial": not store.meta.baseline_done}
-            atomic_write(info_file, orjson.dumps(info))
+        with _state_errors_as_failures():
+            store = SyncState(root / "syncs" / sync.name, sync.name)
+            with store.lock():
+                store.recover()
+                current = current_contents(snapshot, model.key_columns, sync.sent_columns)
+                diff = compute_diff(current, store.delivered())
+                diff_file, info_file = diff_paths(root, sync.name)
+                diff.write_parquet(diff_file)
+                info = {"generation": store.meta.generation, "initial": not store.meta.baseline_done}
+                atomic_write(info_file, orjson.dumps(info))
         counts = count_kinds(diff)
         return dg.MaterializeResult(
             metadata={
@@ -167,55 +169,52 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
         started = time.monotonic()
         root = _state(context).root()
         segment: SegmentResource = getattr(context.resources, SEGMENT)
-        store = _open_state(root, sync.name)
         diff_file, info_file = diff_paths(root, sync.name)
-        with _locked(store):
-            info = orjson.loads(info_file.read_bytes()) if info_file.exists() else None
-            if info is None or info["generation"] != store.meta.generation:
-                raise dg.Failure(
-                    f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
-                    f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
-                )
-            store.begin_run()
-            diff = pl.read_parquet(diff_file).cast(DIFF_SCHEMA)  # type: ignore[arg-type]
-            rows = [DiffRow(*r) for r in diff.iter_rows()]
-            outcomes = list(build_outcomes(sync, rows, store.meta.sync_uuid, initial=info["initial"]))
-            store.record((o.row.key, o.row.after) for o in outcomes if o.skipped)
-            events = [o.event for o in outcomes if o.event is not None]
-            report = deliver(
-                [e.payload for e in events],
-                segment.transport(root / "outbox" / f"{sync.name}.jsonl"),
-                lambda acked: store.record((events[i].row.key, events[i].row.after) for i in acked),
-                policy=segment.retry_policy(),
-                max_batch_bytes=segment.max_batch_bytes,
-            )
-            store.commit()
-        rejected = [(o.row, o.rejected) for o in outcomes if o.rejected is not None]
-        rejected += [(events[i].row, reason) for i, reason in report.rejected]
-        rejected_file = _write_rejected(root, sync.name, context.run.run_id, rejected)
-        acked = set(range(len(events))) - {i for i, _ in report.rejected} - set(report.undelivered)
-        sent = Counter(events[i].name or events[i].type for i in acked)
+        rejected = RejectedLog(root / "syncs" / sync.name / "rejected" / f"{context.run.run_id}.jsonl")
+        with _state_errors_as_failures():
+            store = SyncState(root / "syncs" / sync.name, sync.name)
+            with store.lock():
+                info = orjson.loads(info_file.read_bytes()) if info_file.exists() else None
+                if info is None or info["generation"] != store.meta.generation:
+                    raise dg.Failure(
+                        f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
+                        f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
+                    )
+                store.begin_run()
+                try:
+                    result = deliver_diff(
+                        sync,
+                        pl.read_parquet(diff_file),
+                        store,
+                        segment.transport(root / "outbox" / f"{sync.name}.jsonl"),
+                        rejected,
+                        initial=info["initial"],
+                        policy=segment.retry_policy(),
+                        max_batch_bytes=segment.max_batch_bytes,
+                    )
+                finally:
+                    rejected.close()
+                store.commit()
         metadata = {
-            "events_sent": sum(sent.values()),
-            "events_sent_by_type": dg.MetadataValue.json(dict(sorted(sent.items()))),
-            "rows_skipped": sum(o.skipped for o in outcomes),
-            "rows_rejected": len(rejected),
-            "rejected_sample": dg.MetadataValue.json(rejected_sample(rejected)),
-            "rows_undelivered": len(report.undelivered),
-            "batches": report.batches,
-            "requests": report.requests,
-            "retries": report.retries,
-            "bytes_sent": report.bytes_sent,
+            "events_sent": sum(result.sent.values()),
+            "events_sent_by_type": dg.MetadataValue.json(dict(sorted(result.sent.items()))),
+            "rows_skipped": result.skipped,
+            "rows_rejected": rejected.count,
+            "rejected_sample": dg.MetadataValue.json(rejected.sample),
+            "rows_undelivered": result.undelivered,
+            "batches": result.batches,
+            "requests": result.requests,
+            "retries": result.retries,
+            "bytes_sent": result.bytes_sent,
             "duration_seconds": round(time.monotonic() - started, 3),
             "destination": segment.resolved_destination(),
         }
-        if rejected_file is not None:
-            metadata["rejected_rows_file"] = dg.MetadataValue.path(str(rejected_file))
-        if report.undelivered:
+        if rejected.count:
+            metadata["rejected_rows_file"] = dg.MetadataValue.path(str(rejected.path))
+        if result.undelivered:
             raise dg.Failure(
-                f"sync {sync.name!r}: {len(report.undelivered)} events were not delivered "
-                f"({report.undelivered_reason}); {report.acknowledged} were. The next run sends the rest "
-                "with the same messageIds.",
+                f"sync {sync.name!r}: {result.undelivered} rows were not delivered ({result.undelivered_reason}); "
+                f"{sum(result.sent.values())} events were. The next run sends the rest with the same messageIds.",
                 metadata=metadata,
             )
         return dg.MaterializeResult(metadata=metadata)
@@ -231,34 +230,10 @@ def _warehouse(context: dg.AssetExecutionContext) -> WarehouseResource:
     return getattr(context.resources, WAREHOUSE)
 
 
-def _open_state(root: Path, sync_name: str) -> SyncState:
+@contextlib.contextmanager
+def _state_errors_as_failures() -> Iterator[None]:
+    """A busy lock or unusable state fails the run with its message (and sends nothing)."""
     try:
-        return SyncState(root / "syncs" / sync_name, sync_name)
+        yield
     except StateError as exc:
         raise dg.Failure(str(exc)) from None
-
-
-class _locked:
-    """The sync's state lock, turning a busy lock into a clear run failure."""
-
-    def __init__(self, store: SyncState):
-        self._cm = store.lock()
-
-    def __enter__(self) -> None:
-        try:
-            self._cm.__enter__()
-        except StateError as exc:
-            raise dg.Failure(str(exc)) from None
-
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(*exc)
-
-
-def _write_rejected(root: Path, sync_name: str, run_id: str, rejected: list[tuple[DiffRow, str]]) -> Path | None:
-    if not rejected:
-        return None
-    path = root / "syncs" / sync_name / "rejected" / f"{run_id}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = (orjson.dumps({KEY.strip("_"): r.key, "kind": r.kind, "reason": why}) + b"\n" for r, why in rejected)
-    atomic_write(path, b"".join(lines))
-    return path

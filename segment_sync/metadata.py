@@ -7,9 +7,6 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from segment_sync.events import DiffRow
-
-SAMPLE_SIZE = 20
 _CELL_CHARS = 80
 
 
@@ -31,8 +28,3 @@ def schema_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     """The snapshot's column schema as Dagster shows it."""
     columns = [dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
     return {"dagster/column_schema": dg.TableSchema(columns=columns)}
-
-
-def rejected_sample(rejected: list[tuple[DiffRow, str]]) -> list[dict[str, str]]:
-    """The first rejected rows, with their reasons."""
-    return [{"key": row.key, "kind": row.kind, "reason": why} for row, why in rejected[:SAMPLE_SIZE]]
