@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import gzip
+import math
 import os
 import random
 import time
@@ -93,11 +94,14 @@ def _retry_after(headers: requests.structures.CaseInsensitiveDict) -> float | No
         if not raw:
             continue
         try:
-            return float(raw)
+            seconds = float(raw)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-            if parsed is not None:
-                return parsed.timestamp() - time.time()
+            try:
+                seconds = email.utils.parsedate_to_datetime(raw).timestamp() - time.time()
+            except (TypeError, ValueError):
+                continue  # an unreadable header: fall back to exponential backoff
+        if math.isfinite(seconds):
+            return seconds
     return None
 
 
@@ -113,7 +117,7 @@ class RetryPolicy:
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt `attempt + 1`."""
-        if retry_after is not None:
+        if retry_after is not None and math.isfinite(retry_after):
             return min(max(retry_after, 0.0), self.max_retry_after_seconds)
         backoff = min(self.base_seconds * 2 ** (attempt - 1), self.max_backoff_seconds)
         return backoff * random.uniform(0.5, 1.0)

@@ -136,7 +136,7 @@ def _id_value(values: dict[str, Any], column: str | None, setting: str) -> str |
     if isinstance(value, int | str):
         text = str(value).strip()
     elif isinstance(value, Decimal):
-        text = format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
+        text = str(int(value)) if value == value.to_integral_value() else str(value)
     else:
         raise RowRejected(f"{setting} column {column!r} holds a {type(value).__name__}, not a string or number")
     return text or None

@@ -60,6 +60,13 @@ class EventNames(_Strict):
     changed: str | None = None
     removed: str | None = None
 
+    @field_validator("added", "changed", "removed")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("event names must not be empty; leave a kind out to send nothing for it")
+        return value
+
     def for_kind(self, kind: ChangeKind) -> str | None:
         """The event name for one change kind."""
         return getattr(self, kind)

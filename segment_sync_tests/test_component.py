@@ -49,7 +49,9 @@ def test_component_builds_assets_with_lineage_jobs_and_schedules():
         "segment/gone",
     }
     graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey(["snapshot", "users"])).parent_keys == {dg.AssetKey(["warehouse", "analytics", "users"])}
+    assert graph.get(dg.AssetKey(["snapshot", "users"])).parent_keys == {
+        dg.AssetKey(["warehouse", "analytics", "users"])
+    }
     assert graph.get(dg.AssetKey(["segment", "traits"])).parent_keys == {dg.AssetKey(["diff", "traits"])}
     assert graph.get(dg.AssetKey(["diff", "traits"])).parent_keys == {dg.AssetKey(["snapshot", "users"])}
     job = defs.resolve_job_def("sync_traits")

@@ -1,0 +1,542 @@
+"""Delivery with retries, bisection on 400 and giving up, against a scripted in-process transport.
+
+The real HTTP path is tested against the emulator elsewhere; here the Transport protocol is faked so
+every status, exception and wait can be scripted exactly and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import json
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from segment_sync import batching
+from segment_sync.delivery import (
+    DEFAULT_ENDPOINT,
+    RETRYABLE_STATUSES,
+    Outbox,
+    Response,
+    RetryPolicy,
+    SegmentHttp,
+    deliver,
+)
+
+OK = Response(200, '{"success":true}')
+Script = Response | BaseException | Callable[[bytes], Response]
+
+
+class FakeTransport:
+    """Answers each POST from a script (default 200) and records what was sent."""
+
+    def __init__(self, script: Sequence[Script] = (), write_key: str | None = "wk", default: Script = OK):
+        self.script = list(script)
+        self.default = default
+        self.write_key = write_key
+        self.bodies: list[bytes] = []
+        self.attempts: list[int] = []
+
+    def post(self, body: bytes, attempt: int) -> Response:
+        self.bodies.append(body)
+        self.attempts.append(attempt)
+        item = self.script.pop(0) if self.script else self.default
+        if isinstance(item, BaseException):
+            raise item
+        if not isinstance(item, Response):
+            item = item(body)
+        return item
+
+    def sent_ids(self, n: int) -> list[str]:
+        """The userIds of the n-th request's events."""
+        return [e["userId"] for e in json.loads(self.bodies[n])["batch"]]
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def __call__(self, indices: Sequence[int]) -> None:
+        self.calls.append(list(indices))
+
+    @property
+    def all(self) -> list[int]:
+        return [i for call in self.calls for i in call]
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def payloads(n: int, *, bad: Sequence[int] = (), size: int = 0) -> list[bytes]:
+    return [
+        orjson.dumps({"type": "track", "event": "E", "userId": str(i), "bad": i in bad, "pad": "x" * size})
+        for i in range(n)
+    ]
+
+
+def rejects_bad(body: bytes) -> Response:
+    events = json.loads(body)["batch"]
+    return Response(400, "Bad Request\n") if any(e["bad"] for e in events) else OK
+
+
+def run(
+    events: list[bytes],
+    transport: FakeTransport,
+    *,
+    policy: RetryPolicy | None = None,
+    max_batch_bytes: int | None = None,
+) -> tuple[Any, Acks, Sleeps]:
+    acks, sleeps = Acks(), Sleeps()
+    report = deliver(events, transport, acks, policy=policy, max_batch_bytes=max_batch_bytes, sleep=sleeps)
+    return report, acks, sleeps
+
+
+# --- success ---------------------------------------------------------------------------------------
+
+
+def test_all_acknowledged_in_one_batch() -> None:
+    transport = FakeTransport()
+    report, acks, sleeps = run(payloads(5), transport)
+    assert acks.calls == [[0, 1, 2, 3, 4]]
+    assert (report.acknowledged, report.rejected, report.undelivered) == (5, [], [])
+    assert (report.requests, report.batches, report.retries) == (1, 1, 0)
+    assert report.bytes_sent == len(transport.bodies[0])
+    assert report.undelivered_reason is None
+    assert sleeps == []
+    body = json.loads(transport.bodies[0])
+    assert body["writeKey"] == "wk"
+    assert [e["userId"] for e in body["batch"]] == ["0", "1", "2", "3", "4"]
+
+
+def test_many_batches_in_order() -> None:
+    events = payloads(30, size=200)
+    transport = FakeTransport()
+    report, acks, _ = run(events, transport, max_batch_bytes=2_000)
+    assert acks.all == list(range(30))
+    assert report.batches == len(acks.calls) == len(transport.bodies) > 3
+    assert all(len(b) <= 2_000 for b in transport.bodies)
+    assert report.acknowledged == 30
+
+
+def test_nothing_to_send() -> None:
+    transport = FakeTransport()
+    report, acks, _ = run([], transport)
+    assert transport.bodies == [] and acks.calls == []
+    assert (report.acknowledged, report.requests, report.batches) == (0, 0, 0)
+
+
+def test_any_2xx_acknowledges() -> None:
+    report, acks, _ = run(payloads(2), FakeTransport([Response(202)]))
+    assert acks.calls == [[0, 1]]
+    assert report.acknowledged == 2
+
+
+# --- retries ---------------------------------------------------------------------------------------
+
+
+def test_500_then_200_retried_with_the_same_events() -> None:
+    transport = FakeTransport([Response(500, "Something went wrong")])
+    report, acks, sleeps = run(payloads(3), transport)
+    assert len(transport.bodies) == 2
+    assert transport.attempts == [1, 2]
+    first, second = (json.loads(b) for b in transport.bodies)
+    assert first["batch"] == second["batch"]
+    assert acks.calls == [[0, 1, 2]]
+    assert (report.requests, report.retries, report.acknowledged) == (2, 1, 3)
+    assert report.bytes_sent == sum(len(b) for b in transport.bodies)
+    assert len(sleeps) == 1
+
+
+def test_retry_count_and_attempt_numbers() -> None:
+    transport = FakeTransport([Response(503)] * 4)
+    report, acks, sleeps = run(payloads(1), transport)
+    assert transport.attempts == [1, 2, 3, 4, 5]
+    assert report.retries == 4
+    assert report.requests == 5
+    assert len(sleeps) == 4
+    assert acks.calls == [[0]]
+
+
+@pytest.mark.parametrize("status", [408, 410, 429, 460, 500, 502, 503, 504, 599])
+def test_retryable_statuses(status: int) -> None:
+    transport = FakeTransport([Response(status)])
+    report, acks, _ = run(payloads(2), transport)
+    assert len(transport.bodies) == 2
+    assert report.retries == 1
+    assert acks.calls == [[0, 1]]
+    assert status in RETRYABLE_STATUSES
+
+
+@pytest.mark.parametrize("status", [501, 505])
+def test_501_and_505_not_retried(status: int) -> None:
+    transport = FakeTransport([Response(status, "nope")])
+    report, acks, sleeps = run(payloads(3), transport)
+    assert len(transport.bodies) == 1
+    assert acks.calls == []
+    assert [i for i, _ in report.rejected] == [0, 1, 2]
+    assert all(str(status) in reason for _, reason in report.rejected)
+    assert report.retries == 0 and sleeps == []
+    assert status not in RETRYABLE_STATUSES
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 413, 422])
+def test_other_4xx_reject_the_whole_batch(status: int) -> None:
+    transport = FakeTransport([Response(status, '{"code":"x","message":"denied"}')])
+    report, acks, sleeps = run(payloads(4), transport)
+    assert len(transport.bodies) == 1
+    assert acks.calls == []
+    assert [i for i, _ in report.rejected] == [0, 1, 2, 3]
+    reason = report.rejected[0][1]
+    assert f"Segment answered {status}" in reason
+    assert "denied" in reason
+    assert report.acknowledged == 0 and report.undelivered == []
+    assert sleeps == [] and report.retries == 0
+
+
+def test_rejected_batch_does_not_stop_later_batches() -> None:
+    events = payloads(20, size=200)
+    transport = FakeTransport([Response(403, "Forbidden")])
+    report, acks, _ = run(events, transport, max_batch_bytes=2_000)
+    first = [i for i, _ in report.rejected]
+    assert first == list(range(len(first))) and first
+    assert acks.all == list(range(len(first), 20))
+    assert report.undelivered == []
+
+
+def test_reason_without_body() -> None:
+    report, _, _ = run(payloads(1), FakeTransport([Response(401, "  ")]))
+    assert report.rejected == [(0, "Segment answered 401: no body")]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.ConnectionError("connection refused"),
+        requests.Timeout("read timed out"),
+        requests.exceptions.ChunkedEncodingError("broken"),
+        ConnectionResetError("reset by peer"),
+        TimeoutError("timed out"),
+        OSError("network is unreachable"),
+    ],
+)
+def test_network_errors_retried(exc: BaseException) -> None:
+    transport = FakeTransport([exc])
+    report, acks, sleeps = run(payloads(2), transport)
+    assert len(transport.bodies) == 2
+    assert acks.calls == [[0, 1]]
+    assert report.retries == 1 and len(sleeps) == 1
+
+
+def test_retry_after_honoured() -> None:
+    transport = FakeTransport([Response(429, "slow down", retry_after=7.0), Response(503, retry_after=2.5)])
+    report, acks, sleeps = run(payloads(1), transport)
+    assert sleeps == [7.0, 2.5]
+    assert acks.calls == [[0]]
+
+
+def test_retry_after_capped_at_300_and_floored_at_0() -> None:
+    transport = FakeTransport([Response(429, retry_after=10_000.0), Response(429, retry_after=-5.0)])
+    _, acks, sleeps = run(payloads(1), transport)
+    assert sleeps == [300.0, 0.0]
+    assert acks.calls == [[0]]
+
+
+def test_backoff_without_retry_after_grows_with_jitter() -> None:
+    transport = FakeTransport([Response(500)] * 5)
+    _, _, sleeps = run(payloads(1), transport)
+    assert len(sleeps) == 5
+    for attempt, wait in enumerate(sleeps, start=1):
+        full = min(0.5 * 2 ** (attempt - 1), 60.0)
+        assert full / 2 <= wait <= full, (attempt, wait)
+
+
+def test_fresh_sent_at_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    moments = iter(dt.datetime(2026, 1, 1, 0, 0, s, tzinfo=dt.UTC) for s in range(10))
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+            return next(moments)
+
+    monkeypatch.setattr(batching, "dt", types.SimpleNamespace(datetime=Clock, UTC=dt.UTC))
+    transport = FakeTransport([Response(500), requests.Timeout("t")])
+    run(payloads(2), transport)
+    stamps = [json.loads(b)["sentAt"] for b in transport.bodies]
+    assert stamps == ["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z"]
+
+
+# --- giving up -------------------------------------------------------------------------------------
+
+
+def test_give_up_after_max_attempts_marks_the_rest_undelivered() -> None:
+    events = payloads(20, size=200)
+    policy = RetryPolicy(max_attempts=3)
+    # First batch accepted, then the service stays down.
+    transport = FakeTransport([OK], default=Response(503, "Service Unavailable"))
+    report, acks, sleeps = run(events, transport, policy=policy, max_batch_bytes=2_000)
+    (first,) = acks.calls
+    assert first == list(range(len(first))) and 0 < len(first) < 20
+    assert report.undelivered == list(range(len(first), 20))
+    assert report.acknowledged == len(first)
+    assert report.rejected == []
+    assert report.undelivered_reason is not None
+    assert "gave up after 3 attempts" in report.undelivered_reason
+    assert "HTTP 503" in report.undelivered_reason
+    assert len(transport.bodies) == 1 + 3  # no batch after the failing one was tried
+    assert transport.attempts == [1, 1, 2, 3]
+    assert report.retries == 2 and len(sleeps) == 2
+    assert report.batches == 2
+
+
+def test_give_up_on_the_first_batch_never_acknowledges() -> None:
+    transport = FakeTransport(default=requests.ConnectionError("Connection refused\nmore details"))
+    report, acks, _ = run(payloads(25, size=200), transport, policy=RetryPolicy(max_attempts=2), max_batch_bytes=2_000)
+    assert acks.calls == []
+    assert report.undelivered == list(range(25))
+    assert report.undelivered_reason is not None
+    assert "2 attempts" in report.undelivered_reason
+    assert "ConnectionError: Connection refused" in report.undelivered_reason
+    assert "more details" not in report.undelivered_reason
+
+
+def test_give_up_when_the_wait_would_pass_the_time_budget() -> None:
+    transport = FakeTransport([Response(429, retry_after=120.0)])
+    report, acks, sleeps = run(payloads(3), transport, policy=RetryPolicy(max_total_seconds=60.0))
+    assert len(transport.bodies) == 1
+    assert sleeps == []
+    assert acks.calls == []
+    assert report.undelivered == [0, 1, 2]
+    assert report.undelivered_reason is not None
+    assert "gave up" in report.undelivered_reason
+    assert "HTTP 429" in report.undelivered_reason
+
+
+def test_give_up_during_bisection_includes_pending_halves() -> None:
+    events = payloads(8, bad=[1])
+    # 400 on the whole batch, then the first half also 400, then the service goes away.
+    transport = FakeTransport([Response(400), Response(400)], default=Response(503))
+    report, acks, _ = run(events, transport, policy=RetryPolicy(max_attempts=1))
+    assert acks.calls == []
+    assert report.undelivered == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+# --- 400 bisection ---------------------------------------------------------------------------------
+
+
+def test_400_bisects_to_the_bad_event() -> None:
+    transport = FakeTransport(default=rejects_bad)
+    report, acks, sleeps = run(payloads(8, bad=[5]), transport)
+    assert acks.calls == [[0, 1, 2, 3], [4], [6, 7]]
+    assert report.acknowledged == 7
+    assert [i for i, _ in report.rejected] == [5]
+    assert "400" in report.rejected[0][1]
+    assert "Bad Request" in report.rejected[0][1]
+    # [0..8) 400, [0..4) ok, [4..8) 400, [4..6) 400, [4] ok, [5] 400, [6..8) ok
+    assert [len(json.loads(b)["batch"]) for b in transport.bodies] == [8, 4, 4, 2, 1, 1, 2]
+    assert report.requests == 7 and report.retries == 0 and sleeps == []
+
+
+def test_400_bisects_two_bad_events() -> None:
+    transport = FakeTransport(default=rejects_bad)
+    report, acks, _ = run(payloads(10, bad=[0, 9]), transport)
+    assert sorted(acks.all) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert sorted(i for i, _ in report.rejected) == [0, 9]
+    assert report.acknowledged == 8
+
+
+def test_400_on_a_single_event_rejects_it() -> None:
+    report, acks, _ = run(payloads(1), FakeTransport([Response(400, "Bad Request")]))
+    assert acks.calls == []
+    assert report.rejected == [(0, "Segment answered 400: Bad Request")]
+
+
+def test_400_bisection_with_retry_in_between() -> None:
+    script: list[Script] = [Response(400), Response(500)]
+    transport = FakeTransport(script, default=rejects_bad)
+    report, acks, _ = run(payloads(4, bad=[3]), transport)
+    assert sorted(acks.all) == [0, 1, 2]
+    assert [i for i, _ in report.rejected] == [3]
+    assert report.retries == 1
+
+
+# --- RetryPolicy -----------------------------------------------------------------------------------
+
+
+def test_retry_policy_wait_bounds() -> None:
+    policy = RetryPolicy()
+    for attempt in range(1, 15):
+        full = min(0.5 * 2 ** (attempt - 1), 60.0)
+        waits = [policy.wait(attempt, None) for _ in range(50)]
+        assert all(full / 2 <= w <= full for w in waits), attempt
+    assert max(policy.wait(30, None) for _ in range(50)) <= 60.0
+    assert policy.wait(1, 42.0) == 42.0
+    assert policy.wait(1, 301.0) == 300.0
+    assert policy.wait(1, -3.0) == 0.0
+    assert RetryPolicy(max_retry_after_seconds=10).wait(1, 50.0) == 10.0
+
+
+def test_retry_policy_jitter_varies() -> None:
+    policy = RetryPolicy()
+    assert len({policy.wait(3, None) for _ in range(20)}) > 1
+
+
+def test_retry_policy_wait_nan_retry_after_is_finite() -> None:
+    wait = RetryPolicy().wait(1, float("nan"))
+    assert 0.0 <= wait <= 300.0
+
+
+# --- SegmentHttp -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "url"),
+    [
+        ("https://api.segment.io", "https://api.segment.io/v1/batch"),
+        ("https://api.segment.io/", "https://api.segment.io/v1/batch"),
+        ("https://api.segment.io/v1", "https://api.segment.io/v1/batch"),
+        ("https://api.segment.io/v1/", "https://api.segment.io/v1/batch"),
+        ("https://events.eu1.segmentapis.com", "https://events.eu1.segmentapis.com/v1/batch"),
+        ("https://events.eu1.segmentapis.com/v1", "https://events.eu1.segmentapis.com/v1/batch"),
+        ("http://127.0.0.1:8765", "http://127.0.0.1:8765/v1/batch"),
+    ],
+)
+def test_segment_http_url(endpoint: str, url: str) -> None:
+    assert SegmentHttp("wk", endpoint).url == url
+
+
+def test_segment_http_default_endpoint() -> None:
+    assert DEFAULT_ENDPOINT == "https://api.segment.io"
+    assert SegmentHttp("wk").url == "https://api.segment.io/v1/batch"
+
+
+def test_segment_http_empty_key_raises() -> None:
+    with pytest.raises(ValueError, match="write key is empty"):
+        SegmentHttp("")
+
+
+def test_segment_http_repr_hides_the_key() -> None:
+    http = SegmentHttp("sekret_write_key_123")
+    assert "sekret_write_key_123" not in repr(http)
+    assert "sekret_write_key_123" not in str(http)
+    assert "api.segment.io" in repr(http)
+
+
+def test_segment_http_basic_auth_header() -> None:
+    http = SegmentHttp("abc123")
+    prepared = http.session.prepare_request(requests.Request("POST", http.url, data=b"{}"))
+    assert prepared.headers["Authorization"] == "Basic " + base64.b64encode(b"abc123:").decode()
+    assert prepared.headers["Content-Type"] == "application/json"
+    assert http.write_key == "abc123"
+
+
+class _FakeHttpResponse:
+    def __init__(self, status: int, text: str = "", headers: dict[str, str] | None = None):
+        self.status_code = status
+        self.text = text
+        self.headers = CaseInsensitiveDict(headers or {})
+
+
+class _FakeSession:
+    def __init__(self, response: _FakeHttpResponse):
+        self.response = response
+        self.calls: list[dict[str, Any]] = []
+
+    def post(self, url: str, *, data: bytes, headers: dict[str, str], timeout: float) -> _FakeHttpResponse:
+        self.calls.append({"url": url, "data": data, "headers": headers, "timeout": timeout})
+        return self.response
+
+
+def _http_with(response: _FakeHttpResponse, **kwargs: Any) -> tuple[SegmentHttp, _FakeSession]:
+    http = SegmentHttp("wk", "https://events.eu1.segmentapis.com", **kwargs)
+    session = _FakeSession(response)
+    http.session = session  # type: ignore[assignment]
+    return http, session
+
+
+def test_segment_http_post_gzip_and_retry_count() -> None:
+    http, session = _http_with(_FakeHttpResponse(200, '{"success":true}'), timeout=5.0)
+    body = b'{"batch":[],"sentAt":"x"}'
+    assert http.post(body, 1) == Response(200, '{"success":true}', None)
+    http.post(body, 3)
+    first, third = session.calls
+    assert first["url"] == "https://events.eu1.segmentapis.com/v1/batch"
+    assert gzip.decompress(first["data"]) == body
+    assert first["headers"] == {"Content-Encoding": "gzip"}
+    assert third["headers"] == {"Content-Encoding": "gzip", "X-Retry-Count": "2"}
+    assert first["timeout"] == 5.0
+
+
+def test_segment_http_post_plain_body() -> None:
+    http, session = _http_with(_FakeHttpResponse(200), gzip_body=False)
+    http.post(b"{}", 1)
+    assert session.calls[0]["data"] == b"{}"
+    assert "Content-Encoding" not in session.calls[0]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "12"}, 12.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"X-RateLimit-Reset": "30"}, 30.0),
+        ({}, None),
+    ],
+)
+def test_segment_http_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    http, _ = _http_with(_FakeHttpResponse(429, "slow down", headers))
+    assert http.post(b"{}", 1) == Response(429, "slow down", expected)
+
+
+def test_segment_http_retry_after_http_date() -> None:
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+    header = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    http, _ = _http_with(_FakeHttpResponse(503, "", {"Retry-After": header}))
+    wait = http.post(b"{}", 1).retry_after
+    assert wait is not None and 115 <= wait <= 121
+
+
+def test_segment_http_malformed_retry_after_is_ignored() -> None:
+    http, _ = _http_with(_FakeHttpResponse(503, "", {"Retry-After": "soon"}))
+    assert http.post(b"{}", 1) == Response(503, "", None)
+
+
+def test_segment_http_truncates_long_bodies() -> None:
+    http, _ = _http_with(_FakeHttpResponse(400, "x" * 5_000))
+    assert http.post(b"{}", 1).text == "x" * 500
+
+
+# --- Outbox ----------------------------------------------------------------------------------------
+
+
+def test_outbox_writes_one_line_per_body(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "outbox" / "sync.jsonl"
+    outbox = Outbox(path)
+    assert outbox.write_key is None
+    assert outbox.post(b'{"batch":[1]}', 1) == Response(200, '{"success":true}')
+    assert outbox.post(b'{"batch":[2]}', 1).status == 200
+    assert path.read_bytes() == b'{"batch":[1]}\n{"batch":[2]}\n'
+
+
+def test_deliver_to_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    events = payloads(30, size=200)
+    acks = Acks()
+    report = deliver(events, Outbox(path), acks, max_batch_bytes=2_000, sleep=Sleeps())
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == report.batches == len(acks.calls) > 1
+    sent = [e for line in lines for e in json.loads(line)["batch"]]
+    assert [e["userId"] for e in sent] == [str(i) for i in range(30)]
+    assert all("writeKey" not in json.loads(line) for line in lines)
+    assert all(len(line) <= 2_000 for line in lines)
+    assert acks.all == list(range(30))
+    assert report.bytes_sent == sum(len(line) for line in lines)

@@ -1,0 +1,389 @@
+"""A sync's durable state: meta, delivered rows, the journal of a run, recovery and the lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+
+from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, KEY, compute_diff, current_contents
+from segment_sync.events import DiffRow, build_outcomes
+from segment_sync.spec import SyncSpec
+from segment_sync.state import STATE_FORMAT, StateError, SyncState, atomic_write
+
+
+def rows(state: SyncState) -> list[tuple[str, str | None, int]]:
+    return list(state.delivered().collect().sort(KEY).iter_rows())
+
+
+def new_state(tmp_path: Path, name: str = "users_lifecycle") -> SyncState:
+    return SyncState(tmp_path / "syncs" / name, name)
+
+
+# --- meta ------------------------------------------------------------------------------------------
+
+
+def test_new_state_creates_meta(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    raw = json.loads(state.meta_path.read_bytes())
+    assert raw["format"] == STATE_FORMAT == 1
+    assert raw["generation"] == 0
+    assert raw["baseline_done"] is False
+    assert str(uuid.UUID(raw["sync_uuid"])) == raw["sync_uuid"] == state.meta.sync_uuid
+    assert not state.delivered_path.exists()
+    assert not state.journal_path.exists()
+
+
+def test_uuid_is_kept_and_differs_per_sync(tmp_path: Path) -> None:
+    first = new_state(tmp_path)
+    again = new_state(tmp_path)
+    other = new_state(tmp_path, "other")
+    assert again.meta.sync_uuid == first.meta.sync_uuid
+    assert other.meta.sync_uuid != first.meta.sync_uuid
+
+
+def test_empty_delivered(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    frame = state.delivered().collect()
+    assert frame.height == 0
+    assert dict(frame.schema) == DELIVERED_SCHEMA
+    assert state.delivered_row_count() == 0
+
+
+def test_begin_run_increments_generation(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    assert state.begin_run() == 1
+    assert state.begin_run() == 2
+    assert new_state(tmp_path).meta.generation == 2
+    assert new_state(tmp_path).begin_run() == 3
+
+
+def test_meta_missing_with_delivered_rows_is_an_error(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "x")])
+    state.commit()
+    state.meta_path.unlink()
+    with pytest.raises(StateError, match="meta.json is missing but delivered rows exist"):
+        new_state(tmp_path)
+    assert state.delivered_path.exists()  # nothing was reset
+
+
+def test_meta_missing_with_a_journal_is_an_error(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "x")])
+    state.meta_path.unlink()
+    with pytest.raises(StateError, match="users_lifecycle"):
+        new_state(tmp_path)
+
+
+def test_unknown_meta_format_is_an_error(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    raw = json.loads(state.meta_path.read_bytes())
+    state.meta_path.write_bytes(orjson.dumps({**raw, "format": 99}))
+    with pytest.raises(StateError, match="format 99"):
+        new_state(tmp_path)
+
+
+# --- record and commit -----------------------------------------------------------------------------
+
+
+def test_record_and_commit(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    gen = state.begin_run()
+    state.record([("b", '{"v":2}'), ("a", '{"v":1}')])
+    assert state.journal_path.exists()
+    state.commit()
+    assert not state.journal_path.exists()
+    assert rows(state) == [("a", '{"v":1}', gen), ("b", '{"v":2}', gen)]
+    assert state.meta.baseline_done is True
+    assert json.loads(state.meta_path.read_bytes())["baseline_done"] is True
+    assert new_state(tmp_path).meta.baseline_done is True
+    assert sorted(p.name for p in state.root.iterdir()) == ["delivered.parquet", "meta.json"]
+
+
+def test_journal_is_one_fsynced_line_per_row(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "x"), ("b", None)])
+    state.record([("c", "z")])
+    lines = state.journal_path.read_bytes().splitlines()
+    assert [orjson.loads(line) for line in lines] == [
+        {"g": 1, "k": "a", "c": "x"},
+        {"g": 1, "k": "b", "c": None},
+        {"g": 1, "k": "c", "c": "z"},
+    ]
+
+
+def test_empty_record_writes_nothing(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([])
+    assert not state.journal_path.exists()
+
+
+def test_commit_without_rows_marks_the_baseline(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.commit()
+    assert state.meta.baseline_done is True
+    assert not state.delivered_path.exists()
+
+
+def test_second_run_updates_only_its_rows(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "a1"), ("b", "b1"), ("c", "c1")])
+    state.commit()
+    state.begin_run()
+    state.record([("b", "b2"), ("c", None), ("d", "d2")])
+    state.commit()
+    assert rows(state) == [("a", "a1", 1), ("b", "b2", 2), ("c", None, 2), ("d", "d2", 2)]
+
+
+def test_last_record_of_a_key_wins(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "first")])
+    state.record([("a", "second"), ("b", "x")])
+    state.record([("b", None)])
+    state.commit()
+    assert rows(state) == [("a", "second", 1), ("b", None, 1)]
+
+
+def test_tombstones_kept_and_not_counted(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "x"), ("b", "y"), ("c", "z")])
+    state.commit()
+    state.begin_run()
+    state.record([("b", None)])
+    state.commit()
+    assert rows(state)[1] == ("b", None, 2)
+    assert state.delivered().collect().height == 3
+    assert state.delivered_row_count() == 2
+
+
+# --- recovery --------------------------------------------------------------------------------------
+
+
+def test_dead_run_journal_folded_by_next_begin_run(tmp_path: Path) -> None:
+    dead = new_state(tmp_path)
+    dead.begin_run()
+    dead.record([("a", "x"), ("b", "y")])
+    # The process dies here: no commit.
+    assert dead.journal_path.exists()
+
+    nxt = new_state(tmp_path)
+    assert nxt.meta.generation == 1
+    assert nxt.meta.baseline_done is False
+    assert nxt.begin_run() == 2
+    assert not nxt.journal_path.exists()
+    assert rows(nxt) == [("a", "x", 1), ("b", "y", 1)]
+    assert nxt.delivered_row_count() == 2
+
+
+def test_recover_folds_a_dead_run(tmp_path: Path) -> None:
+    dead = new_state(tmp_path)
+    dead.begin_run()
+    dead.record([("a", "x")])
+    other = new_state(tmp_path)
+    other.recover()
+    assert rows(other) == [("a", "x", 1)]
+    assert not other.journal_path.exists()
+    other.recover()  # idempotent, no journal
+    assert rows(other) == [("a", "x", 1)]
+
+
+def test_dead_run_after_a_good_run(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "a1"), ("b", "b1")])
+    state.commit()
+    state.begin_run()
+    state.record([("a", "a2")])
+    state2 = new_state(tmp_path)
+    state2.begin_run()
+    state2.record([("c", "c3")])
+    state2.commit()
+    assert rows(state2) == [("a", "a2", 2), ("b", "b1", 1), ("c", "c3", 3)]
+
+
+def test_torn_last_journal_line_ignored(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "x"), ("b", "y")])
+    with open(state.journal_path, "ab") as f:
+        f.write(b'{"g":1,"k":"c","c":"z')  # the process died mid-write
+    nxt = new_state(tmp_path)
+    nxt.begin_run()
+    assert rows(nxt) == [("a", "x", 1), ("b", "y", 1)]
+    assert not nxt.journal_path.exists()
+
+
+def test_journal_with_only_a_torn_line(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.journal_path.write_bytes(b'{"g":1,"k":"a"')
+    state.commit()
+    assert not state.journal_path.exists()
+    assert rows(state) == []
+
+
+def test_refold_after_crash_between_replace_and_unlink(tmp_path: Path) -> None:
+    """If a run dies after writing delivered.parquet but before removing the journal, folding again is harmless."""
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", "x"), ("b", None)])
+    journal = state.journal_path.read_bytes()
+    state.commit()
+    state.journal_path.write_bytes(journal)
+    nxt = new_state(tmp_path)
+    nxt.begin_run()
+    assert rows(nxt) == [("a", "x", 1), ("b", None, 1)]
+
+
+def test_no_temporary_files_left(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    for _ in range(3):
+        state.begin_run()
+        state.record([("a", str(state.meta.generation))])
+        state.commit()
+    assert not [p.name for p in state.root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_atomic_write(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    atomic_write(path, b"one")
+    atomic_write(path, b"two")
+    assert path.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+# --- with the diff and events: unacknowledged rows are retried with the same messageIds -------------
+
+
+def test_unacknowledged_rows_come_back_with_the_same_message_ids(tmp_path: Path) -> None:
+    sync = SyncSpec(name="s", model="m", type="identify", user_id="uid", fields=["plan"])
+    snapshot = pl.DataFrame({"uid": ["u1", "u2", "u3"], "plan": ["free", "pro", "team"]})
+    current = current_contents(snapshot, ["uid"], sync.sent_columns)
+
+    def outcomes(state: SyncState) -> list:
+        state.recover()
+        diff = compute_diff(current, state.delivered())
+        gen_rows = [DiffRow(*r) for r in diff.iter_rows()]
+        return list(build_outcomes(sync, gen_rows, state.meta.sync_uuid, initial=not state.meta.baseline_done))
+
+    state = new_state(tmp_path)
+    first = outcomes(state)
+    state.begin_run()
+    ids = {o.row.key: o.event.message_id for o in first if o.event}
+    assert sorted(ids) == ["u1", "u2", "u3"]
+    # Only u1 and u3 are acknowledged; the run then dies.
+    state.record((o.row.key, o.row.after) for o in first if o.row.key in ("u1", "u3"))
+
+    state = new_state(tmp_path)
+    second = outcomes(state)
+    assert [(o.row.key, o.row.kind) for o in second] == [("u2", "added")]
+    assert second[0].event is not None
+    assert second[0].event.message_id == ids["u2"]
+    assert second[0].event.payload == next(o.event.payload for o in first if o.row.key == "u2")
+
+
+# --- the lock --------------------------------------------------------------------------------------
+
+
+def test_lock_is_reentrant_after_release(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    with state.lock():
+        pass
+    with state.lock():
+        pass
+
+
+def test_second_lock_in_the_same_process_conflicts(tmp_path: Path) -> None:
+    """flock locks belong to the open file description, so a second open() conflicts even in one process."""
+    one, two = new_state(tmp_path), new_state(tmp_path)
+    with one.lock():
+        with pytest.raises(StateError, match="'users_lifecycle' is already running in another process"), two.lock():
+            pass
+        with pytest.raises(StateError, match="sent nothing"), one.lock():
+            pass
+    with two.lock():
+        pass
+
+
+def test_other_syncs_do_not_conflict(tmp_path: Path) -> None:
+    with new_state(tmp_path, "a").lock(), new_state(tmp_path, "b").lock():
+        pass
+
+
+def _hold_lock(root: str, name: str, locked: Any, release: Any) -> None:
+    """In a child process: hold the sync's lock until told to let go."""
+    with SyncState(Path(root), name).lock():
+        locked.set()
+        release.wait(30)
+
+
+def _start_holder(tmp_path: Path) -> tuple[Any, Any, Any]:
+    # fork: the child reuses the parent's imports, so it starts in milliseconds. It only opens and
+    # locks a file, which is safe after a fork.
+    ctx = multiprocessing.get_context("fork")
+    locked, release = ctx.Event(), ctx.Event()
+    root = tmp_path / "syncs" / "users_lifecycle"
+    child = ctx.Process(target=_hold_lock, args=(str(root), "users_lifecycle", locked, release), daemon=True)
+    child.start()
+    assert locked.wait(10), "the child never took the lock"
+    return child, locked, release
+
+
+def test_lock_held_by_another_process(tmp_path: Path) -> None:
+    new_state(tmp_path)  # create meta before the child, so both agree on it
+    child, _, release = _start_holder(tmp_path)
+    try:
+        with pytest.raises(StateError) as info, new_state(tmp_path).lock():
+            pass
+        message = str(info.value)
+        assert "'users_lifecycle' is already running in another process" in message
+        assert "this run sent nothing" in message
+        # The holder finishes: the lock is free again.
+        release.set()
+        child.join(10)
+        assert child.exitcode == 0
+        with new_state(tmp_path).lock():
+            pass
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def test_lock_freed_when_the_holder_dies(tmp_path: Path) -> None:
+    new_state(tmp_path)
+    child, _, _ = _start_holder(tmp_path)
+    try:
+        with pytest.raises(StateError), new_state(tmp_path).lock():
+            pass
+    finally:
+        child.kill()
+        child.join()
+    assert child.exitcode == -signal.SIGKILL
+    with new_state(tmp_path).lock():
+        pass
+
+
+def test_delivered_schema_on_disk(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record([("a", None)])
+    state.commit()
+    frame = pl.read_parquet(state.delivered_path)
+    assert dict(frame.schema) == {KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64}
