@@ -11,6 +11,7 @@ import argparse
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dagster as dg  # noqa: E402
 
 from segment_sync_tests.conftest import Warehouse, make_definitions  # noqa: E402
-from segment_sync_tests.segment_emulator import SegmentEmulator  # noqa: E402
 
 PROJECT = {
     "models": [{"name": "users", "table": "users", "primary_key": "user_id"}],
@@ -80,13 +80,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {"initial": [], "changes": []}
-    with SegmentEmulator(write_key="bench") as emulator:
+    emulator = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("emulator_process.py")), "bench"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = emulator.stdout.readline().strip()
+    try:
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory() as tmp:
                 os.environ.update(
                     {
                         "SEGMENT_SYNC_STATE_DIR": f"{tmp}/state",
-                        "SEGMENT_ENDPOINT": emulator.url,
+                        "SEGMENT_ENDPOINT": url,
                         "SEGMENT_WRITE_KEY": "bench",
                         "SEGMENT_DESTINATION": "http",
                     }
@@ -98,7 +105,10 @@ def main() -> None:
                 results["initial"].append(_timed_run(definitions))
                 _change(warehouse, args.rows)
                 results["changes"].append(_timed_run(definitions))
-                emulator.reset()
+    finally:
+        accepted, duplicates, discarded = emulator.communicate("")[0].split()
+    expected = sum(r["events"] for runs in results.values() for r in runs)
+    assert int(accepted) == expected and int(duplicates) == 0 and int(discarded) == 0, (accepted, expected)
     print(f"identify sync, {args.rows:,} rows, median of {args.repeat} (seconds)")
     print(f"{'run':<9}{'snapshot':>10}{'diff':>10}{'delivery':>10}{'wall':>10}{'events':>10}{'events/s':>12}")
     for name, runs in results.items():

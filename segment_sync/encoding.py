@@ -72,7 +72,12 @@ def _parse_int(text: str) -> int | Decimal:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse canonical JSON without losing digits: non-integral numbers come back as Decimal."""
+    """Parse canonical JSON (from `dumps`) without losing digits."""
+    raw = text.encode() if isinstance(text, str) else text
+    fast = orjson.loads(raw)
+    # Canonical JSON re-encodes to itself unless a number would lose digits as a float (Decimal, huge int).
+    if orjson.dumps(fast, option=_OPTIONS) == raw:
+        return fast
     return json.loads(text, parse_float=Decimal, parse_int=_parse_int)
 
 

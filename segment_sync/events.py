@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -66,8 +65,8 @@ def message_id_for(sync_uuid: str, row: DiffRow) -> str:
     one (A -> B, B -> A, A -> B) still gets a new id.
     """
     parts = (sync_uuid, row.key, row.kind, str(row.before_gen), row.before or "", row.after or "")
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16]))
+    h = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"  # shaped like a UUID, as Segment's own ids
 
 
 def event_name(sync: SyncSpec, kind: ChangeKind) -> str | None:
@@ -135,8 +134,8 @@ def _id_value(values: dict[str, Any], column: str | None, setting: str) -> str |
         return None
     if isinstance(value, int | str):
         text = str(value).strip()
-    elif isinstance(value, Decimal):
-        text = str(int(value)) if value == value.to_integral_value() else str(value)
+    elif isinstance(value, Decimal | float):
+        text = str(int(value)) if value == int(value) else str(value)
     else:
         raise RowRejected(f"{setting} column {column!r} holds a {type(value).__name__}, not a string or number")
     return text or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -118,12 +119,12 @@ class SyncSpec(_Strict):
             raise ValueError(f"{where}: identify and group syncs always send the initial set; drop 'send_initial'")
         return self
 
-    @property
+    @cached_property
     def field_map(self) -> dict[str, str]:
         """Segment property/trait name -> column."""
         return {c: c for c in self.fields} if isinstance(self.fields, list) else dict(self.fields)
 
-    @property
+    @cached_property
     def sent_columns(self) -> list[str]:
         """Every model column this sync sends, in a stable order; only these count as changes."""
         cols = [self.user_id, self.anonymous_id, self.group_id, self.timestamp, self.message_id]
