@@ -58,7 +58,7 @@ def run_demo(folder: Path) -> int:
     outbox = folder / "state" / "outbox"
     print(f"\nRequest bodies that would have been POSTed to Segment: {outbox}/<sync>.jsonl")
     print("To see these runs, the assets, lineage and metadata in the Dagster UI, run:")
-    print(f"  DAGSTER_HOME={folder / 'dagster_home'} SEGMENT_SYNC_STATE_DIR={folder / 'state'} uv run dg dev")
+    print(f"  DAGSTER_HOME={folder / 'dagster_home'} SEGMENT_SYNC_STATE_DIR={folder / 'state'} ./dev dg dev")
     return 1 if failed else 0
 
 
