@@ -14,7 +14,7 @@ from segment_sync.metadata import markdown_table, schema_metadata
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 from segment_sync.snapshot import key_problems, missing_columns
 from segment_sync.spec import ModelSpec, SyncSpec
-from segment_sync.state import StateError, SyncState, atomic_write
+from segment_sync.state import StateError, SyncState, atomic_write, write_parquet_atomic
 from segment_sync.sync_run import RejectedLog, deliver_diff
 from segment_sync.warehouse import WarehouseError, read_model
 
@@ -23,26 +23,32 @@ PK_CHECK = "primary_key_unique_and_not_null"
 
 
 def snapshot_key(model: str) -> dg.AssetKey:
+    """The key of a model's snapshot asset."""
     return dg.AssetKey(["snapshot", model])
 
 
 def diff_key(sync: str) -> dg.AssetKey:
+    """The key of a sync's diff asset."""
     return dg.AssetKey(["diff", sync])
 
 
 def segment_key(sync: str) -> dg.AssetKey:
+    """The key of a sync's delivery asset."""
     return dg.AssetKey(["segment", sync])
 
 
 def table_key(table: str) -> dg.AssetKey:
+    """The key of a warehouse table (dots split into path parts)."""
     return dg.AssetKey(["warehouse", *table.split(".")])
 
 
 def snapshot_path(root: Path, model: str) -> Path:
+    """Where a model's latest snapshot is stored."""
     return root / "snapshots" / f"{model}.parquet"
 
 
 def diff_paths(root: Path, sync: str) -> tuple[Path, Path]:
+    """Where a sync's latest diff and its basis (state generation, initial run) are stored."""
     folder = root / "syncs" / sync
     return folder / "diff.parquet", folder / "diff.json"
 
@@ -73,10 +79,7 @@ def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefiniti
         if missing:
             raise dg.Failure(f"model {model.name!r}: the query returns no primary key column {missing}")
         path = snapshot_path(root, model.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
-        frame.write_parquet(tmp)
-        tmp.replace(path)
+        write_parquet_atomic(frame, path)
         problems = key_problems(frame, model.key_columns)
         return dg.MaterializeResult(
             metadata={
@@ -138,7 +141,7 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str) -> dg.As
                 current = current_contents(snapshot, model.key_columns, sync.sent_columns)
                 diff = compute_diff(current, store.delivered())
                 diff_file, info_file = diff_paths(root, sync.name)
-                diff.write_parquet(diff_file)
+                write_parquet_atomic(diff, diff_file)
                 info = {"generation": store.meta.generation, "initial": not store.meta.baseline_done}
                 atomic_write(info_file, orjson.dumps(info))
         counts = count_kinds(diff)

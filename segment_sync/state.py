@@ -131,11 +131,7 @@ class SyncState:
                 schema=DELIVERED_SCHEMA,
             ).unique(KEY, keep="last", maintain_order=True)
             merged = pl.concat([self.delivered().collect().join(updates, on=KEY, how="anti"), updates])
-            tmp = self.delivered_path.with_suffix(".parquet.tmp")
-            merged.sort(KEY).write_parquet(tmp)
-            _fsync_file(tmp)
-            os.replace(tmp, self.delivered_path)
-            _fsync_dir(self.root)
+            write_parquet_atomic(merged.sort(KEY), self.delivered_path)
         self.journal_path.unlink()
         _fsync_dir(self.root)
 
@@ -147,6 +143,16 @@ def atomic_write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write a Parquet file aside, fsync it, then rename it over the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.write_parquet(tmp)
+    _fsync_file(tmp)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
