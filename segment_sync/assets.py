@@ -8,18 +8,30 @@ from pathlib import Path
 import dagster as dg
 import orjson
 import polars as pl
+from pydantic import Field
 
 from segment_sync.diff import compute_diff, count_kinds, current_contents
+from segment_sync.encoding import row_contents
+from segment_sync.guards import change_size_problems, column_kinds, kind_changes
 from segment_sync.metadata import markdown_table, schema_metadata
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.snapshot import key_problems, missing_columns
+from segment_sync.snapshot import drop_duplicate_keys, key_problems, missing_columns, split_null_keys
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.state import StateError, SyncState, atomic_write, write_parquet_atomic
 from segment_sync.sync_run import RejectedLog, deliver_diff
 from segment_sync.warehouse import WarehouseError, read_model
 
 WAREHOUSE, SEGMENT, STATE = "segment_sync_warehouse", "segment_sync_segment", "segment_sync_state"
-PK_CHECK = "primary_key_unique_and_not_null"
+PK_CHECK = "primary_key_unique"
+GUARD_CHECK = "change_within_limits"
+
+
+class DiffConfig(dg.Config):
+    """Run configuration of a sync's diff."""
+
+    approve_large_change: bool = Field(
+        default=False, description="Send this run's diff even if it is larger than the sync's limits."
+    )
 
 
 def snapshot_key(model: str) -> dg.AssetKey:
@@ -47,17 +59,30 @@ def snapshot_path(root: Path, model: str) -> Path:
     return root / "snapshots" / f"{model}.parquet"
 
 
-def diff_paths(root: Path, sync: str) -> tuple[Path, Path]:
-    """Where a sync's latest diff and its basis (state generation, initial run) are stored."""
-    folder = root / "syncs" / sync
-    return folder / "diff.parquet", folder / "diff.json"
+def sync_pool(sync: str) -> str:
+    """The Dagster concurrency pool of a sync's diff and delivery (limit it to 1)."""
+    return f"segment_sync/{sync}"
+
+
+class SyncFiles:
+    """Where a sync keeps its latest diff, the diff's basis, its rejected rows and its outbox."""
+
+    def __init__(self, root: Path, sync: str):
+        self.folder = root / "syncs" / sync
+        self.diff = self.folder / "diff.parquet"
+        self.diff_info = self.folder / "diff.json"
+        self.outbox = root / "outbox" / f"{sync}.jsonl"
+
+    def rejected(self, run_id: str) -> Path:
+        """The full list of one run's rejected rows."""
+        return self.folder / "rejected" / f"{run_id}.jsonl"
 
 
 def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefinition:
     """The asset that reads a model into a Parquet snapshot, with its blocking primary key check."""
     key = snapshot_key(model.name)
     check = dg.AssetCheckSpec(
-        PK_CHECK, asset=key, blocking=True, description=f"Every {model.key_columns} value is present and unique."
+        PK_CHECK, asset=key, blocking=True, description=f"No two rows share a {model.key_columns} value."
     )
 
     @dg.asset(
@@ -78,29 +103,36 @@ def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefiniti
         missing = missing_columns(frame, model.key_columns)
         if missing:
             raise dg.Failure(f"model {model.name!r}: the query returns no primary key column {missing}")
+        frame, dropped, dropped_keys = drop_duplicate_keys(frame, model)
         path = snapshot_path(root, model.name)
         write_parquet_atomic(frame, path)
         problems = key_problems(frame, model.key_columns)
+        policy = {
+            "duplicate_rows_dropped": dropped,
+            "duplicate_rows_dropped_keys": dg.MetadataValue.json(dropped_keys),
+            "null_key_rows": problems.null_rows,
+        }
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": frame.height,
                 **schema_metadata(frame),
+                **policy,
                 "preview": dg.MetadataValue.md(markdown_table(frame.head(10))),
                 "path": dg.MetadataValue.path(str(path)),
             },
             check_results=[
                 dg.AssetCheckResult(
                     check_name=PK_CHECK,
-                    passed=problems.ok,
+                    passed=problems.duplicate_keys == 0,
                     severity=dg.AssetCheckSeverity.ERROR,
                     description=None
-                    if problems.ok
-                    else f"{problems.null_rows} rows with a null key, {problems.duplicate_keys} duplicated keys: "
-                    "nothing is sent until the model's primary key is unique and not null.",
+                    if problems.duplicate_keys == 0
+                    else f"{problems.duplicate_keys} primary keys appear more than once: nothing is sent until "
+                    "the model's key is unique (or set on_duplicate_key to keep_first/keep_last with order_by).",
                     metadata={
-                        "null_key_rows": problems.null_rows,
                         "duplicate_keys": problems.duplicate_keys,
                         "duplicate_key_samples": dg.MetadataValue.json(problems.duplicate_samples),
+                        **policy,
                     },
                 )
             ],
@@ -110,17 +142,26 @@ def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefiniti
 
 
 def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str) -> dg.AssetsDefinition:
-    """The asset that diffs a model snapshot against what the sync last delivered."""
+    """The asset that diffs a model snapshot against what the sync last delivered, with its blocking guard."""
+    key = diff_key(sync.name)
+    guard = dg.AssetCheckSpec(
+        GUARD_CHECK,
+        asset=key,
+        blocking=True,
+        description="The diff is not suspiciously large and no sent column changed its kind of value.",
+    )
 
     @dg.asset(
-        key=diff_key(sync.name),
+        key=key,
         deps=[snapshot_key(model.name)],
         group_name=group_name,
         kinds={"polars"},
+        check_specs=[guard],
+        pool=sync_pool(sync.name),
         description=f"Rows of `{model.name}` added, changed or removed since sync `{sync.name}` last delivered.",
         required_resource_keys={STATE, SEGMENT},
     )
-    def _diff(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _diff(context: dg.AssetExecutionContext, config: DiffConfig) -> dg.MaterializeResult:
         root = _state(context).root()
         path = snapshot_path(root, model.name)
         if not path.exists():
@@ -132,29 +173,62 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str) -> dg.As
                 f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; "
                 f"its columns are {', '.join(snapshot.columns)}. Fix the sync's mapping or the model's query."
             )
-        if not key_problems(snapshot, model.key_columns).ok:
-            raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has null or duplicate primary keys")
+        if key_problems(snapshot, model.key_columns).duplicate_keys:
+            raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has duplicate primary keys")
+        complete, null_keys = split_null_keys(snapshot, model.key_columns)
+        kinds = column_kinds(snapshot.schema, sync.sent_columns)
+        files = SyncFiles(root, sync.name)
         with _state_errors_as_failures():
-            store = SyncState(root / "syncs" / sync.name, sync.name)
+            store = SyncState(files.folder, sync.name)
             with store.lock():
                 store.recover()
-                current = current_contents(snapshot, model.key_columns, sync.sent_columns)
-                diff = compute_diff(current, store.delivered())
-                diff_file, info_file = diff_paths(root, sync.name)
-                write_parquet_atomic(diff, diff_file)
-                info = {"generation": store.meta.generation, "initial": not store.meta.baseline_done}
-                atomic_write(info_file, orjson.dumps(info))
-        counts = count_kinds(diff)
+                diff = compute_diff(current_contents(complete, model.key_columns, sync.sent_columns), store.delivered())
+                initial = not store.meta.baseline_done
+                counts = count_kinds(diff)
+                delivered_rows = store.delivered_row_count()
+                problems = [] if initial else change_size_problems(sync, counts, delivered_rows)
+                problems += kind_changes(store.meta.column_kinds, kinds)
+                info = {
+                    "generation": store.meta.generation,
+                    "initial": initial,
+                    "column_kinds": kinds,
+                    "null_key_rows": row_contents(null_keys, sync.sent_columns),
+                }
+                write_parquet_atomic(diff, files.diff)
+                atomic_write(files.diff_info, orjson.dumps(info))
+        approved = bool(problems) and config.approve_large_change
         return dg.MaterializeResult(
             metadata={
                 **counts,
                 "dagster/row_count": diff.height,
-                "initial_run": info["initial"],
+                "rows_last_delivered": delivered_rows,
+                "null_key_rows": null_keys.height,
+                "initial_run": initial,
                 "preview": dg.MetadataValue.md(markdown_table(diff.head(10))),
-            }
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=GUARD_CHECK,
+                    passed=not problems or approved,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=_guard_description(sync.name, problems, approved),
+                    metadata={"problems": dg.MetadataValue.json(problems), "approved": approved, **counts},
+                )
+            ],
         )
 
     return _diff
+
+
+def _guard_description(sync_name: str, problems: list[str], approved: bool) -> str | None:
+    if not problems:
+        return None
+    if approved:
+        return "Approved for this run: " + "; ".join(problems)
+    return (
+        f"Nothing was sent: {'; '.join(problems)}. If this change is intended, run the job `sync_{sync_name}` "
+        "once with `ops: {diff__" + sync_name + ": {config: {approve_large_change: true}}}`."
+    )
 
 
 def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
@@ -165,6 +239,7 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
         deps=[diff_key(sync.name)],
         group_name=group_name,
         kinds={"segment"},
+        pool=sync_pool(sync.name),
         description=f"Events of sync `{sync.name}` ({sync.type}) delivered to Segment.",
         required_resource_keys={STATE, SEGMENT},
     )
@@ -172,12 +247,12 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
         started = time.monotonic()
         root = _state(context).root()
         segment: SegmentResource = getattr(context.resources, SEGMENT)
-        diff_file, info_file = diff_paths(root, sync.name)
-        rejected = RejectedLog(root / "syncs" / sync.name / "rejected" / f"{context.run.run_id}.jsonl")
+        files = SyncFiles(root, sync.name)
+        rejected = RejectedLog(files.rejected(context.run.run_id))
         with _state_errors_as_failures():
-            store = SyncState(root / "syncs" / sync.name, sync.name)
+            store = SyncState(files.folder, sync.name)
             with store.lock():
-                info = orjson.loads(info_file.read_bytes()) if info_file.exists() else None
+                info = orjson.loads(files.diff_info.read_bytes()) if files.diff_info.exists() else None
                 if info is None or info["generation"] != store.meta.generation:
                     raise dg.Failure(
                         f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
@@ -185,11 +260,14 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
                     )
                 store.begin_run()
                 try:
+                    for content in info["null_key_rows"]:
+                        reason = f"the primary key of model {sync.model!r} is null, so the row cannot be tracked"
+                        rejected.add(None, "added", f"{reason}: {content[:200]}")
                     result = deliver_diff(
                         sync,
-                        pl.read_parquet(diff_file),
+                        pl.read_parquet(files.diff),
                         store,
-                        segment.transport(root / "outbox" / f"{sync.name}.jsonl"),
+                        segment.transport(files.outbox),
                         rejected,
                         initial=info["initial"],
                         policy=segment.retry_policy(),
@@ -197,7 +275,7 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
                     )
                 finally:
                     rejected.close()
-                store.commit()
+                store.commit(column_kinds=info["column_kinds"])
         metadata = {
             "events_sent": sum(result.sent.values()),
             "events_sent_by_type": dg.MetadataValue.json(dict(sorted(result.sent.items()))),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from segment_sync.encoding import key_strings
+from segment_sync.spec import ModelSpec
 
 SAMPLE_SIZE = 20
 
@@ -36,3 +37,21 @@ def key_problems(snapshot: pl.DataFrame, key_columns: Sequence[str]) -> KeyProbl
     keys = snapshot.select(key_strings(snapshot, key_columns).alias("key")).filter(pl.col("key").is_not_null())
     dupes = keys.group_by("key").len().filter(pl.col("len") > 1).sort("key")
     return KeyProblems(int(null_rows or 0), dupes.height, dupes["key"].head(SAMPLE_SIZE).to_list())
+
+
+def drop_duplicate_keys(snapshot: pl.DataFrame, model: ModelSpec) -> tuple[pl.DataFrame, int, list[str]]:
+    """Apply the model's keep_first/keep_last policy: the kept rows, how many were dropped and sample keys."""
+    problems = key_problems(snapshot, model.key_columns)
+    if model.on_duplicate_key == "fail" or problems.duplicate_keys == 0:
+        return snapshot, 0, []
+    keep = "first" if model.on_duplicate_key == "keep_first" else "last"
+    complete, null_keys = split_null_keys(snapshot, model.key_columns)
+    ordered = complete.with_row_index("_row").sort(model.order_by, "_row", nulls_last=True)
+    kept = ordered.unique(model.key_columns, keep=keep, maintain_order=True).sort("_row").drop("_row")
+    return pl.concat([kept, null_keys]), complete.height - kept.height, problems.duplicate_samples
+
+
+def split_null_keys(snapshot: pl.DataFrame, key_columns: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows whose primary key is complete, and rows with a null key part (which can never be synced)."""
+    has_null = pl.any_horizontal(pl.col(key_columns).is_null())
+    return snapshot.filter(~has_null), snapshot.filter(has_null)

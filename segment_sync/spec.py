@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 NAME_PATTERN = re.compile(r"[a-z0-9_]+")
 SyncType = Literal["track", "audience", "identify", "group"]
+DuplicatePolicy = Literal["fail", "keep_first", "keep_last"]
 ChangeKind = Literal["added", "changed", "removed"]
 
 
@@ -30,6 +31,10 @@ class ModelSpec(_Strict):
     sql: str | None = Field(default=None, description="The query that returns the model's rows.")
     table: str | None = Field(default=None, description="A table to read whole, e.g. analytics.users.")
     primary_key: str | list[str] = Field(description="One column, or a list of columns for a composite key.")
+    on_duplicate_key: DuplicatePolicy = Field(
+        default="fail", description="fail (send nothing), keep_first or keep_last row per key, by order_by."
+    )
+    order_by: str | None = Field(default=None, description="Column that orders duplicate rows for keep_first/last.")
 
     _name = field_validator("name")(_check_name)
 
@@ -37,6 +42,11 @@ class ModelSpec(_Strict):
     def _one_source(self) -> ModelSpec:
         if (self.sql is None) == (self.table is None):
             raise ValueError(f"model {self.name!r}: set exactly one of 'sql' or 'table'")
+        if self.on_duplicate_key != "fail" and self.order_by is None:
+            raise ValueError(
+                f"model {self.name!r}: on_duplicate_key {self.on_duplicate_key!r} needs 'order_by', the column that "
+                "decides which duplicate row is first or last"
+            )
         if not self.key_columns or any(not c for c in self.key_columns):
             raise ValueError(f"model {self.name!r}: 'primary_key' must name at least one column")
         if len(set(self.key_columns)) != len(self.key_columns):
@@ -90,8 +100,22 @@ class SyncSpec(_Strict):
     timestamp: str | None = Field(default=None, description="Column with the event time (backfills).")
     message_id: str | None = Field(default=None, description="Column with a messageId; else generated.")
     schedule: str | None = Field(default=None, description="Cron expression for the sync's job.")
+    max_removed_percent: float = Field(
+        default=50.0, description="Stop when more rows are removed than this % of the rows last delivered."
+    )
+    max_added_percent: float = Field(
+        default=100.0, description="Stop when more rows are added than this % of the rows last delivered."
+    )
+    guard_min_rows: int = Field(default=10, description="Changes smaller than this many rows never stop a sync.")
 
     _name = field_validator("name")(_check_name)
+
+    @field_validator("max_removed_percent", "max_added_percent", "guard_min_rows")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
 
     @field_validator("fields")
     @classmethod

@@ -30,6 +30,7 @@ class SyncMeta:
     sync_uuid: str
     generation: int = 0
     baseline_done: bool = False
+    column_kinds: dict[str, str] | None = None
 
 
 class SyncState:
@@ -62,7 +63,7 @@ class SyncState:
         raw = orjson.loads(self.meta_path.read_bytes())
         if raw.get("format") != STATE_FORMAT:
             raise StateError(f"sync {self.sync_name!r}: {self.meta_path} has format {raw.get('format')!r}")
-        return SyncMeta(raw["sync_uuid"], raw["generation"], raw["baseline_done"])
+        return SyncMeta(raw["sync_uuid"], raw["generation"], raw["baseline_done"], raw.get("column_kinds"))
 
     def _save_meta(self, meta: SyncMeta) -> None:
         body = {"format": STATE_FORMAT, **meta.__dict__}
@@ -112,11 +113,13 @@ class SyncState:
             f.flush()
             os.fsync(f.fileno())
 
-    def commit(self) -> None:
-        """End a run: fold the journal into the delivered rows and mark the baseline as taken."""
+    def commit(self, column_kinds: dict[str, str] | None = None) -> None:
+        """End a run: fold the journal into the delivered rows, mark the baseline taken, note the column kinds."""
         self.recover()
-        if not self.meta.baseline_done:
+        kinds = column_kinds if column_kinds is not None else self.meta.column_kinds
+        if not self.meta.baseline_done or kinds != self.meta.column_kinds:
             self.meta.baseline_done = True
+            self.meta.column_kinds = kinds
             self._save_meta(self.meta)
 
     def recover(self) -> None:

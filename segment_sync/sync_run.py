@@ -26,12 +26,12 @@ class RejectedLog:
     def __init__(self, path: Path):
         self.path = path
         self.count = 0
-        self.sample: list[dict[str, str]] = []
+        self.sample: list[dict[str, str | None]] = []
         self._file = None
 
-    def add(self, row: DiffRow, reason: str) -> None:
-        """Record one rejected row."""
-        entry = {"key": row.key, "kind": row.kind, "reason": reason}
+    def add(self, key: str | None, kind: str, reason: str) -> None:
+        """Record one rejected row (a null key for a row whose primary key is missing)."""
+        entry = {"key": key, "kind": kind, "reason": reason}
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close(), across many chunks
@@ -85,7 +85,7 @@ def deliver_diff(
         result.skipped += sum(o.skipped for o in outcomes)
         for o in outcomes:
             if o.rejected is not None:
-                rejected.add(o.row, o.rejected)
+                rejected.add(o.row.key, o.row.kind, o.rejected)
         events = [o.event for o in outcomes if o.event is not None]
         report = deliver(
             [e.payload for e in events],
@@ -95,7 +95,7 @@ def deliver_diff(
             max_batch_bytes=max_batch_bytes,
         )
         for i, reason in report.rejected:
-            rejected.add(events[i].row, reason)
+            rejected.add(events[i].row.key, events[i].row.kind, reason)
         not_acked = {i for i, _ in report.rejected} | set(report.undelivered)
         result.sent.update(e.name or e.type for i, e in enumerate(events) if i not in not_acked)
         result.batches += report.batches

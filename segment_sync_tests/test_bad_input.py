@@ -48,12 +48,20 @@ def test_duplicate_primary_keys_block_the_sync(duck, emulator, instance):
     assert emulator.requests == []
 
 
-def test_null_primary_keys_block_the_sync(duck, emulator, instance):
+def test_null_primary_keys_are_rejected_rows_and_the_rest_is_sent(duck, emulator, instance):
     duck.execute("create table src as select * from (values (1, 'a', 'x'), (null, 'b', 'y')) t(id, uid, v)")
     run = run_sync(make_definitions(_project()), "t", instance)
-    assert not run.success
-    assert run.result.get_asset_check_evaluations()[0].metadata["null_key_rows"].value == 1
-    assert emulator.requests == []
+    assert run.success
+    assert run.metadata("snapshot", "m")["null_key_rows"] == 1
+    meta = run.metadata("segment", "t")
+    assert (meta["events_sent"], meta["rows_rejected"]) == (1, 1)
+    [sample] = meta["rejected_sample"]
+    assert (
+        sample["key"] is None
+        and "primary key of model 'm' is null" in sample["reason"]
+        and '"uid":"b"' in sample["reason"]
+    )
+    assert [e["userId"] for e in emulator.accepted] == ["a"]
 
 
 def test_mapping_to_a_missing_column_names_the_sync_and_column(duck, emulator, instance):

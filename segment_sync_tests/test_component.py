@@ -64,7 +64,11 @@ def test_component_builds_assets_with_lineage_jobs_and_schedules():
     [schedule] = defs.schedules
     assert (schedule.name, schedule.cron_schedule) == ("sync_traits_schedule", "0 * * * *")
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {("snapshot/users", "primary_key_unique_and_not_null")}
+    assert checks == {
+        ("snapshot/users", "primary_key_unique"),
+        ("diff/traits", "change_within_limits"),
+        ("diff/gone", "change_within_limits"),
+    }
 
 
 @pytest.mark.parametrize(
