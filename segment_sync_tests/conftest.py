@@ -164,7 +164,8 @@ def make_definitions(project: dict[str, Any], *, segment: dict[str, Any] | None 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def run_sync(definitions: dg.Definitions, sync: str, instance: dg.DagsterInstance) -> SyncRun:
-    """Run one sync's job in process."""
+def run_sync(definitions: dg.Definitions, sync: str, instance: dg.DagsterInstance, *, approve: bool = False) -> SyncRun:
+    """Run one sync's job in process (approving a large change when asked)."""
     job = definitions.resolve_job_def(f"sync_{sync}")
-    return SyncRun(job.execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET))
+    config = {**_QUIET, "ops": {f"diff__{sync}": {"config": {"approve_large_change": approve}}}}
+    return SyncRun(job.execute_in_process(instance=instance, raise_on_error=False, run_config=config))
