@@ -272,6 +272,7 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
                         initial=info["initial"],
                         policy=segment.retry_policy(),
                         max_batch_bytes=segment.max_batch_bytes,
+                        pacer=segment.pacer(),
                     )
                 finally:
                     rejected.close()

@@ -41,6 +41,10 @@ class SegmentSettings(BaseModel):
     max_attempts: int = 8
     max_retry_seconds: float = 600.0
     max_batch_bytes: int = 475_000
+    max_requests_per_second: float | None = Field(
+        default=None, description="Pace requests per write key (Segment asks for at most 1,000/s per workspace)."
+    )
+    max_events_per_second: float | None = Field(default=None, description="Pace events per write key.")
 
 
 class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):

@@ -17,6 +17,7 @@ import requests
 
 from segment_sync import __version__
 from segment_sync.batching import pack, request_body
+from segment_sync.pacing import Pacer
 
 RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
 DEFAULT_ENDPOINT = "https://api.segment.io"
@@ -114,6 +115,7 @@ class RetryPolicy:
     max_backoff_seconds: float = 60.0
     max_retry_after_seconds: float = 300.0
     max_total_seconds: float = 600.0
+    max_throttled_seconds: float = 1800.0  # time spent waiting on 429s, which do not count as attempts
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt `attempt + 1`."""
@@ -150,6 +152,7 @@ def deliver(
     *,
     policy: RetryPolicy | None = None,
     max_batch_bytes: int | None = None,
+    pacer: Pacer | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DeliveryReport:
     """Send every payload in batches; call `on_acknowledged` with the indices of each accepted batch.
@@ -159,6 +162,7 @@ def deliver(
     as undelivered (to be sent by the next run with the same messageIds).
     """
     policy = policy or RetryPolicy()
+    pacer = pacer or Pacer(sleep=sleep)
     report = DeliveryReport()
     limits = {"max_bytes": max_batch_bytes} if max_batch_bytes else {}
     pending = [list(r) for r in pack(payloads, transport.write_key, **limits)]
@@ -167,7 +171,7 @@ def deliver(
         batch = pending.pop()
         report.batches += 1
         try:
-            response = _post_with_retries(transport, [payloads[i] for i in batch], policy, report, sleep)
+            response = _post_with_retries(transport, [payloads[i] for i in batch], policy, pacer, report, sleep)
         except _GaveUp as exc:
             report.undelivered = batch + [i for rest in reversed(pending) for i in rest]
             report.undelivered_reason = exc.reason
@@ -188,27 +192,42 @@ def _post_with_retries(
     transport: Transport,
     batch: list[bytes],
     policy: RetryPolicy,
+    pacer: Pacer,
     report: DeliveryReport,
     sleep: Callable[[float], None],
 ) -> Response:
-    started, attempt = time.monotonic(), 0
+    started = time.monotonic()
+    tries = attempts = throttles = 0
+    throttled_seconds = 0.0
     while True:
-        attempt += 1
+        tries += 1
+        pacer.wait_turn(len(batch))
         body = request_body(batch, transport.write_key)  # fresh sentAt on every attempt
         report.requests += 1
         report.bytes_sent += len(body)
-        retry_after = None
         try:
-            response = transport.post(body, attempt)
+            response = transport.post(body, tries)
         except (OSError, requests.RequestException) as exc:
-            problem = f"{type(exc).__name__}: {_first_line(exc)}"
+            response, problem = None, f"{type(exc).__name__}: {_first_line(exc)}"
         else:
             if response.status not in RETRYABLE_STATUSES:
+                pacer.on_accepted()
                 return response
-            problem, retry_after = f"HTTP {response.status}", response.retry_after
-        wait = policy.wait(attempt, retry_after)
-        if attempt >= policy.max_attempts or time.monotonic() - started + wait > policy.max_total_seconds:
-            raise _GaveUp(f"gave up after {attempt} attempts: {problem}")
+            problem = f"HTTP {response.status}"
+        if response is not None and response.status == 429:
+            # Throttling is not failure: slow down and wait, bounded by time rather than attempts.
+            pacer.on_throttled()
+            throttles += 1
+            wait = policy.wait(throttles, response.retry_after)
+            throttled_seconds += wait
+            if throttled_seconds > policy.max_throttled_seconds:
+                raise _GaveUp(f"gave up after {throttled_seconds:.0f} s of rate limiting (HTTP 429)")
+        else:
+            attempts += 1
+            wait = policy.wait(attempts, response.retry_after if response is not None else None)
+            elapsed = time.monotonic() - started - throttled_seconds
+            if attempts >= policy.max_attempts or elapsed + wait > policy.max_total_seconds:
+                raise _GaveUp(f"gave up after {attempts} attempts: {problem}")
         report.retries += 1
         sleep(wait)
 

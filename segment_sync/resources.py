@@ -11,6 +11,7 @@ from pydantic import Field
 
 from segment_sync.delivery import DEFAULT_ENDPOINT, Outbox, RetryPolicy, SegmentHttp, Transport
 from segment_sync.demo import ensure_demo_warehouse
+from segment_sync.pacing import Pacer, pacer_for
 
 Destination = Literal["http", "outbox"]
 
@@ -61,6 +62,8 @@ class SegmentResource(dg.ConfigurableResource):
     max_attempts: int = Field(default=8, description="Attempts per batch before the run gives up (at least 1).")
     max_retry_seconds: float = Field(default=600.0, description="Time budget for retrying one batch.")
     max_batch_bytes: int = Field(default=475_000, description="Largest request body, at most 475,000.")
+    max_requests_per_second: float | None = Field(default=None, description="Pace requests per write key.")
+    max_events_per_second: float | None = Field(default=None, description="Pace events per write key.")
 
     def resolved_destination(self) -> Destination:
         """http or outbox, from YAML or the environment."""
@@ -84,6 +87,11 @@ class SegmentResource(dg.ConfigurableResource):
         endpoint = self.endpoint or dg.EnvVar("SEGMENT_ENDPOINT").get_value() or DEFAULT_ENDPOINT
         write_key = dg.EnvVar(self.write_key_env).get_value() or ""
         return SegmentHttp(write_key, endpoint, timeout=self.timeout_seconds, gzip_body=self.gzip)
+
+    def pacer(self) -> Pacer:
+        """The pacer shared by the syncs of this process that use the same write key."""
+        write_key = dg.EnvVar(self.write_key_env).get_value() if self.resolved_destination() == "http" else None
+        return pacer_for(write_key, self.max_requests_per_second, self.max_events_per_second)
 
     def retry_policy(self) -> RetryPolicy:
         """How hard to retry a batch."""

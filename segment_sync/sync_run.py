@@ -13,6 +13,7 @@ import polars as pl
 from segment_sync.delivery import RetryPolicy, Transport, deliver
 from segment_sync.diff import DIFF_SCHEMA
 from segment_sync.events import DiffRow, Event, build_outcomes
+from segment_sync.pacing import Pacer
 from segment_sync.spec import SyncSpec
 from segment_sync.state import SyncState
 
@@ -70,6 +71,7 @@ def deliver_diff(
     initial: bool,
     policy: RetryPolicy | None = None,
     max_batch_bytes: int | None = None,
+    pacer: Pacer | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> SyncResult:
     """Build and send the events of a diff chunk by chunk; record each acknowledged or skipped row in the state.
@@ -93,6 +95,7 @@ def deliver_diff(
             _recorder(store, events),
             policy=policy,
             max_batch_bytes=max_batch_bytes,
+            pacer=pacer,
         )
         for i, reason in report.rejected:
             rejected.add(events[i].row.key, events[i].row.kind, reason)

@@ -218,3 +218,13 @@ def test_outbox_destination_writes_request_bodies_without_the_write_key(
     body = orjson.loads(line)
     assert [e["userId"] for e in body["batch"]] == ["a"] and "writeKey" not in body
     assert WRITE_KEY.encode() not in line and emulator.requests == []
+
+
+def test_a_storm_of_429s_slows_the_sync_down_but_it_finishes(duck, emulator, instance):
+    duck.execute("create table src as select i as id, 'u' || i as uid, 'v' as v from range(1, 6) t(i)")
+    emulator.inject(*[Fault(status=429, retry_after="0", body="slow down")] * 6)  # more 429s than max_attempts (3)
+    run = run_sync(make_definitions(_project(), segment={"max_requests_per_second": 50}), "t", instance)
+    assert run.success, run.failure_messages()
+    meta = run.metadata("segment", "t")
+    assert (meta["events_sent"], meta["retries"], meta["requests"]) == (5, 6, 7)
+    assert len(emulator.unique_events()) == 5

@@ -30,6 +30,7 @@ from segment_sync.delivery import (
     SegmentHttp,
     deliver,
 )
+from segment_sync.pacing import Pacer
 
 OK = Response(200, '{"success":true}')
 Script = Response | BaseException | Callable[[bytes], Response]
@@ -97,7 +98,8 @@ def run(
     max_batch_bytes: int | None = None,
 ) -> tuple[Any, Acks, Sleeps]:
     acks, sleeps = Acks(), Sleeps()
-    report = deliver(events, transport, acks, policy=policy, max_batch_bytes=max_batch_bytes, sleep=sleeps)
+    pacer = Pacer(sleep=Sleeps())  # pacing waits are recorded apart from retry waits
+    report = deliver(events, transport, acks, policy=policy, max_batch_bytes=max_batch_bytes, pacer=pacer, sleep=sleeps)
     return report, acks, sleeps
 
 
@@ -310,7 +312,7 @@ def test_give_up_on_the_first_batch_never_acknowledges() -> None:
 
 
 def test_give_up_when_the_wait_would_pass_the_time_budget() -> None:
-    transport = FakeTransport([Response(429, retry_after=120.0)])
+    transport = FakeTransport([Response(503, retry_after=120.0)])
     report, acks, sleeps = run(payloads(3), transport, policy=RetryPolicy(max_total_seconds=60.0))
     assert len(transport.bodies) == 1
     assert sleeps == []
@@ -318,7 +320,20 @@ def test_give_up_when_the_wait_would_pass_the_time_budget() -> None:
     assert report.undelivered == [0, 1, 2]
     assert report.undelivered_reason is not None
     assert "gave up" in report.undelivered_reason
-    assert "HTTP 429" in report.undelivered_reason
+    assert "HTTP 503" in report.undelivered_reason
+
+
+def test_rate_limiting_does_not_use_up_attempts() -> None:
+    transport = FakeTransport([Response(429, retry_after=1.0)] * 5)
+    report, acks, sleeps = run(payloads(2), transport, policy=RetryPolicy(max_attempts=2))
+    assert acks.calls == [[0, 1]] and sleeps == [1.0] * 5 and report.retries == 5
+
+
+def test_rate_limiting_is_bounded_in_time() -> None:
+    transport = FakeTransport([Response(429, retry_after=100.0)] * 5)
+    report, acks, sleeps = run(payloads(1), transport, policy=RetryPolicy(max_throttled_seconds=250.0))
+    assert acks.calls == [] and sleeps == [100.0, 100.0] and report.undelivered == [0]
+    assert "rate limiting (HTTP 429)" in report.undelivered_reason
 
 
 def test_give_up_during_bisection_includes_pending_halves() -> None:
