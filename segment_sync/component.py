@@ -5,12 +5,23 @@ from __future__ import annotations
 from typing import Literal
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from segment_sync.delivery import DEFAULT_ENDPOINT
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
 from segment_sync.spec import ModelSpec, ProjectSpec, SyncSpec
+
+
+class SegmentSyncConfigError(ValueError):
+    """A defs.yaml that cannot become syncs; the message names the file and the field."""
+
+
+def _first_error(exc: ValueError) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return str(error["msg"]).removeprefix("Value error, ")
+    return str(exc)
 
 
 class WarehouseSettings(BaseModel):
@@ -60,7 +71,13 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     group_name: str = "segment_sync"
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        project = ProjectSpec(models=self.models, syncs=self.syncs)
+        try:
+            project = ProjectSpec(models=self.models, syncs=self.syncs)
+            return self._build(project, context)
+        except (ValueError, ValidationError) as exc:
+            raise SegmentSyncConfigError(f"{context.path / 'defs.yaml'}: attributes.{_first_error(exc)}") from None
+
+    def _build(self, project: ProjectSpec, context: dg.ComponentLoadContext) -> dg.Definitions:
         return build_definitions(
             project,
             warehouse=WarehouseResource(url_env=self.warehouse.url_env, demo_fallback=self.warehouse.demo_fallback),

@@ -38,7 +38,7 @@ def build_definitions(
     snapshots = {m.name: build_snapshot_asset(m, group_name) for m in project.models}
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = [*table_specs, *snapshots.values()]
     jobs, schedules = [], []
-    for sync in project.syncs:
+    for i, sync in enumerate(project.syncs):
         assets += [build_diff_asset(sync, project.model(sync.model), group_name), build_segment_asset(sync, group_name)]
         job = dg.define_asset_job(
             f"sync_{sync.name}",
@@ -47,7 +47,7 @@ def build_definitions(
         )
         jobs.append(job)
         if sync.schedule:
-            schedules.append(_schedule(sync.name, sync.schedule, job))
+            schedules.append(_schedule(i, sync.name, sync.schedule, job))
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
@@ -56,7 +56,7 @@ def build_definitions(
     )
 
 
-def _schedule(sync_name: str, cron: str, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def _schedule(index: int, sync_name: str, cron: str, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     try:
         return dg.ScheduleDefinition(
             name=f"sync_{sync_name}_schedule",
@@ -66,4 +66,6 @@ def _schedule(sync_name: str, cron: str, job: dg.UnresolvedAssetJobDefinition) -
             default_status=dg.DefaultScheduleStatus.RUNNING,
         )
     except dg.DagsterInvalidDefinitionError:
-        raise ValueError(f"sync {sync_name!r}: 'schedule' {cron!r} is not a valid cron expression") from None
+        raise ValueError(
+            f"syncs[{index}].schedule: sync {sync_name!r} has schedule {cron!r}, which is not a valid cron expression"
+        ) from None

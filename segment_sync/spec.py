@@ -169,14 +169,20 @@ class ProjectSpec(_Strict):
 
     @model_validator(mode="after")
     def _names_and_links(self) -> ProjectSpec:
-        for kind, names in (("model", [m.name for m in self.models]), ("sync", [s.name for s in self.syncs])):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"two {kind}s are named {', '.join(map(repr, dupes))}; {kind} names must be unique")
-        models = {m.name for m in self.models}
-        for sync in self.syncs:
+        for field, names in (("models", [m.name for m in self.models]), ("syncs", [s.name for s in self.syncs])):
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise ValueError(
+                        f"{field}[{i}].name: two {field} are named {name!r} ({field}[{names.index(name)}] too); "
+                        "names must be unique"
+                    )
+        models = [m.name for m in self.models]
+        for i, sync in enumerate(self.syncs):
             if sync.model not in models:
-                raise ValueError(f"sync {sync.name!r} reads model {sync.model!r}, which is not defined")
+                raise ValueError(
+                    f"syncs[{i}].model: sync {sync.name!r} reads model {sync.model!r}, which is not defined "
+                    f"(models: {', '.join(models) or 'none'})"
+                )
         return self
 
     def model(self, name: str) -> ModelSpec:

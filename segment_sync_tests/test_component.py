@@ -75,11 +75,20 @@ def test_component_builds_assets_with_lineage_jobs_and_schedules():
     ("attributes", "expected"),
     [
         ({**GOOD, "syncs": [{**GOOD["syncs"][0], "type": "alias"}]}, "type"),
-        ({**GOOD, "syncs": [GOOD["syncs"][0], {**GOOD["syncs"][1], "name": "traits"}]}, "two syncs are named 'traits'"),
-        ({**GOOD, "syncs": [{**GOOD["syncs"][0], "schedule": "every hour"}]}, "'schedule' 'every hour'"),
+        (
+            {**GOOD, "syncs": [GOOD["syncs"][0], {**GOOD["syncs"][1], "name": "traits"}]},
+            "defs.yaml: attributes.syncs[1].name: two syncs are named 'traits'",
+        ),
+        (
+            {**GOOD, "syncs": [{**GOOD["syncs"][0], "schedule": "every hour"}]},
+            "defs.yaml: attributes.syncs[0].schedule: sync 'traits' has schedule 'every hour', which is not a valid",
+        ),
         ({**GOOD, "models": [{"name": "users", "table": "analytics.users"}]}, "primary_key"),
         ({**GOOD, "models": [{"name": "users", "table": "t", "primary_key": []}]}, "at least one column"),
-        ({**GOOD, "syncs": [{**GOOD["syncs"][0], "model": "usrs"}]}, "reads model 'usrs', which is not defined"),
+        (
+            {**GOOD, "syncs": [{**GOOD["syncs"][0], "model": "usrs"}]},
+            "attributes.syncs[0].model: sync 'traits' reads model 'usrs', which is not defined (models: users)",
+        ),
         ({**GOOD, "syncs": [{**GOOD["syncs"][0], "user_idd": "x"}]}, "user_idd"),
         ({**GOOD, "syncs": [{**GOOD["syncs"][0], "name": "Traits!"}]}, "not a valid name"),
         ({**GOOD, "syncs": [{**GOOD["syncs"][1], "events": {}}]}, "at least one event name"),
