@@ -79,3 +79,24 @@ def test_sigkill_mid_delivery_then_rerun(duckdb_warehouse, state_dir, emulator, 
     assert emulator.duplicates == len(unacked)
     store = SyncState(state_dir / "syncs" / "t", "t")
     assert store.delivered_row_count() == 40 and not store.journal_path.exists()
+
+
+def test_a_second_run_while_one_is_delivering_sends_nothing(
+    duckdb_warehouse, state_dir, emulator, instance, monkeypatch
+):
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute("create table src as select i as id, 'user-' || i as uid, 'v' as v from range(1, 6) t(i)")
+    emulator.inject(Fault(status=200, body=ACK, record_first=True, delay=3))  # the first run is mid-delivery
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segment_sync_tests.sync_process", json.dumps(PROJECT), "t", json.dumps(SMALL_BATCHES)],
+        env=os.environ.copy(),
+    )
+    try:
+        _wait_for(lambda: len(emulator.requests) >= 1)
+        second = run_sync(make_definitions(PROJECT, segment=SMALL_BATCHES), "t", instance)
+        assert not second.success
+        assert "sync 't' is already running in another process" in second.failure_messages()[0]
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+    assert len(emulator.unique_events()) == 5 and emulator.duplicates == 0
