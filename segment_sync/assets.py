@@ -186,7 +186,8 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str) -> dg.As
                 initial = not store.meta.baseline_done
                 counts = count_kinds(diff)
                 delivered_rows = store.delivered_row_count()
-                problems = [] if initial else change_size_problems(sync, counts, delivered_rows)
+                pending = store.meta.pending
+                problems = [] if initial else change_size_problems(sync, counts, delivered_rows, pending)
                 problems += kind_changes(store.meta.column_kinds, kinds)
                 info = {
                     "generation": store.meta.generation,
@@ -276,7 +277,9 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
                     )
                 finally:
                     rejected.close()
-                store.commit(column_kinds=info["column_kinds"])
+                store.commit(
+                    column_kinds=info["column_kinds"], pending=dict(rejected.by_kind + result.undelivered_by_kind)
+                )
         metadata = {
             "events_sent": sum(result.sent.values()),
             "events_sent_by_type": dg.MetadataValue.json(dict(sorted(result.sent.items()))),

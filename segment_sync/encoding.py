@@ -84,7 +84,22 @@ def loads(text: str | bytes) -> Any:
 def row_contents(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
     """One canonical JSON object per row, of the given columns (already in a stable order)."""
     names = list(columns)
-    return [dumps(dict(zip(names, row, strict=True))).decode() for row in frame.select(names).iter_rows()]
+    rows = frame.select(_as_json_ready(frame.schema[n], n) for n in names).iter_rows()
+    return [dumps(dict(zip(names, row, strict=True))).decode() for row in rows]
+
+
+def _as_json_ready(dtype: pl.DataType, name: str) -> pl.Expr:
+    # Polars formats dates and times itself: exact (orjson shortens some microseconds) and safe for years
+    # Python cannot hold (0, 10000+), which would otherwise fail the whole diff.
+    col = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        utc = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        return utc.dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
+    if dtype == pl.Date:
+        return col.dt.to_string("%Y-%m-%d")
+    if dtype == pl.Time:
+        return col.dt.to_string("%H:%M:%S%.f")
+    return col
 
 
 def key_strings(frame: pl.DataFrame, key_columns: Sequence[str]) -> pl.Expr:

@@ -146,11 +146,13 @@ def _timestamp(value: Any, column: str) -> str:
         text = value.strip().replace(" ", "T", 1)
         try:
             parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            raise RowRejected(f"timestamp column {column!r} holds {value[:40]!r}, not an ISO-8601 time") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        except (ValueError, OverflowError):
+            raise RowRejected(
+                f"timestamp column {column!r} holds {value[:40]!r}, not an ISO-8601 time in years 1 to 9999"
+            ) from None
     raise RowRejected(f"timestamp column {column!r} holds a {type(value).__name__}, not a time")
 
 

@@ -9,19 +9,24 @@ import polars as pl
 from segment_sync.spec import SyncSpec
 
 
-def change_size_problems(sync: SyncSpec, counts: Mapping[str, int], delivered_rows: int) -> list[str]:
-    """Why a diff is too large to send for a sync that already has state; empty when it is within limits."""
+def change_size_problems(
+    sync: SyncSpec, counts: Mapping[str, int], delivered_rows: int, pending: Mapping[str, int]
+) -> list[str]:
+    """Why a diff is too large to send for a sync that already has state; empty when it is within limits.
+
+    Rows the last run tried and could not deliver (`pending`) are retries, not new changes, so they do not count.
+    """
     problems = []
     limits = (
         ("removed", sync.max_removed_percent, "the model may be broken, empty or filtered by mistake"),
         ("added", sync.max_added_percent, "a primary key that changed type or format looks like this"),
     )
     for kind, limit, hint in limits:
-        rows = counts[kind]
+        rows = max(counts[kind] - pending.get(kind, 0), 0)
         if rows >= sync.guard_min_rows and rows > delivered_rows * limit / 100:
             share = rows / delivered_rows * 100 if delivered_rows else float("inf")
             problems.append(
-                f"{rows:,} rows would be {kind}, {share:,.0f}% of the {delivered_rows:,} rows last delivered "
+                f"{rows:,} rows would be newly {kind}, {share:,.0f}% of the {delivered_rows:,} rows last delivered "
                 f"(max_{kind}_percent is {limit:g}); {hint}"
             )
     return problems

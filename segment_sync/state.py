@@ -7,7 +7,7 @@ import fcntl
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -31,6 +31,7 @@ class SyncMeta:
     generation: int = 0
     baseline_done: bool = False
     column_kinds: dict[str, str] | None = None
+    pending: dict[str, int] = field(default_factory=dict)  # last run's unacknowledged rows, per change kind
 
 
 class SyncState:
@@ -63,7 +64,9 @@ class SyncState:
         raw = orjson.loads(self.meta_path.read_bytes())
         if raw.get("format") != STATE_FORMAT:
             raise StateError(f"sync {self.sync_name!r}: {self.meta_path} has format {raw.get('format')!r}")
-        return SyncMeta(raw["sync_uuid"], raw["generation"], raw["baseline_done"], raw.get("column_kinds"))
+        return SyncMeta(
+            raw["sync_uuid"], raw["generation"], raw["baseline_done"], raw.get("column_kinds"), raw.get("pending", {})
+        )
 
     def _save_meta(self, meta: SyncMeta) -> None:
         body = {"format": STATE_FORMAT, **meta.__dict__}
@@ -113,14 +116,15 @@ class SyncState:
             f.flush()
             os.fsync(f.fileno())
 
-    def commit(self, column_kinds: dict[str, str] | None = None) -> None:
-        """End a run: fold the journal into the delivered rows, mark the baseline taken, note the column kinds."""
+    def commit(self, column_kinds: dict[str, str] | None = None, pending: dict[str, int] | None = None) -> None:
+        """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows."""
         self.recover()
-        kinds = column_kinds if column_kinds is not None else self.meta.column_kinds
-        if not self.meta.baseline_done or kinds != self.meta.column_kinds:
-            self.meta.baseline_done = True
-            self.meta.column_kinds = kinds
-            self._save_meta(self.meta)
+        self.meta.baseline_done = True
+        if column_kinds is not None:
+            self.meta.column_kinds = column_kinds
+        if pending is not None:
+            self.meta.pending = {k: v for k, v in pending.items() if v}
+        self._save_meta(self.meta)
 
     def recover(self) -> None:
         """Fold a journal (from this run or a dead one) into delivered.parquet."""

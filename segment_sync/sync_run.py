@@ -11,7 +11,7 @@ import orjson
 import polars as pl
 
 from segment_sync.delivery import RetryPolicy, Transport, deliver
-from segment_sync.diff import DIFF_SCHEMA
+from segment_sync.diff import DIFF_SCHEMA, KIND
 from segment_sync.events import DiffRow, Event, build_outcomes
 from segment_sync.pacing import Pacer
 from segment_sync.spec import SyncSpec
@@ -27,6 +27,7 @@ class RejectedLog:
     def __init__(self, path: Path):
         self.path = path
         self.count = 0
+        self.by_kind: Counter[str] = Counter()  # rows of the diff (with a key) rejected, per change kind
         self.sample: list[dict[str, str | None]] = []
         self._file = None
 
@@ -38,6 +39,8 @@ class RejectedLog:
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close(), across many chunks
         self._file.write(orjson.dumps(entry) + b"\n")
         self.count += 1
+        if key is not None:
+            self.by_kind[kind] += 1
         if len(self.sample) < SAMPLE_SIZE:
             self.sample.append(entry)
 
@@ -53,12 +56,17 @@ class SyncResult:
 
     sent: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
-    undelivered: int = 0
+    undelivered_by_kind: Counter[str] = field(default_factory=Counter)
     undelivered_reason: str | None = None
     batches: int = 0
     requests: int = 0
     retries: int = 0
     bytes_sent: int = 0
+
+    @property
+    def undelivered(self) -> int:
+        """Rows of the diff neither acknowledged nor rejected, because sending stopped."""
+        return sum(self.undelivered_by_kind.values())
 
 
 def deliver_diff(
@@ -106,8 +114,8 @@ def deliver_diff(
         result.retries += report.retries
         result.bytes_sent += report.bytes_sent
         if report.undelivered:
-            later_rows = max(diff.height - offset - chunk_rows, 0)
-            result.undelivered = len(report.undelivered) + later_rows
+            result.undelivered_by_kind.update(events[i].row.kind for i in report.undelivered)
+            result.undelivered_by_kind.update(diff[KIND].slice(offset + chunk_rows).to_list())
             result.undelivered_reason = report.undelivered_reason
             break
     return result

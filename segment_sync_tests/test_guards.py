@@ -51,7 +51,7 @@ def test_mass_removal_stops_the_sync_until_approved(duck, emulator, instance):
     [check] = [c for c in run.result.get_asset_check_evaluations() if c.check_name == "change_within_limits"]
     assert not check.passed
     [problem] = check.metadata["problems"].value
-    assert "15 rows would be removed, 75% of the 20 rows last delivered (max_removed_percent is 50)" in problem
+    assert "15 rows would be newly removed, 75% of the 20 rows last delivered (max_removed_percent is 50)" in problem
     assert "approve_large_change" in check.description
     assert len(emulator.accepted) == sent
 
@@ -71,7 +71,8 @@ def test_a_key_that_changed_format_stops_the_sync(duck, emulator, instance):
     assert not run.success
     problems = next(c for c in run.result.get_asset_check_evaluations() if c.check_name == "change_within_limits")
     text = " ".join(problems.metadata["problems"].value)
-    assert "12 rows would be added" in text and "changed type or format" in text and "12 rows would be removed" in text
+    assert "12 rows would be newly added" in text and "changed type or format" in text
+    assert "12 rows would be newly removed" in text
 
 
 def test_limits_are_settable_and_small_changes_pass(duck, emulator, instance):
@@ -150,3 +151,15 @@ def test_a_failing_query_names_the_model_and_leaves_state_untouched(duck, emulat
     )
     assert (state_dir / "syncs" / "t" / "meta.json").read_bytes() == meta_before
     assert (state_dir / "syncs" / "t" / "delivered.parquet").read_bytes() == delivered_before
+
+
+def test_rows_rejected_every_run_do_not_trip_the_guard(duck, emulator, instance):
+    duck.execute(
+        "create table src as select i as id, case when i <= 12 then 'u' || i end as uid, i as v from range(1, 43) t(i)"
+    )
+    definitions = make_definitions(_project())
+    first = run_sync(definitions, "t", instance)
+    assert first.metadata("segment", "t")["rows_rejected"] == 30
+    second = run_sync(definitions, "t", instance)  # the same 30 rows are "added" again: retries, not new rows
+    assert second.success, second.failure_messages()
+    assert second.metadata("segment", "t")["rows_rejected"] == 30 and len(emulator.accepted) == 12
