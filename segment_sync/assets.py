@@ -141,8 +141,11 @@ def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefiniti
     return _snapshot
 
 
-def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str) -> dg.AssetsDefinition:
-    """The asset that diffs a model snapshot against what the sync last delivered, with its blocking guard."""
+def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str, declared: str) -> dg.AssetsDefinition:
+    """The asset that diffs a model snapshot against what the sync last delivered, with its blocking guard.
+
+    `declared` says where the sync is configured, for the error about a column the model lacks.
+    """
     key = diff_key(sync.name)
     guard = dg.AssetCheckSpec(
         GUARD_CHECK,
@@ -171,7 +174,8 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str) -> dg.As
         if missing:
             raise dg.Failure(
                 f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; "
-                f"its columns are {', '.join(snapshot.columns)}. Fix the sync's mapping or the model's query."
+                f"its columns are {', '.join(snapshot.columns)}. Fix the sync's mapping ({declared}) or the "
+                "model's query."
             )
         if key_problems(snapshot, model.key_columns).duplicate_keys:
             raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has duplicate primary keys")

@@ -71,13 +71,14 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     group_name: str = "segment_sync"
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        source = context.path / "defs.yaml"
         try:
             project = ProjectSpec(models=self.models, syncs=self.syncs)
-            return self._build(project, context)
+            return self._build(project, context, str(source))
         except (ValueError, ValidationError) as exc:
-            raise SegmentSyncConfigError(f"{context.path / 'defs.yaml'}: attributes.{_first_error(exc)}") from None
+            raise SegmentSyncConfigError(f"{source}: attributes.{_first_error(exc)}") from None
 
-    def _build(self, project: ProjectSpec, context: dg.ComponentLoadContext) -> dg.Definitions:
+    def _build(self, project: ProjectSpec, context: dg.ComponentLoadContext, source: str) -> dg.Definitions:
         return build_definitions(
             project,
             warehouse=WarehouseResource(url_env=self.warehouse.url_env, demo_fallback=self.warehouse.demo_fallback),
@@ -85,4 +86,5 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             state=StateResource(state_dir=self.state_dir or default_state_dir(context.project_root)),
             group_name=self.group_name,
             warehouse_kind=self.warehouse.kind,
+            source=source,
         )

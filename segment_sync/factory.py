@@ -28,8 +28,12 @@ def build_definitions(
     state: StateResource,
     group_name: str = "segment_sync",
     warehouse_kind: str | None = None,
+    source: str | None = None,
 ) -> dg.Definitions:
-    """Assets, checks, one job per sync and its schedule, plus the resources they need."""
+    """Assets, checks, one job per sync and its schedule, plus the resources they need.
+
+    `source` names where the syncs were declared (a defs.yaml), for error messages.
+    """
     tables = sorted({m.table for m in project.models if m.table})
     table_specs = [
         dg.AssetSpec(table_key(t), group_name=group_name, kinds={warehouse_kind} if warehouse_kind else set())
@@ -39,7 +43,11 @@ def build_definitions(
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = [*table_specs, *snapshots.values()]
     jobs, schedules = [], []
     for i, sync in enumerate(project.syncs):
-        assets += [build_diff_asset(sync, project.model(sync.model), group_name), build_segment_asset(sync, group_name)]
+        declared = f"{source}: attributes.syncs[{i}]" if source else f"syncs[{i}]"
+        assets += [
+            build_diff_asset(sync, project.model(sync.model), group_name, declared),
+            build_segment_asset(sync, group_name),
+        ]
         job = dg.define_asset_job(
             f"sync_{sync.name}",
             selection=dg.AssetSelection.assets(snapshot_key(sync.model), diff_key(sync.name), segment_key(sync.name)),

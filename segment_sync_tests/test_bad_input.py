@@ -70,6 +70,7 @@ def test_mapping_to_a_missing_column_names_the_sync_and_column(duck, emulator, i
     assert not run.success
     [message] = run.failure_messages()
     assert "sync 't'" in message and "'plan_nam'" in message and "id, uid, v" in message
+    assert "Fix the sync's mapping (syncs[0])" in message
     assert emulator.requests == []
 
 

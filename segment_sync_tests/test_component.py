@@ -14,7 +14,7 @@ import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
 from segment_sync import SegmentSyncComponent
-from segment_sync_tests.conftest import make_definitions
+from segment_sync_tests.conftest import make_definitions, run_sync
 
 REPO = Path(__file__).resolve().parents[1]
 DG = Path(sys.executable).with_name("dg")
@@ -176,3 +176,18 @@ def test_dg_launch_runs_the_demo_sync_end_to_end(tmp_path):
     events = json.loads(body)["batch"]
     assert len(events) == 20 and {e["type"] for e in events} == {"identify"}
     assert events[0]["traits"] == {"email": "user1@example.com", "name": "User 1", "plan": "pro"}
+
+
+def test_a_mapping_to_a_missing_column_names_the_file_and_field(
+    duckdb_warehouse, state_dir, emulator, instance, monkeypatch
+):
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute("create table users as select 'u1' as user_id")
+    attributes = {**GOOD, "models": [{"name": "users", "table": "users", "primary_key": "user_id"}]}
+    attributes["syncs"] = [{**GOOD["syncs"][0], "fields": ["emial"]}]
+    run = run_sync(_load(attributes), "traits", instance)
+    assert not run.success
+    [message] = run.failure_messages()
+    assert "model 'users' has no column 'emial'" in message
+    assert "defs.yaml: attributes.syncs[0])" in message
+    assert emulator.requests == []
