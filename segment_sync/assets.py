@@ -4,22 +4,25 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import orjson
 import polars as pl
 from pydantic import Field
 
+from segment_sync.delivery import Outbox, Transport
 from segment_sync.diff import compute_diff, count_kinds, current_contents
 from segment_sync.encoding import row_contents
 from segment_sync.guards import change_size_problems, column_kinds, kind_changes
-from segment_sync.metadata import markdown_table, schema_metadata
+from segment_sync.metadata import calls_table, events_preview, markdown_table, schema_metadata
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 from segment_sync.snapshot import drop_duplicate_keys, key_problems, missing_columns, split_null_keys
-from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
 from segment_sync.state import StateError, SyncState, atomic_write, write_parquet_atomic
-from segment_sync.sync_run import RejectedLog, deliver_diff
-from segment_sync.warehouse import WarehouseError, read_model
+from segment_sync.sync_log import CallLog, RunLog, prune_logs
+from segment_sync.sync_run import SyncResult, deliver_diff
+from segment_sync.warehouse import WarehouseError, append_to_table, read_model
 
 WAREHOUSE, SEGMENT, STATE = "segment_sync_warehouse", "segment_sync_segment", "segment_sync_state"
 PK_CHECK = "primary_key_unique"
@@ -73,9 +76,9 @@ class SyncFiles:
         self.diff_info = self.folder / "diff.json"
         self.outbox = root / "outbox" / f"{sync}.jsonl"
 
-    def rejected(self, run_id: str) -> Path:
-        """The full list of one run's rejected rows."""
-        return self.folder / "rejected" / f"{run_id}.jsonl"
+    def dry_run_outbox(self, run_id: str) -> Path:
+        """Where a dry run writes the request bodies it would have sent."""
+        return self.folder / "dry_runs" / f"{run_id}.jsonl"
 
 
 def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefinition:
@@ -236,7 +239,15 @@ def _guard_description(sync_name: str, problems: list[str], approved: bool) -> s
     )
 
 
-def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
+class DeliveryConfig(dg.Config):
+    """Run configuration of a sync's delivery."""
+
+    dry_run: bool = Field(
+        default=False, description="Build the events and write the exact request bodies to the outbox; send nothing."
+    )
+
+
+def build_segment_asset(sync: SyncSpec, group_name: str, logs: LogSettings) -> dg.AssetsDefinition:
     """The asset that turns a sync's diff into events and delivers them."""
 
     @dg.asset(
@@ -246,14 +257,16 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
         kinds={"segment"},
         pool=sync_pool(sync.name),
         description=f"Events of sync `{sync.name}` ({sync.type}) delivered to Segment.",
-        required_resource_keys={STATE, SEGMENT},
+        required_resource_keys={STATE, SEGMENT, WAREHOUSE},
     )
-    def _segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _segment(context: dg.AssetExecutionContext, config: DeliveryConfig) -> dg.MaterializeResult:
         started = time.monotonic()
         root = _state(context).root()
         segment: SegmentResource = getattr(context.resources, SEGMENT)
         files = SyncFiles(root, sync.name)
-        rejected = RejectedLog(files.rejected(context.run.run_id))
+        prune_logs(files.folder, logs.retention_days)
+        run_id = context.run.run_id
+        log, calls = RunLog(files.folder, sync.name, run_id), CallLog(files.folder, run_id)
         with _state_errors_as_failures():
             store = SyncState(files.folder, sync.name)
             with store.lock():
@@ -263,43 +276,37 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
                         f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
                         f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
                     )
-                store.begin_run()
+                if config.dry_run:
+                    store = store.dry_run_copy()
+                    transport = Outbox(files.dry_run_outbox(run_id))
+                else:
+                    store.begin_run()
+                    transport = segment.transport(files.outbox)
                 try:
                     for content in info["null_key_rows"]:
                         reason = f"the primary key of model {sync.model!r} is null, so the row cannot be tracked"
-                        rejected.add(None, "added", f"{reason}: {content[:200]}")
+                        log.add(None, "added", "rejected", reason=f"{reason}: {content[:200]}")
                     result = deliver_diff(
                         sync,
                         pl.read_parquet(files.diff),
                         store,
-                        segment.transport(files.outbox),
-                        rejected,
+                        transport,
+                        log,
                         initial=info["initial"],
                         policy=segment.retry_policy(),
                         max_batch_bytes=segment.max_batch_bytes,
                         pacer=segment.pacer(),
+                        calls=calls,
                     )
                 finally:
-                    rejected.close()
-                store.commit(
-                    column_kinds=info["column_kinds"], pending=dict(rejected.by_kind + result.undelivered_by_kind)
-                )
-        metadata = {
-            "events_sent": sum(result.sent.values()),
-            "events_sent_by_type": dg.MetadataValue.json(dict(sorted(result.sent.items()))),
-            "rows_skipped": result.skipped,
-            "rows_rejected": rejected.count,
-            "rejected_sample": dg.MetadataValue.json(rejected.sample),
-            "rows_undelivered": result.undelivered,
-            "batches": result.batches,
-            "requests": result.requests,
-            "retries": result.retries,
-            "bytes_sent": result.bytes_sent,
-            "duration_seconds": round(time.monotonic() - started, 3),
-            "destination": segment.resolved_destination(),
-        }
-        if rejected.count:
-            metadata["rejected_rows_file"] = dg.MetadataValue.path(str(rejected.path))
+                    log.close()
+                    calls.close()
+                if not config.dry_run:
+                    pending = log.rejected_by_kind + result.undelivered_by_kind
+                    store.commit(column_kinds=info["column_kinds"], pending=dict(pending))
+        if logs.warehouse_table and not config.dry_run:
+            _write_log_to_warehouse(context, root, logs.warehouse_table, log)
+        metadata = _delivery_metadata(result, log, calls, started, segment, config.dry_run, transport)
         if result.undelivered:
             raise dg.Failure(
                 f"sync {sync.name!r}: {result.undelivered} rows were not delivered ({result.undelivered_reason}); "
@@ -309,6 +316,48 @@ def build_segment_asset(sync: SyncSpec, group_name: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=metadata)
 
     return _segment
+
+
+def _delivery_metadata(
+    result: SyncResult,
+    log: RunLog,
+    calls: CallLog,
+    started: float,
+    segment: SegmentResource,
+    dry_run: bool,
+    transport: Transport,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "events_sent": sum(result.sent.values()),
+        "events_sent_by_type": dg.MetadataValue.json(dict(sorted(result.sent.items()))),
+        "rows_skipped": result.skipped,
+        "rows_rejected": log.rejected,
+        "rejected_sample": dg.MetadataValue.json(log.rejected_sample),
+        "rows_undelivered": result.undelivered,
+        "batches": result.batches,
+        "requests": result.requests,
+        "retries": result.retries,
+        "bytes_sent": result.bytes_sent,
+        "duration_seconds": round(time.monotonic() - started, 3),
+        "destination": "dry run (outbox)" if dry_run else segment.resolved_destination(),
+        "api_calls": dg.MetadataValue.md(calls_table(calls.summaries)),
+        "sync_log": dg.MetadataValue.path(str(log.path)),
+    }
+    if calls.summaries:
+        metadata["api_calls_file"] = dg.MetadataValue.path(str(calls.path))
+    if log.rejected:
+        metadata["rejected_rows_file"] = dg.MetadataValue.path(str(log.rejected_path))
+    if dry_run and isinstance(transport, Outbox):
+        metadata["dry_run_request_bodies"] = dg.MetadataValue.path(str(transport.path))
+        metadata["preview"] = dg.MetadataValue.md(events_preview(transport.path))
+    return metadata
+
+
+def _write_log_to_warehouse(context: dg.AssetExecutionContext, root: Path, table: str, log: RunLog) -> None:
+    try:
+        append_to_table(_warehouse(context).url(root), table, pl.read_parquet(log.path))
+    except WarehouseError as exc:
+        context.log.warning(f"The sync log stays in {log.path}: {exc}")
 
 
 def _state(context: dg.AssetExecutionContext) -> StateResource:

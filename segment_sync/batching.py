@@ -37,8 +37,13 @@ def pack(
         yield range(start, len(payloads))
 
 
+def utc_stamp() -> str:
+    """Now, as Segment's timestamps look: ISO-8601 in UTC with milliseconds and a Z."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def request_body(payloads: Sequence[bytes], write_key: str | None, *, sent_at: str | None = None) -> bytes:
     """The exact JSON body of a `/v1/batch` request; `writeKey` is left out when there is none."""
-    stamp = sent_at or dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = sent_at or utc_stamp()
     key = b',"writeKey":' + orjson.dumps(write_key) if write_key else b""
     return b'{"batch":[' + b",".join(payloads) + b'],"sentAt":"' + stamp.encode() + b'"' + key + b"}"

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from segment_sync.delivery import DEFAULT_ENDPOINT
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
-from segment_sync.spec import ModelSpec, ProjectSpec, SyncSpec
+from segment_sync.spec import LogSettings, ModelSpec, ProjectSpec, SyncSpec
 
 
 class SegmentSyncConfigError(ValueError):
@@ -69,6 +69,7 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         default=None, description="Else SEGMENT_SYNC_STATE_DIR, else .segment_sync in the project."
     )
     group_name: str = "segment_sync"
+    sync_log: LogSettings = Field(default_factory=LogSettings)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = context.path / "defs.yaml"
@@ -86,5 +87,6 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             state=StateResource(state_dir=self.state_dir or default_state_dir(context.project_root)),
             group_name=self.group_name,
             warehouse_kind=self.warehouse.kind,
+            logs=self.sync_log,
             source=source,
         )

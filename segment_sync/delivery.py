@@ -16,7 +16,7 @@ from typing import Protocol
 import requests
 
 from segment_sync import __version__
-from segment_sync.batching import pack, request_body
+from segment_sync.batching import pack, request_body, utc_stamp
 from segment_sync.pacing import Pacer
 
 RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
@@ -139,6 +139,27 @@ class DeliveryReport:
     bytes_sent: int = 0
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One API call as the live debugger shows it."""
+
+    at: str
+    batch: int
+    attempt: int
+    status: int | None
+    error: str | None
+    latency_ms: float
+    events: int
+    bytes: int
+    response: str
+    payloads: Sequence[bytes]
+    sent_at: str
+
+    def redacted_request(self) -> bytes:
+        """The request body as sent, without the write key."""
+        return request_body(self.payloads, None, sent_at=self.sent_at)
+
+
 class _GaveUp(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -153,13 +174,14 @@ def deliver(
     policy: RetryPolicy | None = None,
     max_batch_bytes: int | None = None,
     pacer: Pacer | None = None,
+    on_call: Callable[[CallRecord], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DeliveryReport:
     """Send every payload in batches; call `on_acknowledged` with the indices of each accepted batch.
 
     A 400 splits the batch in halves until the offending events are isolated; other 4xx reject the
     batch. When a batch cannot be delivered after the retries, sending stops and the rest is reported
-    as undelivered (to be sent by the next run with the same messageIds).
+    as undelivered (to be sent by the next run with the same messageIds). `on_call` sees every request.
     """
     policy = policy or RetryPolicy()
     pacer = pacer or Pacer(sleep=sleep)
@@ -171,7 +193,9 @@ def deliver(
         batch = pending.pop()
         report.batches += 1
         try:
-            response = _post_with_retries(transport, [payloads[i] for i in batch], policy, pacer, report, sleep)
+            response = _post_with_retries(
+                transport, [payloads[i] for i in batch], policy, pacer, report, sleep, on_call
+            )
         except _GaveUp as exc:
             report.undelivered = batch + [i for rest in reversed(pending) for i in rest]
             report.undelivered_reason = exc.reason
@@ -195,6 +219,7 @@ def _post_with_retries(
     pacer: Pacer,
     report: DeliveryReport,
     sleep: Callable[[float], None],
+    on_call: Callable[[CallRecord], None] | None,
 ) -> Response:
     started = time.monotonic()
     tries = attempts = throttles = 0
@@ -202,14 +227,32 @@ def _post_with_retries(
     while True:
         tries += 1
         pacer.wait_turn(len(batch))
-        body = request_body(batch, transport.write_key)  # fresh sentAt on every attempt
+        sent_at = utc_stamp()  # fresh on every attempt, so Segment's clock-skew correction stays right
+        body = request_body(batch, transport.write_key, sent_at=sent_at)
         report.requests += 1
         report.bytes_sent += len(body)
+        called = time.perf_counter()
         try:
             response = transport.post(body, tries)
         except (OSError, requests.RequestException) as exc:
             response, problem = None, f"{type(exc).__name__}: {_first_line(exc)}"
-        else:
+        if on_call is not None:
+            on_call(
+                CallRecord(
+                    at=sent_at,
+                    batch=report.batches,
+                    attempt=tries,
+                    status=response.status if response is not None else None,
+                    error=None if response is not None else problem,
+                    latency_ms=(time.perf_counter() - called) * 1000,
+                    events=len(batch),
+                    bytes=len(body),
+                    response=response.text if response is not None else "",
+                    payloads=batch,
+                    sent_at=sent_at,
+                )
+            )
+        if response is not None:
             if response.status not in RETRYABLE_STATUSES:
                 pacer.on_accepted()
                 return response

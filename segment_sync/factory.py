@@ -17,7 +17,7 @@ from segment_sync.assets import (
     table_key,
 )
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.spec import ProjectSpec
+from segment_sync.spec import LogSettings, ProjectSpec
 
 
 def build_definitions(
@@ -28,6 +28,7 @@ def build_definitions(
     state: StateResource,
     group_name: str = "segment_sync",
     warehouse_kind: str | None = None,
+    logs: LogSettings | None = None,
     source: str | None = None,
 ) -> dg.Definitions:
     """Assets, checks, one job per sync and its schedule, plus the resources they need.
@@ -46,7 +47,7 @@ def build_definitions(
         declared = f"{source}: attributes.syncs[{i}]" if source else f"syncs[{i}]"
         assets += [
             build_diff_asset(sync, project.model(sync.model), group_name, declared),
-            build_segment_asset(sync, group_name),
+            build_segment_asset(sync, group_name, logs or LogSettings()),
         ]
         job = dg.define_asset_job(
             f"sync_{sync.name}",

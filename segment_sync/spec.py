@@ -161,6 +161,15 @@ class SyncSpec(_Strict):
         return self.send_initial or self.type in ("identify", "group")
 
 
+class LogSettings(_Strict):
+    """How long run logs are kept, and where else the row-level sync log goes."""
+
+    retention_days: float = Field(default=7.0, description="Delete row logs, rejected rows and API calls after this.")
+    warehouse_table: str | None = Field(
+        default=None, description="Also append each run's row log to this warehouse table, e.g. segment_sync_log."
+    )
+
+
 class ProjectSpec(_Strict):
     """All models and syncs of one component, checked against each other."""
 

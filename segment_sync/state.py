@@ -98,6 +98,10 @@ class SyncState:
         """Rows currently delivered (tombstones not counted)."""
         return self.delivered().filter(pl.col(CONTENT).is_not_null()).select(pl.len()).collect().item()
 
+    def dry_run_copy(self) -> DryRunState:
+        """A read-only view for a dry run."""
+        return DryRunState(self)
+
     def begin_run(self) -> int:
         """Start a delivery: fold any journal left by a dead run and return this run's generation."""
         self.recover()
@@ -141,6 +145,16 @@ class SyncState:
             write_parquet_atomic(merged.sort(KEY), self.delivered_path)
         self.journal_path.unlink()
         _fsync_dir(self.root)
+
+
+class DryRunState:
+    """A sync's state as a dry run sees it: the same identity and progress, and nothing is ever written."""
+
+    def __init__(self, state: SyncState):
+        self.meta = state.meta
+
+    def record(self, rows: Iterable[tuple[str, str | None]]) -> None:
+        """Note nothing."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:

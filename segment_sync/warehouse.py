@@ -56,3 +56,30 @@ def read_model(url: str, model: ModelSpec, *, batch_size: int = 50_000) -> pl.Da
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[0][:300] if lines else type(exc).__name__
+
+
+def append_to_table(url: str, table: str, frame: pl.DataFrame, *, chunk_rows: int = 10_000) -> None:
+    """Append a sync log to a warehouse table (`schema.table` or `table`), creating it if needed."""
+    schema, _, name = table.rpartition(".")
+    types = {pl.Datetime: sa.DateTime(timezone=True), pl.Int64: sa.BigInteger()}
+    metadata = sa.MetaData()
+    target = sa.Table(
+        name,
+        metadata,
+        *(
+            sa.Column(col, next((t for p, t in types.items() if dtype == p), sa.Text()))
+            for col, dtype in frame.schema.items()
+        ),
+        schema=schema or None,
+    )
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            metadata.create_all(conn, checkfirst=True)
+            for chunk in frame.iter_slices(chunk_rows):
+                conn.execute(target.insert(), chunk.to_dicts())
+    except sa.exc.SQLAlchemyError as exc:
+        detail = _first_line(getattr(exc, "orig", None) or exc)
+        raise WarehouseError(f"writing the sync log to {table!r} at {safe_url(url)} failed: {detail}") from None
+    finally:
+        engine.dispose()

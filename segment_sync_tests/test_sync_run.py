@@ -9,7 +9,8 @@ from segment_sync.delivery import Response, RetryPolicy
 from segment_sync.diff import compute_diff, current_contents
 from segment_sync.spec import SyncSpec
 from segment_sync.state import SyncState
-from segment_sync.sync_run import RejectedLog, deliver_diff
+from segment_sync.sync_log import RunLog
+from segment_sync.sync_run import deliver_diff
 
 SYNC = SyncSpec(
     name="t", model="m", type="track", user_id="uid", fields=["v"], events={"added": "A"}, send_initial=True
@@ -39,7 +40,7 @@ def _diff(n: int, store: SyncState, nulls: tuple[int, ...] = ()) -> pl.DataFrame
 
 def _run(store, diff, transport, tmp_path, **kw):
     store.begin_run()
-    log = RejectedLog(tmp_path / "rejected.jsonl")
+    log = RunLog(tmp_path / "s", "t", "run-1")
     result = deliver_diff(
         SYNC, diff, store, transport, log, initial=True, chunk_rows=4, policy=RetryPolicy(max_attempts=1), **kw
     )
@@ -53,7 +54,7 @@ def test_every_chunk_is_sent_and_recorded(tmp_path):
     transport = ScriptedTransport()
     result, log = _run(store, _diff(10, store, nulls=(3,)), transport, tmp_path)
     assert len(transport.bodies) == 3  # chunks of 4, 4 and 2 rows
-    assert result.sent == {"A": 9} and log.count == 1 and log.sample[0]["key"] == "3"
+    assert result.sent == {"A": 9} and log.rejected == 1 and log.rejected_sample[0]["key"] == "3"
     assert store.delivered_row_count() == 9
     assert _diff(10, store, nulls=(3,)).height == 1  # only the rejected row is left to send
 

@@ -1,0 +1,164 @@
+"""What a run did, kept as files: every row's outcome (Parquet), rejected rows (JSON lines) and every API call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+
+from segment_sync.delivery import CallRecord
+
+SAMPLE_SIZE = 20
+ROW_LOG_SCHEMA: dict[str, Any] = {
+    "run_id": pl.String,
+    "sync": pl.String,
+    "key": pl.String,
+    "kind": pl.String,
+    "event": pl.String,
+    "message_id": pl.String,
+    "status": pl.String,
+    "reason": pl.String,
+    "logged_at": pl.Datetime("us", "UTC"),
+}
+_FLUSH_ROWS = 50_000
+
+
+def log_folders(sync_folder: Path) -> dict[str, Path]:
+    """The folders a sync's run logs live in: row logs, rejected rows and API calls."""
+    return {"log": sync_folder / "log", "rejected": sync_folder / "rejected", "calls": sync_folder / "calls"}
+
+
+class RunLog:
+    """Every row of one run: delivered, rejected, skipped or undelivered, with its event, messageId and reason.
+
+    Rows go to `log/<run_id>.parquet` in chunks (memory stays bounded); rejected rows also go to
+    `rejected/<run_id>.jsonl`, and the first few are kept for metadata.
+    """
+
+    def __init__(self, sync_folder: Path, sync: str, run_id: str):
+        folders = log_folders(sync_folder)
+        self.path = folders["log"] / f"{run_id}.parquet"
+        self.rejected_path = folders["rejected"] / f"{run_id}.jsonl"
+        self.sync, self.run_id = sync, run_id
+        self.statuses: Counter[str] = Counter()
+        self.rejected_by_kind: Counter[str] = Counter()  # rows of the diff (with a key) rejected, per change kind
+        self.rejected_sample: list[dict[str, str | None]] = []
+        self._rows: dict[str, list[Any]] = {name: [] for name in ROW_LOG_SCHEMA}
+        self._writer: pq.ParquetWriter | None = None
+        self._rejected_file: BinaryIO | None = None
+
+    @property
+    def rejected(self) -> int:
+        """How many rows were rejected."""
+        return self.statuses["rejected"]
+
+    def add(
+        self,
+        key: str | None,
+        kind: str,
+        status: str,
+        *,
+        event: str | None = None,
+        message_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Log one row's outcome (a null key for a row whose primary key is missing)."""
+        now = dt.datetime.now(dt.UTC)
+        for name, value in zip(
+            ROW_LOG_SCHEMA,
+            (self.run_id, self.sync, key, kind, event, message_id, status, reason, now),
+            strict=True,
+        ):
+            self._rows[name].append(value)
+        self.statuses[status] += 1
+        if status == "rejected":
+            self._reject(key, kind, reason or "")
+        if len(self._rows["key"]) >= _FLUSH_ROWS:
+            self._flush()
+
+    def _reject(self, key: str | None, kind: str, reason: str) -> None:
+        entry = {"key": key, "kind": kind, "reason": reason}
+        if self._rejected_file is None:
+            self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
+            self._rejected_file = open(self.rejected_path, "wb")  # noqa: SIM115 - closed by close()
+        self._rejected_file.write(orjson.dumps(entry) + b"\n")
+        if key is not None:
+            self.rejected_by_kind[kind] += 1
+        if len(self.rejected_sample) < SAMPLE_SIZE:
+            self.rejected_sample.append(entry)
+
+    def _flush(self) -> None:
+        table = pl.DataFrame(self._rows, schema=ROW_LOG_SCHEMA).to_arrow()
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table)
+        self._rows = {name: [] for name in ROW_LOG_SCHEMA}
+
+    def close(self) -> None:
+        """Write what is left and close the files."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        if self._rejected_file is not None:
+            self._rejected_file.close()
+
+
+class CallLog:
+    """Every API call of one run, as JSON lines: time, batch, attempt, status, latency, sizes, both bodies."""
+
+    def __init__(self, sync_folder: Path, run_id: str):
+        self.path = log_folders(sync_folder)["calls"] / f"{run_id}.jsonl"
+        self.summaries: list[dict[str, Any]] = []
+        self._file: BinaryIO | None = None
+
+    def __call__(self, call: CallRecord) -> None:
+        """Record one call; the request body is the one sent, without the write key."""
+        summary = {
+            "at": call.at,
+            "batch": call.batch,
+            "attempt": call.attempt,
+            "status": call.status,
+            "error": call.error,
+            "latency_ms": round(call.latency_ms, 1),
+            "events": call.events,
+            "bytes": call.bytes,
+        }
+        self.summaries.append(summary)
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        record = {**summary, "response": call.response, "request": orjson.Fragment(call.redacted_request())}
+        self._file.write(orjson.dumps(record) + b"\n")
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+
+
+def prune_logs(sync_folder: Path, retention_days: float, now: float | None = None) -> int:
+    """Delete run logs older than the retention period; return how many files went."""
+    cutoff = (now if now is not None else time.time()) - retention_days * 86_400
+    removed = 0
+    for folder in log_folders(sync_folder).values():
+        for path in folder.glob("*") if folder.exists() else ():
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def read_row_log(sync_folder: Path, run_id: str | None = None) -> pl.LazyFrame:
+    """A sync's row logs, of one run or of all runs kept."""
+    folder = log_folders(sync_folder)["log"]
+    pattern = f"{run_id}.parquet" if run_id else "*.parquet"
+    if not any(folder.glob(pattern)):
+        return pl.LazyFrame(schema=ROW_LOG_SCHEMA)
+    return pl.scan_parquet(folder / pattern)
