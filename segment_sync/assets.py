@@ -11,9 +11,11 @@ import orjson
 import polars as pl
 from pydantic import Field
 
-from segment_sync.delivery import Outbox, Transport
-from segment_sync.diff import compute_diff, count_kinds, current_contents
+from segment_sync.controls import ControlError, replay_payloads, test_row_event
+from segment_sync.delivery import Outbox, Transport, deliver
+from segment_sync.diff import DIFF_SCHEMA, compute_diff, count_kinds, current_contents, resync_diff
 from segment_sync.encoding import row_contents
+from segment_sync.events import RowRejected
 from segment_sync.guards import change_size_problems, column_kinds, kind_changes
 from segment_sync.metadata import calls_table, events_preview, markdown_table, schema_metadata
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
@@ -34,6 +36,13 @@ class DiffConfig(dg.Config):
 
     approve_large_change: bool = Field(
         default=False, description="Send this run's diff even if it is larger than the sync's limits."
+    )
+    full_resync: bool = Field(
+        default=False,
+        description="Send every current row as added, with new messageIds (Segment dedupes only about 24 h).",
+    )
+    reset: bool = Field(
+        default=False, description="Forget what was delivered, sending nothing; the next run treats every row as added."
     )
 
 
@@ -189,12 +198,22 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str, declared
             store = SyncState(files.folder, sync.name)
             with store.lock():
                 store.recover()
-                diff = compute_diff(current_contents(complete, model.key_columns, sync.sent_columns), store.delivered())
-                initial = not store.meta.baseline_done
+                if config.reset:
+                    backup = store.reset()
+                    context.log.warning(f"sync {sync.name!r}: state reset; the old state is kept at {backup}")
+                current = current_contents(complete, model.key_columns, sync.sent_columns)
+                if config.reset:
+                    diff = pl.DataFrame(schema=DIFF_SCHEMA)
+                elif config.full_resync:
+                    diff = resync_diff(current, store.meta.generation)
+                else:
+                    diff = compute_diff(current, store.delivered())
+                initial = not store.meta.baseline_done and not config.full_resync
                 counts = count_kinds(diff)
                 delivered_rows = store.delivered_row_count()
                 pending = store.meta.pending
-                problems = [] if initial else change_size_problems(sync, counts, delivered_rows, pending)
+                deliberate = initial or config.full_resync or config.reset
+                problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, pending)
                 problems += kind_changes(store.meta.column_kinds, kinds)
                 info = {
                     "generation": store.meta.generation,
@@ -212,6 +231,8 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str, declared
                 "rows_last_delivered": delivered_rows,
                 "null_key_rows": null_keys.height,
                 "initial_run": initial,
+                "full_resync": config.full_resync,
+                "reset": config.reset,
                 "preview": dg.MetadataValue.md(markdown_table(diff.head(10))),
             },
             check_results=[
@@ -245,9 +266,16 @@ class DeliveryConfig(dg.Config):
     dry_run: bool = Field(
         default=False, description="Build the events and write the exact request bodies to the outbox; send nothing."
     )
+    test_row: str | None = Field(
+        default=None, description="Only send the event of the row with this primary key (state is not changed)."
+    )
+    replay_keys: list[str] = Field(
+        default_factory=list, description="Only re-send the delivered events of these primary keys."
+    )
+    replay_run: str | None = Field(default=None, description="Only re-send the events a past run delivered.")
 
 
-def build_segment_asset(sync: SyncSpec, group_name: str, logs: LogSettings) -> dg.AssetsDefinition:
+def build_segment_asset(sync: SyncSpec, model: ModelSpec, group_name: str, logs: LogSettings) -> dg.AssetsDefinition:
     """The asset that turns a sync's diff into events and delivers them."""
 
     @dg.asset(
@@ -267,6 +295,8 @@ def build_segment_asset(sync: SyncSpec, group_name: str, logs: LogSettings) -> d
         prune_logs(files.folder, logs.retention_days)
         run_id = context.run.run_id
         log, calls = RunLog(files.folder, sync.name, run_id), CallLog(files.folder, run_id)
+        if config.test_row is not None or config.replay_keys or config.replay_run:
+            return _send_outside_the_diff(sync, model, config, root, segment, log, calls, run_id)
         with _state_errors_as_failures():
             store = SyncState(files.folder, sync.name)
             with store.lock():
@@ -316,6 +346,73 @@ def build_segment_asset(sync: SyncSpec, group_name: str, logs: LogSettings) -> d
         return dg.MaterializeResult(metadata=metadata)
 
     return _segment
+
+
+def _send_outside_the_diff(
+    sync: SyncSpec,
+    model: ModelSpec,
+    config: DeliveryConfig,
+    root: Path,
+    segment: SegmentResource,
+    log: RunLog,
+    calls: CallLog,
+    run_id: str,
+) -> dg.MaterializeResult:
+    """A test row or a replay: sent now, logged, and never recorded in the state."""
+    files = SyncFiles(root, sync.name)
+    try:
+        if config.test_row is not None:
+            snapshot = pl.read_parquet(snapshot_path(root, model.name))
+            payloads, missing = [test_row_event(sync, model, snapshot, config.test_row, run_id).payload], []
+        else:
+            payloads, missing = replay_payloads(
+                files.folder, run_id, from_run=config.replay_run, keys=config.replay_keys
+            )
+    except (ControlError, RowRejected, FileNotFoundError) as exc:
+        raise dg.Failure(f"sync {sync.name!r}: {exc}; nothing was sent") from None
+    with _state_errors_as_failures(), SyncState(files.folder, sync.name).lock():
+        try:
+            report = deliver(
+                payloads,
+                segment.transport(files.outbox),
+                lambda _: None,
+                policy=segment.retry_policy(),
+                pacer=segment.pacer(),
+                on_call=calls,
+            )
+        finally:
+            calls.close()
+    failed = dict(report.rejected) | dict.fromkeys(report.undelivered, report.undelivered_reason)
+    status = "test_row" if config.test_row is not None else "replayed"
+    for i, payload in enumerate(payloads):
+        event = orjson.loads(payload)
+        name, message_id = event.get("event") or event["type"], event["messageId"]
+        log.add(
+            None,
+            "added",
+            "rejected" if i in failed else status,
+            event=name,
+            message_id=message_id,
+            reason=failed.get(i),
+        )
+    log.close()
+    metadata: dict[str, Any] = {
+        "events_sent": report.acknowledged,
+        "events_failed": len(failed),
+        "api_calls": dg.MetadataValue.md(calls_table(calls.summaries)),
+        "segment_response": dg.MetadataValue.json(calls.summaries[-1] if calls.summaries else {}),
+        "sync_log": dg.MetadataValue.path(str(log.path)),
+    }
+    if config.test_row is not None:
+        metadata["event"] = dg.MetadataValue.json(orjson.loads(payloads[0]))
+    else:
+        metadata["message_ids_not_found"] = dg.MetadataValue.json(missing[:20])
+    if failed:
+        raise dg.Failure(
+            f"sync {sync.name!r}: {len(failed)} events were not accepted: {next(iter(failed.values()))}",
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def _delivery_metadata(

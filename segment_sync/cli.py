@@ -18,8 +18,64 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the demo syncs twice, with a warehouse change in between")
     demo.add_argument("--dir", default=".segment_sync/demo", help="where the demo writes (wiped first)")
+    log = commands.add_parser("log", help="show a sync's row log (latest run by default) or its API calls")
+    log.add_argument("sync", help="the sync's name")
+    log.add_argument("--run", help="a run id (default: the latest run)")
+    log.add_argument("--key", help="only this primary key, across all kept runs unless --run is given")
+    log.add_argument("--status", help="only rows with this status: delivered, rejected, skipped, undelivered")
+    log.add_argument("--calls", action="store_true", help="show the run's API calls instead of its rows")
+    log.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    log.add_argument(
+        "--state-dir",
+        default=os.environ.get("SEGMENT_SYNC_STATE_DIR", ".segment_sync"),
+        help="the state folder (default: SEGMENT_SYNC_STATE_DIR, else .segment_sync)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "log":
+        return show_log(args)
     return run_demo(Path(args.dir))
+
+
+def show_log(args: argparse.Namespace) -> int:
+    """Print a sync's row log or API calls as a table."""
+    import polars as pl
+
+    from segment_sync.sync_log import latest_run, read_calls, read_row_log
+    from segment_sync.tables import markdown_table
+
+    folder = Path(args.state_dir) / "syncs" / args.sync
+    if not folder.exists():
+        print(f"No state for sync {args.sync!r} in {folder.parent}; check the name and --state-dir.", file=sys.stderr)
+        return 2
+    run = args.run or (None if args.key and not args.calls else latest_run(folder))
+    if args.calls:
+        frame = read_calls(folder, run) if run else None
+        if frame is None:
+            print(f"No API calls recorded for sync {args.sync!r} (run {run}).", file=sys.stderr)
+            return 1
+    else:
+        rows = read_row_log(folder, run)
+        if args.key:
+            rows = rows.filter(pl.col("key") == args.key)
+        if args.status:
+            rows = rows.filter(pl.col("status") == args.status)
+        frame = (
+            rows.sort("logged_at")
+            .select(
+                pl.col("run_id").str.slice(0, 8).alias("run"),
+                "key",
+                "kind",
+                "event",
+                "message_id",
+                "status",
+                "reason",
+                pl.col("logged_at").dt.to_string("%Y-%m-%d %H:%M:%S").alias("at"),
+            )
+            .collect()
+        )
+    print(f"sync {args.sync}, {'run ' + run if run else 'all kept runs'}: {frame.height} rows")
+    print(markdown_table(frame.head(args.limit)))
+    return 0
 
 
 def run_demo(folder: Path) -> int:

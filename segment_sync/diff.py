@@ -56,3 +56,14 @@ def count_kinds(diff: pl.DataFrame) -> dict[str, int]:
     """Added, changed and removed row counts."""
     counts = dict(diff.group_by(KIND).len().iter_rows())
     return {kind: int(counts.get(kind, 0)) for kind in ("added", "changed", "removed")}
+
+
+def resync_diff(current: pl.DataFrame, generation: int) -> pl.DataFrame:
+    """Every current row as added, for a full resync; the generation makes its messageIds new."""
+    return current.select(
+        KEY,
+        pl.lit("added").alias(KIND),
+        pl.lit(generation, pl.Int64).alias(BEFORE_GEN),
+        pl.lit(None, pl.String).alias(BEFORE),
+        pl.col(CONTENT).alias(AFTER),
+    ).sort(KEY)

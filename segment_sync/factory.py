@@ -47,7 +47,7 @@ def build_definitions(
         declared = f"{source}: attributes.syncs[{i}]" if source else f"syncs[{i}]"
         assets += [
             build_diff_asset(sync, project.model(sync.model), group_name, declared),
-            build_segment_asset(sync, group_name, logs or LogSettings()),
+            build_segment_asset(sync, project.model(sync.model), group_name, logs or LogSettings()),
         ]
         job = dg.define_asset_job(
             f"sync_{sync.name}",

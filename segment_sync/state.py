@@ -98,6 +98,20 @@ class SyncState:
         """Rows currently delivered (tombstones not counted)."""
         return self.delivered().filter(pl.col(CONTENT).is_not_null()).select(pl.len()).collect().item()
 
+    def reset(self) -> Path | None:
+        """Forget what was delivered (kept aside as a backup file, whose path is returned).
+
+        The sync gets a new identity too, so the events of the next run get messageIds never used before.
+        """
+        self.recover()
+        backup = None
+        if self.delivered_path.exists():
+            backup = self.root / f"delivered.before-reset-{self.meta.generation}.parquet"
+            os.replace(self.delivered_path, backup)
+        self.meta = SyncMeta(str(uuid.uuid4()), self.meta.generation + 1)
+        self._save_meta(self.meta)
+        return backup
+
     def dry_run_copy(self) -> DryRunState:
         """A read-only view for a dry run."""
         return DryRunState(self)

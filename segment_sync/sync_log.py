@@ -129,6 +129,7 @@ class CallLog:
             "latency_ms": round(call.latency_ms, 1),
             "events": call.events,
             "bytes": call.bytes,
+            "response": call.response[:500],
         }
         self.summaries.append(summary)
         if self._file is None:
@@ -162,3 +163,19 @@ def read_row_log(sync_folder: Path, run_id: str | None = None) -> pl.LazyFrame:
     if not any(folder.glob(pattern)):
         return pl.LazyFrame(schema=ROW_LOG_SCHEMA)
     return pl.scan_parquet(folder / pattern)
+
+
+def latest_run(sync_folder: Path) -> str | None:
+    """The id of the sync's most recent run with a row log."""
+    logs = sorted(log_folders(sync_folder)["log"].glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    return logs[-1].stem if logs else None
+
+
+def read_calls(sync_folder: Path, run_id: str) -> pl.DataFrame | None:
+    """A run's API calls without the bodies, or None when none were recorded."""
+    path = log_folders(sync_folder)["calls"] / f"{run_id}.jsonl"
+    if not path.exists():
+        return None
+    columns = ["at", "batch", "attempt", "status", "error", "latency_ms", "events", "bytes", "response"]
+    with open(path, "rb") as f:
+        return pl.DataFrame([{c: orjson.loads(line)[c] for c in columns} for line in f])

@@ -1,0 +1,72 @@
+"""Sending outside the normal diff: one test row, or a replay of events already delivered. State is not touched."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+
+import polars as pl
+
+from segment_sync.diff import CONTENT, KEY, current_contents
+from segment_sync.encoding import dumps, loads
+from segment_sync.events import DiffRow, Event, build_event, event_name
+from segment_sync.snapshot import split_null_keys
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.sync_log import log_folders, read_row_log
+
+MAX_MESSAGE_ID_CHARS = 100
+
+
+class ControlError(ValueError):
+    """A test row or replay that cannot be done; the message says why."""
+
+
+def test_row_event(sync: SyncSpec, model: ModelSpec, snapshot: pl.DataFrame, key: str, run_id: str) -> Event:
+    """The event the row with this key would send if it were new, under a messageId used only by this test."""
+    complete, _ = split_null_keys(snapshot, model.key_columns)
+    current = current_contents(complete, model.key_columns, sync.sent_columns).filter(pl.col(KEY) == key)
+    if current.is_empty():
+        raise ControlError(f"model {model.name!r} has no row with primary key {key!r} in its latest snapshot")
+    kind = next((k for k in ("added", "changed") if event_name(sync, k)), None)
+    if kind is None:
+        raise ControlError(f"sync {sync.name!r} sends nothing for added or changed rows, so there is nothing to test")
+    row = DiffRow(key=key, kind=kind, before_gen=None, before=None, after=current[CONTENT][0])
+    return build_event(sync, row, sync_uuid=f"test-row-{run_id}")
+
+
+def replay_payloads(
+    sync_folder: Path, run_id: str, *, from_run: str | None, keys: Collection[str]
+) -> tuple[list[bytes], list[str]]:
+    """Events delivered before (by one run, and/or for some keys), with new messageIds; and the ids not found.
+
+    Segment drops an event whose messageId it saw in the last day or so, so a replay sends each event
+    again under `<messageId>-replay-<run>`, which downstream tools see as a new event.
+    """
+    delivered = read_row_log(sync_folder, from_run).filter(pl.col("status") == "delivered")
+    if keys:
+        delivered = delivered.filter(pl.col("key").is_in(list(keys)))
+    wanted = set(delivered.select("message_id").collect().to_series().to_list())
+    if not wanted:
+        raise ControlError("the sync log has no delivered event for that run or those keys")
+    found = _sent_events(sync_folder, wanted)
+    suffix = f"-replay-{run_id[:8]}"
+    payloads = []
+    for message_id, event in sorted(found.items()):
+        event["messageId"] = (message_id + suffix)[-MAX_MESSAGE_ID_CHARS:]
+        payloads.append(dumps(event))
+    return payloads, sorted(wanted - found.keys())
+
+
+def _sent_events(sync_folder: Path, message_ids: set[str]) -> dict[str, dict]:
+    """The events with these messageIds, from the recorded API calls that Segment accepted."""
+    found: dict[str, dict] = {}
+    for path in sorted(log_folders(sync_folder)["calls"].glob("*.jsonl")):
+        with open(path, "rb") as f:
+            for line in f:
+                call = loads(line.rstrip(b"\n"))  # keeps every digit of decimals
+                if call["status"] is None or not 200 <= call["status"] < 300:
+                    continue
+                for event in call["request"]["batch"]:
+                    if event["messageId"] in message_ids:
+                        found.setdefault(event["messageId"], event)
+    return found
