@@ -1,0 +1,172 @@
+"""Operating syncs: the row log and API call log, retention, warehouse write-back, and the run controls."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from segment_sync.cli import main as cli
+from segment_sync.sync_log import prune_logs, read_row_log
+from segment_sync_tests.conftest import WRITE_KEY, SyncRun, make_definitions, run_sync
+from segment_sync_tests.segment_emulator import Fault
+
+TRACK = {
+    "name": "t",
+    "model": "m",
+    "type": "track",
+    "user_id": "uid",
+    "fields": ["v"],
+    "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
+    "send_initial": True,
+}
+PROJECT = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
+
+
+@pytest.fixture
+def duck(duckdb_warehouse, state_dir, monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute(
+        "create table src as select * from (values (1, 'a', 'x'), (2, 'b', 'y'), (3, null, 'z')) t(id, uid, v)"
+    )
+    return duckdb_warehouse
+
+
+def _run(instance, *, project=PROJECT, delivery=None, diff=None):
+    definitions = make_definitions(project)
+    job = definitions.resolve_job_def("sync_t")
+    config = {
+        "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+        "ops": {"diff__t": {"config": diff or {}}, "segment__t": {"config": delivery or {}}},
+    }
+    return SyncRun(job.execute_in_process(instance=instance, raise_on_error=False, run_config=config))
+
+
+def test_the_row_log_has_every_row_with_its_outcome(duck, emulator, instance, state_dir):
+    run = _run(instance)
+    assert run.success
+    log = read_row_log(state_dir / "syncs" / "t", run.result.run_id).collect().sort("key")
+    assert log.select("key", "kind", "event", "status").rows() == [
+        ("1", "added", "Added", "delivered"),
+        ("2", "added", "Added", "delivered"),
+        ("3", "added", None, "rejected"),
+    ]
+    delivered = {e["messageId"] for e in emulator.accepted}
+    assert set(log.filter(pl.col("status") == "delivered")["message_id"]) == delivered
+    assert "no user id" in log.filter(pl.col("key") == "3")["reason"][0]
+    assert run.metadata("segment", "t")["sync_log"].endswith(f"{run.result.run_id}.parquet")
+
+
+def test_every_api_call_is_recorded_without_the_write_key(duck, emulator, instance, state_dir):
+    emulator.inject(Fault(status=503, body="unavailable"))
+    run = _run(instance)
+    assert run.success
+    meta = run.metadata("segment", "t")
+    assert "| 1 | 1 | 503 |" in meta["api_calls"] and "| 1 | 2 | 200 |" in meta["api_calls"]
+    text = Path(meta["api_calls_file"]).read_text()
+    calls = [json.loads(line) for line in text.splitlines()]
+    assert [(c["attempt"], c["status"], c["events"], c["response"]) for c in calls] == [
+        (1, 503, 2, "unavailable"),
+        (2, 200, 2, '{"success":true}'),
+    ]
+    sent = json.loads(gzip.decompress(emulator.requests[-1].body))
+    assert calls[1]["request"]["batch"] == sent["batch"] and calls[1]["request"]["sentAt"] == sent["sentAt"]
+    assert "writeKey" not in calls[1]["request"] and WRITE_KEY not in text
+    assert calls[0]["latency_ms"] >= 0 and calls[0]["bytes"] > 0
+
+
+def test_logs_past_their_retention_are_pruned(duck, emulator, instance, state_dir):
+    first = _run(instance)
+    folder = state_dir / "syncs" / "t"
+    old = folder / "log" / f"{first.result.run_id}.parquet"
+    week_ago = time.time() - 8 * 86_400
+    for path in folder.glob("*/*"):
+        os.utime(path, (week_ago, week_ago))
+    assert prune_logs(folder, retention_days=7) == 3  # row log, rejected rows and API calls of the first run
+    assert not old.exists()
+
+
+def test_the_sync_log_can_go_to_a_warehouse_table(duck, emulator, instance):
+    definitions = make_definitions(PROJECT, logs={"warehouse_table": "segment_sync_log"})
+    run = run_sync(definitions, "t", instance)
+    assert run.success
+    engine = sa.create_engine(duck.url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select key, status from segment_sync_log order by key")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("1", "delivered"), ("2", "delivered"), ("3", "rejected")]
+
+
+def test_dry_run_writes_the_request_bodies_and_changes_nothing(duck, emulator, instance, state_dir):
+    run = _run(instance, delivery={"dry_run": True})
+    assert run.success
+    meta = run.metadata("segment", "t")
+    [body] = Path(meta["dry_run_request_bodies"]).read_text().splitlines()
+    assert [e["userId"] for e in orjson.loads(body)["batch"]] == ["a", "b"]
+    assert emulator.requests == [] and "| track | Added | a |" in meta["preview"]
+    real = _run(instance)  # the real run sends the same events, with the same messageIds
+    assert real.metadata("segment", "t")["events_sent"] == 2
+    assert [e["messageId"] for e in emulator.accepted] == [e["messageId"] for e in orjson.loads(body)["batch"]]
+
+
+def test_full_resync_sends_everything_again_with_new_message_ids(duck, emulator, instance):
+    assert _run(instance).success
+    first = {e["userId"]: e["messageId"] for e in emulator.accepted}
+    run = _run(instance, diff={"full_resync": True})
+    assert run.success and run.metadata("diff", "t")["added"] == 3
+    again = {e["userId"]: e["messageId"] for e in emulator.accepted[2:]}
+    assert again.keys() == first.keys() and not set(again.values()) & set(first.values())
+    assert _run(instance).metadata("segment", "t")["events_sent"] == 0  # then carries on normally
+
+
+def test_reset_forgets_state_and_the_next_run_sends_every_row_as_new(duck, emulator, instance, state_dir):
+    assert _run(instance).success
+    first_ids = {e["messageId"] for e in emulator.accepted}
+    run = _run(instance, diff={"reset": True})
+    assert run.success and run.metadata("segment", "t")["events_sent"] == 0
+    assert list((state_dir / "syncs" / "t").glob("delivered.before-reset-*.parquet"))
+    run = _run(instance)
+    assert run.metadata("segment", "t")["events_sent"] == 2
+    assert not {e["messageId"] for e in emulator.accepted[2:]} & first_ids
+
+
+def test_test_row_sends_one_event_and_shows_the_response(duck, emulator, instance, state_dir):
+    run = _run(instance, delivery={"test_row": "2"})
+    assert run.success
+    meta = run.metadata("segment", "t")
+    assert meta["event"]["userId"] == "b" and meta["segment_response"]["status"] == 200
+    assert [e["userId"] for e in emulator.accepted] == ["b"]
+    assert _run(instance).metadata("segment", "t")["events_sent"] == 2  # state was not touched
+    missing = _run(instance, delivery={"test_row": "99"})
+    assert not missing.success and "no row with primary key '99'" in missing.failure_messages()[0]
+
+
+def test_replay_resends_delivered_events_with_new_message_ids(duck, emulator, instance):
+    first = _run(instance)
+    original = {e["userId"]: e for e in emulator.accepted}
+    run = _run(instance, delivery={"replay_keys": ["1"]})
+    assert run.success, run.failure_messages()
+    replayed = emulator.accepted[-1]
+    assert replayed["userId"] == "a" and replayed["messageId"].startswith(original["a"]["messageId"] + "-replay-")
+    assert replayed["properties"] == original["a"]["properties"]
+    run = _run(instance, delivery={"replay_run": first.result.run_id})
+    assert run.metadata("segment", "t")["events_sent"] == 2
+
+
+def test_the_log_command_prints_rows_and_calls(duck, emulator, instance, state_dir, capsys):
+    run = _run(instance)
+    assert cli(["log", "t", "--state-dir", str(state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"run {run.result.run_id}: 3 rows" in out and "| 3 | added |  |  | rejected | no user id" in out
+    assert cli(["log", "t", "--state-dir", str(state_dir), "--key", "1"]) == 0
+    assert "| 1 | added | Added |" in capsys.readouterr().out
+    assert cli(["log", "t", "--state-dir", str(state_dir), "--calls"]) == 0
+    assert "| 1 | 1 | 200 |  |" in capsys.readouterr().out
+    assert cli(["log", "nope", "--state-dir", str(state_dir)]) == 2
