@@ -3,6 +3,7 @@
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,15 @@ def sync_pool(sync: str) -> str:
     return f"segment_sync/{sync}"
 
 
+@dataclass(frozen=True)
+class AssetOptions:
+    """How the assets of one component present themselves in the UI, and what triggers them."""
+
+    group_name: str = "segment_sync"
+    owners: tuple[str, ...] = ()
+    warehouse_kind: str | None = None
+
+
 class SyncFiles:
     """Where a sync keeps its latest diff, the diff's basis, its rejected rows and its outbox."""
 
@@ -90,7 +100,9 @@ class SyncFiles:
         return self.folder / "dry_runs" / f"{run_id}.jsonl"
 
 
-def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefinition:
+def build_snapshot_asset(
+    model: ModelSpec, options: AssetOptions, upstream: list[dg.AssetKey], automation: dg.AutomationCondition | None
+) -> dg.AssetsDefinition:
     """The asset that reads a model into a Parquet snapshot, with its blocking primary key check."""
     key = snapshot_key(model.name)
     check = dg.AssetCheckSpec(
@@ -99,9 +111,11 @@ def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefiniti
 
     @dg.asset(
         key=key,
-        deps=[table_key(model.table)] if model.table else [],
-        group_name=group_name,
-        kinds={"polars"},
+        deps=([table_key(model.table)] if model.table else []) + upstream,
+        group_name=options.group_name,
+        owners=list(options.owners),
+        kinds={"polars", options.warehouse_kind} if options.warehouse_kind else {"polars"},
+        automation_condition=automation,
         check_specs=[check],
         description=f"Rows of model `{model.name}`, read from the warehouse into Parquet.",
         required_resource_keys={WAREHOUSE, STATE, SEGMENT},
@@ -153,7 +167,9 @@ def build_snapshot_asset(model: ModelSpec, group_name: str) -> dg.AssetsDefiniti
     return _snapshot
 
 
-def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str, declared: str) -> dg.AssetsDefinition:
+def build_diff_asset(
+    sync: SyncSpec, model: ModelSpec, options: AssetOptions, declared: str, automation: dg.AutomationCondition | None
+) -> dg.AssetsDefinition:
     """The asset that diffs a model snapshot against what the sync last delivered, with its blocking guard.
 
     `declared` says where the sync is configured, for the error about a column the model lacks.
@@ -169,8 +185,10 @@ def build_diff_asset(sync: SyncSpec, model: ModelSpec, group_name: str, declared
     @dg.asset(
         key=key,
         deps=[snapshot_key(model.name)],
-        group_name=group_name,
+        group_name=options.group_name,
+        owners=list(options.owners),
         kinds={"polars"},
+        automation_condition=automation,
         check_specs=[guard],
         pool=sync_pool(sync.name),
         description=f"Rows of `{model.name}` added, changed or removed since sync `{sync.name}` last delivered.",
@@ -275,14 +293,22 @@ class DeliveryConfig(dg.Config):
     replay_run: str | None = Field(default=None, description="Only re-send the events a past run delivered.")
 
 
-def build_segment_asset(sync: SyncSpec, model: ModelSpec, group_name: str, logs: LogSettings) -> dg.AssetsDefinition:
+def build_segment_asset(
+    sync: SyncSpec,
+    model: ModelSpec,
+    options: AssetOptions,
+    logs: LogSettings,
+    automation: dg.AutomationCondition | None,
+) -> dg.AssetsDefinition:
     """The asset that turns a sync's diff into events and delivers them."""
 
     @dg.asset(
         key=segment_key(sync.name),
         deps=[diff_key(sync.name)],
-        group_name=group_name,
+        group_name=options.group_name,
+        owners=list(options.owners),
         kinds={"segment"},
+        automation_condition=automation,
         pool=sync_pool(sync.name),
         description=f"Events of sync `{sync.name}` ({sync.type}) delivered to Segment.",
         required_resource_keys={STATE, SEGMENT, WAREHOUSE},

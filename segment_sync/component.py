@@ -7,6 +7,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from segment_sync.assets import AssetOptions
 from segment_sync.delivery import DEFAULT_ENDPOINT
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
@@ -69,6 +70,7 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         default=None, description="Else SEGMENT_SYNC_STATE_DIR, else .segment_sync in the project."
     )
     group_name: str = "segment_sync"
+    owners: list[str] = Field(default_factory=list, description="Owners of the assets: emails or team:name.")
     sync_log: LogSettings = Field(default_factory=LogSettings)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -85,8 +87,7 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             warehouse=WarehouseResource(url_env=self.warehouse.url_env, demo_fallback=self.warehouse.demo_fallback),
             segment=SegmentResource(**self.segment.model_dump()),
             state=StateResource(state_dir=self.state_dir or default_state_dir(context.project_root)),
-            group_name=self.group_name,
-            warehouse_kind=self.warehouse.kind,
+            options=AssetOptions(self.group_name, tuple(self.owners), self.warehouse.kind),
             logs=self.sync_log,
             source=source,
         )

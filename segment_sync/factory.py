@@ -8,6 +8,7 @@ from segment_sync.assets import (
     SEGMENT,
     STATE,
     WAREHOUSE,
+    AssetOptions,
     build_diff_asset,
     build_segment_asset,
     build_snapshot_asset,
@@ -17,7 +18,7 @@ from segment_sync.assets import (
     table_key,
 )
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.spec import LogSettings, ProjectSpec
+from segment_sync.spec import LogSettings, ProjectSpec, SyncSpec
 
 
 def build_definitions(
@@ -26,28 +27,33 @@ def build_definitions(
     warehouse: WarehouseResource,
     segment: SegmentResource,
     state: StateResource,
-    group_name: str = "segment_sync",
-    warehouse_kind: str | None = None,
+    options: AssetOptions | None = None,
     logs: LogSettings | None = None,
     source: str | None = None,
 ) -> dg.Definitions:
-    """Assets, checks, one job per sync and its schedule, plus the resources they need.
+    """Assets, checks, one job per sync with its schedule, the automation sensor, and the resources they need.
 
     `source` names where the syncs were declared (a defs.yaml), for error messages.
     """
+    options = options or AssetOptions()
+    kinds = {options.warehouse_kind} if options.warehouse_kind else set()
     tables = sorted({m.table for m in project.models if m.table})
-    table_specs = [
-        dg.AssetSpec(table_key(t), group_name=group_name, kinds={warehouse_kind} if warehouse_kind else set())
-        for t in tables
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = [
+        dg.AssetSpec(table_key(t), group_name=options.group_name, kinds=kinds) for t in tables
     ]
-    snapshots = {m.name: build_snapshot_asset(m, group_name) for m in project.models}
-    assets: list[dg.AssetsDefinition | dg.AssetSpec] = [*table_specs, *snapshots.values()]
+    for model in project.models:
+        upstream = sorted({a for s in project.syncs if s.model == model.name for a in s.after})
+        keys = [dg.AssetKey.from_user_string(a) for a in upstream]
+        automation = _after(dg.AssetSelection.assets(*keys)) if keys else None
+        assets.append(build_snapshot_asset(model, options, keys, automation))
     jobs, schedules = [], []
     for i, sync in enumerate(project.syncs):
         declared = f"{source}: attributes.syncs[{i}]" if source else f"syncs[{i}]"
+        automation = _after(dg.AssetSelection.all()) if sync.after else None
+        model = project.model(sync.model)
         assets += [
-            build_diff_asset(sync, project.model(sync.model), group_name, declared),
-            build_segment_asset(sync, project.model(sync.model), group_name, logs or LogSettings()),
+            build_diff_asset(sync, model, options, declared, automation),
+            build_segment_asset(sync, model, options, logs or LogSettings(), automation),
         ]
         job = dg.define_asset_job(
             f"sync_{sync.name}",
@@ -56,25 +62,47 @@ def build_definitions(
         )
         jobs.append(job)
         if sync.schedule:
-            schedules.append(_schedule(i, sync.name, sync.schedule, job))
+            schedules.append(_schedule(i, sync, job))
+    automated = [
+        a.key for a in assets if isinstance(a, dg.AssetsDefinition) and a.automation_conditions_by_key.get(a.key)
+    ]
+    sensors = [_automation_sensor(options.group_name, automated)] if automated else []
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources={WAREHOUSE: warehouse, SEGMENT: segment, STATE: state},
     )
 
 
-def _schedule(index: int, sync_name: str, cron: str, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def _after(upstream: dg.AssetSelection) -> dg.AutomationCondition:
+    # Not eager(): that also waits for the warehouse table assets, which are never materialized in Dagster.
+    updated = dg.AutomationCondition.any_deps_updated().allow(upstream)
+    return (updated & ~dg.AutomationCondition.in_progress()).with_label("after upstream updates")
+
+
+def _automation_sensor(group_name: str, keys: list[dg.AssetKey]) -> dg.AutomationConditionSensorDefinition:
+    return dg.AutomationConditionSensorDefinition(
+        f"{group_name}_after_upstream",
+        target=dg.AssetSelection.assets(*keys),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Runs the syncs that have `after:` once their upstream assets materialize.",
+    )
+
+
+def _schedule(index: int, sync: SyncSpec, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    status = dg.DefaultScheduleStatus.RUNNING if sync.schedule_status == "running" else dg.DefaultScheduleStatus.STOPPED
     try:
         return dg.ScheduleDefinition(
-            name=f"sync_{sync_name}_schedule",
+            name=f"sync_{sync.name}_schedule",
             job=job,
-            cron_schedule=cron,
+            cron_schedule=sync.schedule,
             execution_timezone="UTC",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
+            default_status=status,
         )
     except dg.DagsterInvalidDefinitionError:
         raise ValueError(
-            f"syncs[{index}].schedule: sync {sync_name!r} has schedule {cron!r}, which is not a valid cron expression"
+            f"syncs[{index}].schedule: sync {sync.name!r} has schedule {sync.schedule!r}, which is not a valid cron "
+            "expression"
         ) from None

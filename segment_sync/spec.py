@@ -99,7 +99,14 @@ class SyncSpec(_Strict):
     send_initial: bool = Field(default=False, description="Send the first run's rows (track, audience).")
     timestamp: str | None = Field(default=None, description="Column with the event time (backfills).")
     message_id: str | None = Field(default=None, description="Column with a messageId; else generated.")
-    schedule: str | None = Field(default=None, description="Cron expression for the sync's job.")
+    schedule: str | None = Field(default=None, description="Cron expression (UTC) for the sync's job.")
+    schedule_status: Literal["running", "stopped"] = Field(
+        default="running", description="Whether the schedule runs as soon as it is deployed."
+    )
+    after: list[str] = Field(
+        default_factory=list,
+        description="Asset keys (a/b/c) upstream of the model; the sync runs after any of them materializes.",
+    )
     max_removed_percent: float = Field(
         default=50.0, description="Stop when more rows are removed than this % of the rows last delivered."
     )

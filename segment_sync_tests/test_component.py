@@ -191,3 +191,25 @@ def test_a_mapping_to_a_missing_column_names_the_file_and_field(
     assert "model 'users' has no column 'emial'" in message
     assert "defs.yaml: attributes.syncs[0])" in message
     assert emulator.requests == []
+
+
+def test_after_runs_the_sync_once_its_upstream_materializes(instance):
+    project = {
+        "models": [{"name": "users", "table": "analytics.users", "primary_key": "user_id"}],
+        "syncs": [{**GOOD["syncs"][0], "schedule": None, "after": ["dbt/users"]}, GOOD["syncs"][1]],
+    }
+    defs = make_definitions(project)
+    [sensor] = defs.sensors
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert result.total_requested == 0  # nothing until dbt/users materializes
+    instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["dbt", "users"])))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    requested = {r.key.to_user_string() for r in result.results if r.true_subset.size}
+    assert requested == {"snapshot/users", "diff/traits", "segment/traits"}  # not the sync without `after`
+
+
+def test_a_schedule_can_start_stopped():
+    defs = make_definitions({**GOOD, "syncs": [{**GOOD["syncs"][0], "schedule_status": "stopped"}]})
+    [schedule] = defs.schedules
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
