@@ -11,7 +11,7 @@ from segment_sync.assets import AssetOptions
 from segment_sync.delivery import DEFAULT_ENDPOINT
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
-from segment_sync.spec import LogSettings, ModelSpec, ProjectSpec, SyncSpec
+from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec, SyncSpec
 
 
 class SegmentSyncConfigError(ValueError):
@@ -72,6 +72,7 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     group_name: str = "segment_sync"
     owners: list[str] = Field(default_factory=list, description="Owners of the assets: emails or team:name.")
     sync_log: LogSettings = Field(default_factory=LogSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = context.path / "defs.yaml"
@@ -89,5 +90,6 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             state=StateResource(state_dir=self.state_dir or default_state_dir(context.project_root)),
             options=AssetOptions(self.group_name, tuple(self.owners), self.warehouse.kind),
             logs=self.sync_log,
+            alerts=self.alerts,
             source=source,
         )

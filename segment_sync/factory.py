@@ -18,7 +18,8 @@ from segment_sync.assets import (
     table_key,
 )
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.spec import LogSettings, ProjectSpec, SyncSpec
+from segment_sync.sensors import build_alert_sensors
+from segment_sync.spec import AlertSettings, LogSettings, ProjectSpec, SyncSpec
 
 
 def build_definitions(
@@ -29,6 +30,7 @@ def build_definitions(
     state: StateResource,
     options: AssetOptions | None = None,
     logs: LogSettings | None = None,
+    alerts: AlertSettings | None = None,
     source: str | None = None,
 ) -> dg.Definitions:
     """Assets, checks, one job per sync with its schedule, the automation sensor, and the resources they need.
@@ -67,6 +69,16 @@ def build_definitions(
         a.key for a in assets if isinstance(a, dg.AssetsDefinition) and a.automation_conditions_by_key.get(a.key)
     ]
     sensors = [_automation_sensor(options.group_name, automated)] if automated else []
+    alerts = alerts or AlertSettings()
+    if alerts.enabled:
+        sensors += build_alert_sensors(
+            project.syncs,
+            jobs,
+            state,
+            rejected_rows_threshold=alerts.rejected_rows_threshold,
+            ui_url=alerts.ui_url,
+            prefix=options.group_name,
+        )
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

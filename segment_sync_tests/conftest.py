@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.spec import LogSettings, ProjectSpec
+from segment_sync.spec import AlertSettings, LogSettings, ProjectSpec
 from segment_sync_tests.segment_emulator import SegmentEmulator
 
 WRITE_KEY = "wk_TEST_0123456789abcdefghijklmnop"
@@ -151,7 +151,11 @@ class SyncRun:
 
 
 def make_definitions(
-    project: dict[str, Any], *, segment: dict[str, Any] | None = None, logs: dict[str, Any] | None = None
+    project: dict[str, Any],
+    *,
+    segment: dict[str, Any] | None = None,
+    logs: dict[str, Any] | None = None,
+    alerts: dict[str, Any] | None = None,
 ) -> dg.Definitions:
     """Definitions for a project given as the YAML attributes would be, with fast retries for tests."""
     settings = {"max_attempts": 3, "max_retry_seconds": 5.0, "timeout_seconds": 5.0, **(segment or {})}
@@ -161,6 +165,7 @@ def make_definitions(
         segment=SegmentResource(**settings),
         state=StateResource(),
         logs=LogSettings(**(logs or {})),
+        alerts=AlertSettings(**(alerts or {})),
     )
 
 

@@ -199,7 +199,7 @@ def test_after_runs_the_sync_once_its_upstream_materializes(instance):
         "syncs": [{**GOOD["syncs"][0], "schedule": None, "after": ["dbt/users"]}, GOOD["syncs"][1]],
     }
     defs = make_definitions(project)
-    [sensor] = defs.sensors
+    sensor = next(s for s in defs.sensors if s.name == "segment_sync_after_upstream")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert result.total_requested == 0  # nothing until dbt/users materializes
