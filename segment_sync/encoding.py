@@ -11,9 +11,15 @@ from typing import Any
 
 import orjson
 import polars as pl
+import polars.selectors as cs
 
 _OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 _INT64 = 2**63
+
+
+def column(name: str) -> pl.Expr:
+    """The column with exactly this name (pl.col would read `*` or `^...$` as patterns)."""
+    return cs.by_name(name).as_expr()
 
 
 def normalize_types(frame: pl.DataFrame) -> pl.DataFrame:
@@ -21,7 +27,7 @@ def normalize_types(frame: pl.DataFrame) -> pl.DataFrame:
     fixes = []
     for name, dtype in frame.schema.items():
         if isinstance(dtype, pl.Datetime):
-            col = pl.col(name)
+            col = column(name)
             fixes.append(
                 col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
             )
@@ -91,7 +97,7 @@ def row_contents(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
 def _as_json_ready(dtype: pl.DataType, name: str) -> pl.Expr:
     # Polars formats dates and times itself: exact (orjson shortens some microseconds) and safe for years
     # Python cannot hold (0, 10000+), which would otherwise fail the whole diff.
-    col = pl.col(name)
+    col = column(name)
     if isinstance(dtype, pl.Datetime):
         utc = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
         return utc.dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
@@ -109,9 +115,9 @@ def key_strings(frame: pl.DataFrame, key_columns: Sequence[str]) -> pl.Expr:
     return pl.struct([_key_part(frame, c) for c in key_columns]).struct.json_encode()
 
 
-def _key_part(frame: pl.DataFrame, column: str) -> pl.Expr:
-    dtype = frame.schema[column]
-    col = pl.col(column)
+def _key_part(frame: pl.DataFrame, name: str) -> pl.Expr:
+    dtype = frame.schema[name]
+    col = column(name)
     if isinstance(dtype, pl.Datetime):
         return col.dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
     return col.cast(pl.String)

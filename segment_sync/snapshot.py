@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
+import polars.selectors as cs
 
-from segment_sync.encoding import key_strings
+from segment_sync.encoding import column, key_strings
 from segment_sync.spec import ModelSpec
 
 SAMPLE_SIZE = 20
@@ -33,7 +34,7 @@ def missing_columns(snapshot: pl.DataFrame, columns: Sequence[str]) -> list[str]
 
 def key_problems(snapshot: pl.DataFrame, key_columns: Sequence[str]) -> KeyProblems:
     """Count rows with a null key part and keys that appear more than once."""
-    null_rows = snapshot.select(pl.any_horizontal(pl.col(key_columns).is_null()).sum()).item()
+    null_rows = snapshot.select(pl.any_horizontal(cs.by_name(key_columns).is_null()).sum()).item()
     keys = snapshot.select(key_strings(snapshot, key_columns).alias("key")).filter(pl.col("key").is_not_null())
     dupes = keys.group_by("key").len().filter(pl.col("len") > 1).sort("key")
     return KeyProblems(int(null_rows or 0), dupes.height, dupes["key"].head(SAMPLE_SIZE).to_list())
@@ -46,12 +47,12 @@ def drop_duplicate_keys(snapshot: pl.DataFrame, model: ModelSpec) -> tuple[pl.Da
         return snapshot, 0, []
     keep = "first" if model.on_duplicate_key == "keep_first" else "last"
     complete, null_keys = split_null_keys(snapshot, model.key_columns)
-    ordered = complete.with_row_index("_row").sort(model.order_by, "_row", nulls_last=True)
-    kept = ordered.unique(model.key_columns, keep=keep, maintain_order=True).sort("_row").drop("_row")
+    ordered = complete.with_row_index("_row").sort(column(model.order_by), pl.col("_row"), nulls_last=True)
+    kept = ordered.unique(cs.by_name(model.key_columns), keep=keep, maintain_order=True).sort("_row").drop("_row")
     return pl.concat([kept, null_keys]), complete.height - kept.height, problems.duplicate_samples
 
 
 def split_null_keys(snapshot: pl.DataFrame, key_columns: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows whose primary key is complete, and rows with a null key part (which can never be synced)."""
-    has_null = pl.any_horizontal(pl.col(key_columns).is_null())
+    has_null = pl.any_horizontal(cs.by_name(key_columns).is_null())
     return snapshot.filter(~has_null), snapshot.filter(has_null)

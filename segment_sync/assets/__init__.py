@@ -1,0 +1,39 @@
+"""The asset factory pieces: snapshot/<model>, diff/<sync> and segment/<sync>."""
+
+from segment_sync.assets.delivery_asset import DeliveryConfig, build_segment_asset
+from segment_sync.assets.diff_asset import GUARD_CHECK, DiffConfig, build_diff_asset
+from segment_sync.assets.layout import (
+    SEGMENT,
+    STATE,
+    WAREHOUSE,
+    AssetOptions,
+    SyncFiles,
+    diff_key,
+    segment_key,
+    snapshot_key,
+    snapshot_path,
+    sync_pool,
+    table_key,
+)
+from segment_sync.assets.snapshot_asset import PK_CHECK, build_snapshot_asset
+
+__all__ = [
+    "GUARD_CHECK",
+    "PK_CHECK",
+    "SEGMENT",
+    "STATE",
+    "WAREHOUSE",
+    "AssetOptions",
+    "DeliveryConfig",
+    "DiffConfig",
+    "SyncFiles",
+    "build_diff_asset",
+    "build_segment_asset",
+    "build_snapshot_asset",
+    "diff_key",
+    "segment_key",
+    "snapshot_key",
+    "snapshot_path",
+    "sync_pool",
+    "table_key",
+]

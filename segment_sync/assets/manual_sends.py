@@ -1,0 +1,90 @@
+"""A test row or a replay: events sent outside the diff, logged, never recorded in the state."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import orjson
+import polars as pl
+
+from segment_sync.assets.layout import (
+    SyncFiles,
+    snapshot_path,
+    state_errors_as_failures,
+)
+from segment_sync.controls import ControlError, replay_payloads, test_row_event
+from segment_sync.delivery import deliver
+from segment_sync.events import RowRejected
+from segment_sync.metadata import calls_table
+from segment_sync.resources import SegmentResource
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.state import SyncState
+from segment_sync.sync_log import CallLog, RunLog
+
+
+def send_outside_the_diff(
+    sync: SyncSpec,
+    model: ModelSpec,
+    root: Path,
+    segment: SegmentResource,
+    log: RunLog,
+    calls: CallLog,
+    run_id: str,
+    *,
+    test_row: str | None,
+    replay_keys: list[str],
+    replay_run: str | None,
+) -> dg.MaterializeResult:
+    """A test row or a replay: sent now, logged, and never recorded in the state."""
+    files = SyncFiles(root, sync.name)
+    try:
+        if test_row is not None:
+            snapshot = pl.read_parquet(snapshot_path(root, model.name))
+            payloads, missing = [test_row_event(sync, model, snapshot, test_row, run_id).payload], []
+        else:
+            payloads, missing = replay_payloads(files.folder, run_id, from_run=replay_run, keys=replay_keys)
+    except (ControlError, RowRejected, FileNotFoundError) as exc:
+        raise dg.Failure(f"sync {sync.name!r}: {exc}; nothing was sent") from None
+    with state_errors_as_failures(), SyncState(files.folder, sync.name).lock():
+        try:
+            report = deliver(
+                payloads,
+                segment.transport(files.outbox),
+                lambda _: None,
+                policy=segment.retry_policy(),
+                pacer=segment.pacer(),
+                on_call=calls,
+            )
+        finally:
+            calls.close()
+    failed = dict(report.rejected) | dict.fromkeys(report.undelivered, report.undelivered_reason)
+    status = "test_row" if test_row is not None else "replayed"
+    for i, payload in enumerate(payloads):
+        event = orjson.loads(payload)
+        name, message_id = event.get("event") or event["type"], event["messageId"]
+        log.add(
+            None,
+            "added",
+            "rejected" if i in failed else status,
+            event=name,
+            message_id=message_id,
+            reason=failed.get(i),
+        )
+    log.close()
+    metadata: dict[str, Any] = {
+        "events_sent": report.acknowledged,
+        "events_failed": len(failed),
+        "api_calls": dg.MetadataValue.md(calls_table(calls.summaries)),
+        "segment_response": dg.MetadataValue.json(calls.summaries[-1] if calls.summaries else {}),
+        "sync_log": dg.MetadataValue.path(str(log.path)),
+    }
+    if test_row is not None:
+        metadata["event"] = dg.MetadataValue.json(orjson.loads(payloads[0]))
+    else:
+        metadata["message_ids_not_found"] = dg.MetadataValue.json(missing[:20])
+    if failed:
+        raise dg.Failure(
+            f"sync {sync.name!r}: {len(failed)} events were not accepted: {next(iter(failed.values()))}",
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
