@@ -118,7 +118,7 @@ def main() -> None:
             f"{name:<9}{med['snapshot']:>10.2f}{med['diff']:>10.2f}{med['delivery']:>10.2f}{med['wall']:>10.2f}"
             f"{int(med['events']):>10,}{rate:>12,.0f}"
         )
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB (includes the emulator)")
+    print(f"peak RSS of the syncing process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 
 
 if __name__ == "__main__":

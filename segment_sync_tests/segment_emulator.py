@@ -227,7 +227,8 @@ class SegmentEmulator:
                 if reason is not None:
                     self.discarded.append((event if isinstance(event, dict) else None, reason))
                     continue
-                event.setdefault("messageId", f"emulator-{uuid.uuid4()}")  # Segment assigns one when absent
+                if "messageId" not in event:
+                    event["messageId"] = f"emulator-{uuid.uuid4()}"  # Segment assigns one when absent
                 event["receivedAt"] = received_at
                 if event["messageId"] in self._seen_ids:
                     self._duplicates += 1
