@@ -19,6 +19,16 @@ from segment_sync.spec import AlertSettings, LogSettings, ProjectSpec
 from segment_sync_tests.segment_emulator import SegmentEmulator
 
 WRITE_KEY = "wk_TEST_0123456789abcdefghijklmnop"
+# A track sync of model "m" (table src: id, uid, v) that many tests share.
+TRACK = {
+    "name": "t",
+    "model": "m",
+    "type": "track",
+    "user_id": "uid",
+    "fields": ["v"],
+    "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
+    "send_initial": True,
+}
 POSTGRES_ADMIN_URL = os.environ.get("SEGMENT_SYNC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

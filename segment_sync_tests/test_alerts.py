@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from segment_sync.alerts import RejectedThreshold, parse_thresholds
-from segment_sync_tests.conftest import SyncRun, make_definitions, run_sync
+from segment_sync_tests.conftest import TRACK, SyncRun, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault
 from segment_sync_tests.slack_stub import Reply, SlackStub
 
@@ -21,15 +21,6 @@ TOKEN = "xoxb-1111-2222-SECRETtokenVALUE"
 WRONG_TOKEN = "xoxb-9999-OTHERsecretVALUE"
 CHANNEL = "#sync-alerts"
 UI = "http://dagster.test:3000"
-TRACK = {
-    "name": "t",
-    "model": "m",
-    "type": "track",
-    "user_id": "uid",
-    "fields": ["v"],
-    "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
-    "send_initial": True,
-}
 MISSING_COLUMN = {**TRACK, "fields": ["v", "plan"]}
 
 

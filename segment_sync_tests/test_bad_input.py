@@ -12,18 +12,8 @@ import orjson
 import pytest
 
 from segment_sync.state import SyncState
-from segment_sync_tests.conftest import WRITE_KEY, make_definitions, run_sync
+from segment_sync_tests.conftest import TRACK, WRITE_KEY, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault
-
-TRACK = {
-    "name": "t",
-    "model": "m",
-    "type": "track",
-    "user_id": "uid",
-    "fields": ["v"],
-    "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
-    "send_initial": True,
-}
 
 
 def _project(sync: dict | None = None, **model: object) -> dict:

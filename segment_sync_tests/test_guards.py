@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segment_sync_tests.conftest import make_definitions, run_sync
-
-TRACK = {
-    "name": "t",
-    "model": "m",
-    "type": "track",
-    "user_id": "uid",
-    "fields": ["v"],
-    "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
-    "send_initial": True,
-}
+from segment_sync_tests.conftest import TRACK, make_definitions, run_sync
 
 
 def _project(sync: dict | None = None, **model: object) -> dict:

@@ -15,18 +15,9 @@ import sqlalchemy as sa
 
 from segment_sync.cli import main as cli
 from segment_sync.sync_log import prune_logs, read_row_log
-from segment_sync_tests.conftest import WRITE_KEY, SyncRun, make_definitions, run_sync
+from segment_sync_tests.conftest import TRACK, WRITE_KEY, SyncRun, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault
 
-TRACK = {
-    "name": "t",
-    "model": "m",
-    "type": "track",
-    "user_id": "uid",
-    "fields": ["v"],
-    "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
-    "send_initial": True,
-}
 PROJECT = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
 
 
