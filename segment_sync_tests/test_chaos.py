@@ -20,26 +20,13 @@ import pytest
 
 from segment_sync.resources import SegmentResource
 from segment_sync.state import SyncState
-from segment_sync_tests.conftest import SyncRun, Warehouse, make_definitions, run_sync
+from segment_sync_tests.conftest import TRACK, SyncRun, Warehouse, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault, RecordedRequest, SegmentEmulator
 
 pytestmark = pytest.mark.chaos
 
 SYNC = "t"
-PROJECT = {
-    "models": [{"name": "m", "table": "src", "primary_key": "id"}],
-    "syncs": [
-        {
-            "name": SYNC,
-            "model": "m",
-            "type": "track",
-            "user_id": "uid",
-            "fields": ["v"],
-            "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
-            "send_initial": True,
-        }
-    ],
-}
+PROJECT = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
 # 10 events per request, so the 50-row model goes out in 5 batches and a fault can hit the middle one.
 SEGMENT = {"max_batch_bytes": 3000, "gzip": False, "max_attempts": 3, "max_retry_seconds": 5, "timeout_seconds": 0.5}
 N_ROWS = 50
