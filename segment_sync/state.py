@@ -134,10 +134,19 @@ class SyncState:
             f.flush()
             os.fsync(f.fileno())
 
-    def commit(self, column_kinds: dict[str, str] | None = None, pending: dict[str, int] | None = None) -> None:
-        """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows."""
+    def commit(
+        self,
+        column_kinds: dict[str, str] | None = None,
+        pending: dict[str, int] | None = None,
+        *,
+        baseline: bool = True,
+    ) -> None:
+        """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows.
+
+        `baseline=False` keeps the next run an initial one (after a reset, which sends nothing).
+        """
         self.recover()
-        self.meta.baseline_done = True
+        self.meta.baseline_done = self.meta.baseline_done or baseline
         if column_kinds is not None:
             self.meta.column_kinds = column_kinds
         if pending is not None:

@@ -161,3 +161,14 @@ def test_the_log_command_prints_rows_and_calls(duck, emulator, instance, state_d
     assert cli(["log", "t", "--state-dir", str(state_dir), "--calls"]) == 0
     assert "| 1 | 1 | 200 |  |" in capsys.readouterr().out
     assert cli(["log", "nope", "--state-dir", str(state_dir)]) == 2
+
+
+def test_after_a_reset_the_next_run_is_an_initial_one(duckdb_warehouse, state_dir, emulator, instance, monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute("create table src as select i as id, 'u' || i as uid, 'v' as v from range(1, 31) t(i)")
+    quiet = {"models": PROJECT["models"], "syncs": [{**TRACK, "send_initial": False}]}
+    assert _run(instance, project=quiet).success  # the baseline: 30 rows recorded, nothing sent
+    assert _run(instance, project=quiet, diff={"reset": True}).success
+    run = _run(instance, project=quiet)  # initial again: no flood of 30 "added" events, and the guard stays quiet
+    assert run.success, run.failure_messages()
+    assert run.metadata("diff", "t")["initial_run"] and emulator.accepted == []

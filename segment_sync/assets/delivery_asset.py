@@ -125,7 +125,7 @@ def build_segment_asset(
                     calls.close()
                 if not config.dry_run:
                     pending = log.rejected_by_kind + result.undelivered_by_kind
-                    store.commit(column_kinds=info["column_kinds"], pending=dict(pending))
+                    store.commit(column_kinds=info["column_kinds"], pending=dict(pending), baseline=not info["reset"])
         if logs.warehouse_table and not config.dry_run:
             _write_log_to_warehouse(context, root, logs.warehouse_table, log)
         metadata = _delivery_metadata(result, log, calls, started, segment, config.dry_run, transport)

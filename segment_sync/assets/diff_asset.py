@@ -112,6 +112,7 @@ def build_diff_asset(
                 info = {
                     "generation": store.meta.generation,
                     "initial": initial,
+                    "reset": config.reset,
                     "column_kinds": kinds,
                     "null_key_rows": row_contents(null_keys, sync.sent_columns),
                 }
