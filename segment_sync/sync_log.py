@@ -30,8 +30,9 @@ _FLUSH_ROWS = 50_000
 
 
 def log_folders(sync_folder: Path) -> dict[str, Path]:
-    """The folders a sync's run logs live in: row logs, rejected rows and API calls."""
-    return {"log": sync_folder / "log", "rejected": sync_folder / "rejected", "calls": sync_folder / "calls"}
+    """The folders a sync's run logs live in: row logs, rejected rows, API calls and dry runs' request bodies."""
+    names = ("log", "rejected", "calls", "dry_runs")
+    return {name: sync_folder / name for name in names}
 
 
 class RunLog:

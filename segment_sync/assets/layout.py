@@ -9,6 +9,7 @@ import dagster as dg
 
 from segment_sync.resources import StateResource, WarehouseResource
 from segment_sync.state import StateError
+from segment_sync.sync_log import log_folders
 
 WAREHOUSE, SEGMENT, STATE = "segment_sync_warehouse", "segment_sync_segment", "segment_sync_state"
 
@@ -63,7 +64,7 @@ class SyncFiles:
 
     def dry_run_outbox(self, run_id: str) -> Path:
         """Where a dry run writes the request bodies it would have sent."""
-        return self.folder / "dry_runs" / f"{run_id}.jsonl"
+        return log_folders(self.folder)["dry_runs"] / f"{run_id}.jsonl"
 
 
 def state_of(context: dg.AssetExecutionContext) -> StateResource:
