@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from segment_sync.encoding import key_strings, row_contents
+from segment_sync.encoding import content_column, key_strings
 
 KEY, CONTENT, GEN = "_key", "_content", "_gen"
 KIND, BEFORE, AFTER, BEFORE_GEN = "_kind", "_before", "_after", "_before_gen"
@@ -18,7 +18,7 @@ DIFF_SCHEMA = {KEY: pl.String, KIND: pl.String, BEFORE_GEN: pl.Int64, BEFORE: pl
 def current_contents(snapshot: pl.DataFrame, key_columns: Sequence[str], sent_columns: Sequence[str]) -> pl.DataFrame:
     """Each row's key and the canonical JSON of the columns a sync sends."""
     keys = snapshot.select(key_strings(snapshot, key_columns).alias(KEY)).to_series()
-    return pl.DataFrame({KEY: keys, CONTENT: pl.Series(CONTENT, row_contents(snapshot, sent_columns), dtype=pl.String)})
+    return pl.DataFrame({KEY: keys, CONTENT: content_column(snapshot, sent_columns).alias(CONTENT)})
 
 
 def compute_diff(current: pl.DataFrame, delivered: pl.LazyFrame) -> pl.DataFrame:

@@ -88,16 +88,53 @@ def loads(text: str | bytes) -> Any:
 
 
 def row_contents(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
-    """One canonical JSON object per row, of the given columns (already in a stable order)."""
+    """One canonical JSON object per row, of the given columns, as a list (see `content_column`)."""
+    return content_column(frame, columns).to_list()
+
+
+def content_column(frame: pl.DataFrame, columns: Sequence[str]) -> pl.Series:
+    """One canonical JSON object per row, of the given columns (already in a stable order).
+
+    Numbers, decimals, text, booleans, dates and times are encoded by Polars, without a Python loop;
+    binary, nested and other values go through `dumps` row by row.
+    """
     names = list(columns)
-    rows = frame.select(_as_json_ready(frame.schema[n], n) for n in names).iter_rows()
-    return [dumps(dict(zip(names, row, strict=True))).decode() for row in rows]
+    if not all(_is_plain(frame.schema[n]) for n in names):
+        ready = frame.select(_as_json_ready(frame.schema[n], n).alias(n) for n in names)
+        rows = [dumps(dict(zip(names, row, strict=True))).decode() for row in ready.iter_rows()]
+        return pl.Series("content", rows, pl.String)
+    parts: list[pl.Expr] = []
+    for i, name in enumerate(names):
+        parts += [pl.lit(("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":"), _json_value(frame, name)]
+    return frame.select(pl.concat_str([*parts, pl.lit("}")]).alias("content")).to_series()
+
+
+def _json_value(frame: pl.DataFrame, name: str) -> pl.Expr:
+    """One column's values as JSON text."""
+    dtype = frame.schema[name]
+    if isinstance(dtype, pl.Decimal):
+        return column(name).cast(pl.String).fill_null("null")  # a JSON number with every digit
+    single = pl.struct(_as_json_ready(dtype, name).alias("v")).struct.json_encode()
+    return single.str.slice(len('{"v":')).str.strip_suffix("}")
+
+
+def _is_plain(dtype: pl.DataType) -> bool:
+    if dtype in (pl.Int128, pl.UInt128):
+        return False
+    return (
+        dtype.is_integer()
+        or dtype.is_float()
+        or isinstance(dtype, pl.Decimal | pl.Datetime)
+        or dtype in (pl.String, pl.Boolean, pl.Date, pl.Time, pl.Null)
+    )
 
 
 def _as_json_ready(dtype: pl.DataType, name: str) -> pl.Expr:
     # Polars formats dates and times itself: exact (orjson shortens some microseconds) and safe for years
     # Python cannot hold (0, 10000+), which would otherwise fail the whole diff.
     col = column(name)
+    if dtype.is_float():
+        return pl.when(col.is_finite()).then(col)  # NaN and ±Infinity become null
     if isinstance(dtype, pl.Datetime):
         utc = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
         return utc.dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
