@@ -9,12 +9,10 @@ import polars as pl
 
 from segment_sync.diff import CONTENT, KEY, current_contents
 from segment_sync.encoding import dumps, loads
-from segment_sync.events import DiffRow, Event, build_event, event_name
+from segment_sync.events import MAX_MESSAGE_ID_CHARS, DiffRow, Event, build_event, event_name
 from segment_sync.snapshot import split_null_keys
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.sync_log import log_folders, read_row_log
-
-MAX_MESSAGE_ID_CHARS = 100
 
 
 class ControlError(ValueError):

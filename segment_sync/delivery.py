@@ -17,6 +17,7 @@ import requests
 
 from segment_sync import __version__
 from segment_sync.batching import pack, request_body, utc_stamp
+from segment_sync.errors import first_line
 from segment_sync.pacing import Pacer
 
 RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
@@ -235,7 +236,7 @@ def _post_with_retries(
         try:
             response = transport.post(body, tries)
         except (OSError, requests.RequestException) as exc:
-            response, problem = None, f"{type(exc).__name__}: {_first_line(exc)}"
+            response, problem = None, f"{type(exc).__name__}: {first_line(exc, 200)}"
         if on_call is not None:
             on_call(
                 CallRecord(
@@ -273,8 +274,3 @@ def _post_with_retries(
                 raise _GaveUp(f"gave up after {attempts} attempts: {problem}")
         report.retries += 1
         sleep(wait)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()
-    return text[0][:200] if text else ""

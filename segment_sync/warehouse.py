@@ -8,6 +8,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from segment_sync.encoding import normalize_types
+from segment_sync.errors import first_line
 from segment_sync.spec import ModelSpec
 
 
@@ -33,7 +34,7 @@ def read_model(url: str, model: ModelSpec, *, batch_size: int = 50_000) -> pl.Da
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
-        raise WarehouseError(f"model {model.name!r}: the warehouse URL is not usable: {_first_line(exc)}") from None
+        raise WarehouseError(f"model {model.name!r}: the warehouse URL is not usable: {first_line(exc)}") from None
     try:
         with engine.connect() as conn, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
@@ -42,7 +43,7 @@ def read_model(url: str, model: ModelSpec, *, batch_size: int = 50_000) -> pl.Da
             if not frames:  # an empty result yields no batch, so ask again for the column names
                 frames = [pl.read_database(model.query, conn)]
     except sa.exc.SQLAlchemyError as exc:
-        detail = _first_line(getattr(exc, "orig", None) or exc)
+        detail = first_line(getattr(exc, "orig", None) or exc)
         raise WarehouseError(
             f"model {model.name!r}: reading from {safe_url(url)} failed: {detail}. "
             "Check that the warehouse is up and the query runs there."
@@ -51,11 +52,6 @@ def read_model(url: str, model: ModelSpec, *, batch_size: int = 50_000) -> pl.Da
         engine.dispose()
     frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
     return normalize_types(frame)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 def append_to_table(url: str, table: str, frame: pl.DataFrame, *, chunk_rows: int = 10_000) -> None:
@@ -79,7 +75,7 @@ def append_to_table(url: str, table: str, frame: pl.DataFrame, *, chunk_rows: in
             for chunk in frame.iter_slices(chunk_rows):
                 conn.execute(target.insert(), chunk.to_dicts())
     except sa.exc.SQLAlchemyError as exc:
-        detail = _first_line(getattr(exc, "orig", None) or exc)
+        detail = first_line(getattr(exc, "orig", None) or exc)
         raise WarehouseError(f"writing the sync log to {table!r} at {safe_url(url)} failed: {detail}") from None
     finally:
         engine.dispose()
