@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from segment_sync.assets import AssetOptions
-from segment_sync.delivery import DEFAULT_ENDPOINT
+from segment_sync.delivery import DEFAULT_ENDPOINT, DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec, SyncSpec
@@ -34,6 +34,12 @@ class WarehouseSettings(BaseModel):
     demo_fallback: bool = Field(
         default=False, description="Use the embedded DuckDB demo warehouse when the URL variable is unset."
     )
+    read_path: Literal["auto", "sqlalchemy"] = Field(
+        default="auto",
+        description="How models are read. auto: DuckDB's native Arrow reader or PostgreSQL's COPY where they apply "
+        "(same dtypes and values as SQLAlchemy, several times faster; a PostgreSQL model with a column type they "
+        "cannot map exactly, e.g. json or arrays, still goes through SQLAlchemy); sqlalchemy: always SQLAlchemy.",
+    )
 
 
 class SegmentSettings(BaseModel):
@@ -49,6 +55,12 @@ class SegmentSettings(BaseModel):
     )
     write_key_env: str = Field(default="SEGMENT_WRITE_KEY", description="Environment variable holding the write key.")
     gzip: bool = True
+    gzip_level: int = Field(
+        default=DEFAULT_GZIP_LEVEL, description="1 to 9: 1 is fastest (the default), 9 gives the smallest bodies."
+    )
+    max_in_flight: int = Field(
+        default=DEFAULT_MAX_IN_FLIGHT, description="Requests sent at once per sync; 1 sends one at a time."
+    )
     timeout_seconds: float = 30.0
     max_attempts: int = 8
     max_retry_seconds: float = 600.0
@@ -85,7 +97,11 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     def _build(self, project: ProjectSpec, context: dg.ComponentLoadContext, source: str) -> dg.Definitions:
         return build_definitions(
             project,
-            warehouse=WarehouseResource(url_env=self.warehouse.url_env, demo_fallback=self.warehouse.demo_fallback),
+            warehouse=WarehouseResource(
+                url_env=self.warehouse.url_env,
+                demo_fallback=self.warehouse.demo_fallback,
+                read_path=self.warehouse.read_path,
+            ),
             segment=SegmentResource(**self.segment.model_dump()),
             state=StateResource(state_dir=self.state_dir or default_state_dir(context.project_root)),
             options=AssetOptions(self.group_name, tuple(self.owners), self.warehouse.kind),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import gzip
 import math
 import os
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +26,8 @@ from segment_sync.pacing import Pacer
 
 RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
 DEFAULT_ENDPOINT = "https://api.segment.io"
+DEFAULT_MAX_IN_FLIGHT = 4
+DEFAULT_GZIP_LEVEL = 1  # level 6 costs about 3x the CPU for bodies only about 1.3x smaller (benchmarks/send_bench.py)
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,11 @@ class Response:
 
 
 class Transport(Protocol):
-    """Somewhere request bodies go: Segment over HTTP, or a local outbox."""
+    """Somewhere request bodies go: Segment over HTTP, or a local outbox.
+
+    `deliver` sends up to the transport's `max_in_flight` bodies at once (1 when it has no such attribute),
+    so a transport with more than 1 must accept `post` from several threads.
+    """
 
     write_key: str | None
 
@@ -44,29 +54,62 @@ class Transport(Protocol):
 
 
 class SegmentHttp:
-    """POSTs to Segment's `/v1/batch` with Basic auth and the write key in the body."""
+    """POSTs to Segment's `/v1/batch` with Basic auth and the write key in the body, several at a time."""
 
     def __init__(
-        self, write_key: str, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0, gzip_body: bool = True
+        self,
+        write_key: str,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        timeout: float = 30.0,
+        gzip_body: bool = True,
+        gzip_level: int = DEFAULT_GZIP_LEVEL,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ):
         if not write_key:
             raise ValueError("the Segment write key is empty; set SEGMENT_WRITE_KEY or use the outbox destination")
+        if not 1 <= gzip_level <= 9:
+            raise ValueError(f"gzip_level is {gzip_level}; use 1 (fastest) to 9 (smallest)")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight is {max_in_flight}; use 1 (one request at a time) or more")
         self.write_key = write_key
         self.url = endpoint.rstrip("/").removesuffix("/v1") + "/v1/batch"
         self.timeout = timeout
         self.gzip_body = gzip_body
-        self.session = requests.Session()
-        self.session.auth = (write_key, "")
-        self.session.headers.update({"Content-Type": "application/json", "User-Agent": f"segment-sync/{__version__}"})
+        self.gzip_level = gzip_level
+        self.max_in_flight = max_in_flight
+        self._idle_sessions: queue.SimpleQueue[requests.Session] = queue.SimpleQueue()
+
+    def new_session(self) -> requests.Session:
+        """A session with Segment's auth and headers; each request in flight uses one of its own."""
+        session = requests.Session()
+        session.auth = (self.write_key, "")
+        session.headers.update({"Content-Type": "application/json", "User-Agent": f"segment-sync/{__version__}"})
+        return session
 
     def post(self, body: bytes, attempt: int) -> Response:
-        """POST one batch body."""
+        """POST one batch body; safe to call from several threads."""
         headers = {"X-Retry-Count": str(attempt - 1)} if attempt > 1 else {}
         if self.gzip_body:
-            body = gzip.compress(body, compresslevel=6)
+            body = gzip.compress(body, compresslevel=self.gzip_level)
             headers["Content-Encoding"] = "gzip"
-        resp = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+        try:
+            session = self._idle_sessions.get_nowait()
+        except queue.Empty:
+            session = self.new_session()
+        try:
+            resp = session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+        finally:
+            self._idle_sessions.put(session)  # kept for the next request, with its open connection
         return Response(resp.status_code, resp.text[:500], _retry_after(resp.headers))
+
+    def close(self) -> None:
+        """Close the idle sessions and their connections."""
+        while True:
+            try:
+                self._idle_sessions.get_nowait().close()
+            except queue.Empty:
+                return
 
     def __repr__(self) -> str:  # never show the write key
         return f"SegmentHttp(url={self.url!r})"
@@ -76,17 +119,20 @@ class Outbox:
     """Appends each request body as one JSON line to a local file instead of sending it."""
 
     write_key = None
+    max_in_flight = 1  # lines stay in the order of the batches
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock = threading.Lock()
 
     def post(self, body: bytes, attempt: int) -> Response:
         """Write one batch body durably."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(body + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as f:
+                f.write(body + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
         return Response(200, '{"success":true}')
 
 
@@ -167,6 +213,10 @@ class _GaveUp(Exception):
         self.reason = reason
 
 
+class _Stopped(Exception):
+    """Another batch gave up, so this one is not retried."""
+
+
 def deliver(
     payloads: Sequence[bytes],
     transport: Transport,
@@ -176,72 +226,125 @@ def deliver(
     max_batch_bytes: int | None = None,
     pacer: Pacer | None = None,
     on_call: Callable[[CallRecord], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
+    max_in_flight: int | None = None,
 ) -> DeliveryReport:
-    """Send every payload in batches; call `on_acknowledged` with the indices of each accepted batch.
+    """Send every payload in batches; call `on_acknowledged` with the indices of the accepted batches.
 
-    A 400 splits the batch in halves until the offending events are isolated; other 4xx reject the
-    batch. When a batch cannot be delivered after the retries, sending stops and the rest is reported
-    as undelivered (to be sent by the next run with the same messageIds). `on_call` sees every request.
+    Up to `max_in_flight` batches (default: the transport's `max_in_flight`, else 1) are sent at once, each
+    from a worker thread. `on_acknowledged` runs in the calling thread, one call at a time; batches that
+    finished while it was busy come together in the next call. `on_call` (which sees every request) runs
+    under a lock. A 400 splits the batch in halves until the offending
+    events are isolated; other 4xx reject the batch. When a batch cannot be delivered after the retries,
+    no new batch starts, the batches in flight finish their current request without further retries, and
+    every index neither acknowledged nor rejected is reported as undelivered (to be sent by the next run
+    with the same messageIds). `sleep` (for tests) replaces the waits between retries.
     """
     policy = policy or RetryPolicy()
-    pacer = pacer or Pacer(sleep=sleep)
+    pacer = pacer or Pacer(sleep=sleep or time.sleep)
+    limit = getattr(transport, "max_in_flight", 1) if max_in_flight is None else max_in_flight
+    if limit < 1:
+        raise ValueError(f"max_in_flight is {limit}; use 1 (one request at a time) or more")
     report = DeliveryReport()
     limits = {"max_bytes": max_batch_bytes} if max_batch_bytes else {}
-    pending = [list(r) for r in pack(payloads, transport.write_key, **limits)]
-    pending.reverse()
-    while pending:
-        batch = pending.pop()
-        report.batches += 1
-        try:
-            response = _post_with_retries(
-                transport, [payloads[i] for i in batch], policy, pacer, report, sleep, on_call
-            )
-        except _GaveUp as exc:
-            report.undelivered = batch + [i for rest in reversed(pending) for i in rest]
-            report.undelivered_reason = exc.reason
-            break
-        if 200 <= response.status < 300:
-            on_acknowledged(batch)
-            report.acknowledged += len(batch)
-        elif response.status == 400 and len(batch) > 1:
-            half = len(batch) // 2
-            pending += [batch[half:], batch[:half]]
-        else:
-            reason = f"Segment answered {response.status}: {response.text.strip()[:200] or 'no body'}"
-            report.rejected += [(i, reason) for i in batch]
+    pending = collections.deque(list(r) for r in pack(payloads, transport.write_key, **limits))
+    sender = _BatchSender(transport, payloads, policy, pacer, report, sleep, on_call)
+    running: dict[Future[Response], list[int]] = {}
+    pool = ThreadPoolExecutor(limit, thread_name_prefix="segment-delivery") if limit > 1 else _InlinePool()
+    try:
+        while running or (pending and not sender.stopped.is_set()):
+            while pending and len(running) < limit and not sender.stopped.is_set():
+                batch = pending.popleft()
+                report.batches += 1
+                running[pool.submit(sender.send, batch, report.batches)] = batch
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            acknowledged: list[int] = []
+            for future in [f for f in running if f in done]:  # in the order the batches started
+                batch = running.pop(future)
+                try:
+                    response = future.result()
+                except _GaveUp as exc:
+                    report.undelivered += batch
+                    report.undelivered_reason = report.undelivered_reason or exc.reason
+                    continue
+                except _Stopped:
+                    report.undelivered += batch
+                    continue
+                if 200 <= response.status < 300:
+                    acknowledged += batch
+                elif response.status == 400 and len(batch) > 1:
+                    half = len(batch) // 2
+                    pending.extendleft([batch[half:], batch[:half]])  # next, first half first
+                else:
+                    reason = f"Segment answered {response.status}: {response.text.strip()[:200] or 'no body'}"
+                    report.rejected += [(i, reason) for i in batch]
+            if acknowledged:  # batches that finished together (e.g. during a slow callback) go in one call
+                on_acknowledged(acknowledged)
+                report.acknowledged += len(acknowledged)
+    finally:
+        sender.stopped.set()  # when the caller's callback raised, workers stop retrying
+        pool.shutdown(wait=True)
+    report.undelivered = sorted(report.undelivered + [i for batch in pending for i in batch])
     return report
 
 
-def _post_with_retries(
-    transport: Transport,
-    batch: list[bytes],
-    policy: RetryPolicy,
-    pacer: Pacer,
-    report: DeliveryReport,
-    sleep: Callable[[float], None],
-    on_call: Callable[[CallRecord], None] | None,
-) -> Response:
-    started = time.monotonic()
-    tries = attempts = throttles = 0
-    throttled_seconds = 0.0
-    while True:
-        tries += 1
-        pacer.wait_turn(len(batch))
-        sent_at = utc_stamp()  # fresh on every attempt, so Segment's clock-skew correction stays right
-        body = request_body(batch, transport.write_key, sent_at=sent_at)
-        report.requests += 1
-        report.bytes_sent += len(body)
-        called = time.perf_counter()
+class _InlinePool:
+    """Runs each batch in the calling thread, for one request in flight."""
+
+    def submit(self, fn: Callable[..., Response], *args: object) -> Future[Response]:
+        future: Future[Response] = Future()
         try:
-            response = transport.post(body, tries)
-        except (OSError, requests.RequestException) as exc:
-            response, problem = None, f"{type(exc).__name__}: {first_line(exc, 200)}"
-        if on_call is not None:
-            on_call(
-                CallRecord(
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+class _BatchSender:
+    """Posts one batch with retries; shared by the worker threads of one delivery."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        payloads: Sequence[bytes],
+        policy: RetryPolicy,
+        pacer: Pacer,
+        report: DeliveryReport,
+        sleep: Callable[[float], None] | None,
+        on_call: Callable[[CallRecord], None] | None,
+    ):
+        self.transport, self.payloads, self.policy, self.pacer = transport, payloads, policy, pacer
+        self.report, self.sleep, self.on_call = report, sleep, on_call
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()  # guards the report's counters and on_call
+
+    def send(self, indices: list[int], number: int) -> Response:
+        """The first answer that is not retried; raises _GaveUp, or _Stopped when another batch gave up."""
+        batch = [self.payloads[i] for i in indices]
+        policy, report = self.policy, self.report
+        started = time.monotonic()
+        tries = attempts = throttles = 0
+        throttled_seconds = 0.0
+        while True:
+            tries += 1
+            self.pacer.wait_turn(len(batch))
+            sent_at = utc_stamp()  # fresh on every attempt, so Segment's clock-skew correction stays right
+            body = request_body(batch, self.transport.write_key, sent_at=sent_at)
+            with self._lock:
+                report.requests += 1
+                report.bytes_sent += len(body)
+            called = time.perf_counter()
+            try:
+                response = self.transport.post(body, tries)
+            except (OSError, requests.RequestException) as exc:
+                response, problem = None, f"{type(exc).__name__}: {first_line(exc, 200)}"
+            if self.on_call is not None:
+                record = CallRecord(
                     at=sent_at,
-                    batch=report.batches,
+                    batch=number,
                     attempt=tries,
                     status=response.status if response is not None else None,
                     error=None if response is not None else problem,
@@ -252,25 +355,40 @@ def _post_with_retries(
                     payloads=batch,
                     sent_at=sent_at,
                 )
-            )
-        if response is not None:
-            if response.status not in RETRYABLE_STATUSES:
-                pacer.on_accepted()
-                return response
-            problem = f"HTTP {response.status}"
-        if response is not None and response.status == 429:
-            # Throttling is not failure: slow down and wait, bounded by time rather than attempts.
-            pacer.on_throttled()
-            throttles += 1
-            wait = policy.wait(throttles, response.retry_after)
-            throttled_seconds += wait
-            if throttled_seconds > policy.max_throttled_seconds:
-                raise _GaveUp(f"gave up after {throttled_seconds:.0f} s of rate limiting (HTTP 429)")
-        else:
-            attempts += 1
-            wait = policy.wait(attempts, response.retry_after if response is not None else None)
-            elapsed = time.monotonic() - started - throttled_seconds
-            if attempts >= policy.max_attempts or elapsed + wait > policy.max_total_seconds:
-                raise _GaveUp(f"gave up after {attempts} attempts: {problem}")
-        report.retries += 1
-        sleep(wait)
+                with self._lock:
+                    self.on_call(record)
+            if response is not None:
+                if response.status not in RETRYABLE_STATUSES:
+                    self.pacer.on_accepted()
+                    return response
+                problem = f"HTTP {response.status}"
+            if response is not None and response.status == 429:
+                # Throttling is not failure: slow down and wait, bounded by time rather than attempts.
+                self.pacer.on_throttled()
+                throttles += 1
+                wait_seconds = policy.wait(throttles, response.retry_after)
+                throttled_seconds += wait_seconds
+                if throttled_seconds > policy.max_throttled_seconds:
+                    raise self._gave_up(f"gave up after {throttled_seconds:.0f} s of rate limiting (HTTP 429)")
+            else:
+                attempts += 1
+                wait_seconds = policy.wait(attempts, response.retry_after if response is not None else None)
+                elapsed = time.monotonic() - started - throttled_seconds
+                if attempts >= policy.max_attempts or elapsed + wait_seconds > policy.max_total_seconds:
+                    raise self._gave_up(f"gave up after {attempts} attempts: {problem}")
+            self._pause(wait_seconds)
+            with self._lock:
+                report.retries += 1
+
+    def _gave_up(self, reason: str) -> _GaveUp:
+        self.stopped.set()  # no new batch starts, and the batches in flight are not retried
+        return _GaveUp(reason)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a retry; raise _Stopped when another batch gave up before or during the wait."""
+        if self.stopped.is_set():
+            raise _Stopped
+        if self.sleep is not None:
+            self.sleep(seconds)
+        if self.stopped.wait(seconds if self.sleep is None else 0):
+            raise _Stopped

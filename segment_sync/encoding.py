@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,8 @@ import polars.selectors as cs
 
 _OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 _INT64 = 2**63
+Schema = pl.DataFrame | pl.LazyFrame | Mapping[str, pl.DataType]
+Source = Callable[[str], pl.Expr]
 
 
 def column(name: str) -> pl.Expr:
@@ -93,32 +95,53 @@ def row_contents(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
 
 
 def content_column(frame: pl.DataFrame, columns: Sequence[str]) -> pl.Series:
-    """One canonical JSON object per row, of the given columns (already in a stable order).
+    """One canonical JSON object per row, of the given columns (already in a stable order)."""
+    return frame.select(content_expr(frame.schema, columns).alias("content")).to_series()
+
+
+def content_expr(schema: Schema, columns: Sequence[str], source: Source = column) -> pl.Expr:
+    """An expression giving one canonical JSON object per row, of the given columns (already in a stable order).
 
     Numbers, decimals, text, booleans, dates and times are encoded by Polars, without a Python loop;
-    binary, nested and other values go through `dumps` row by row.
+    binary, nested and other values go through `dumps` row by row. `source` gives the expression of a
+    column by name (a struct's fields, say).
     """
+    schema = schema_of(schema)
     names = list(columns)
-    if not all(_is_plain(frame.schema[n]) for n in names):
-        ready = frame.select(_as_json_ready(frame.schema[n], n).alias(n) for n in names)
-        rows = [dumps(dict(zip(names, row, strict=True))).decode() for row in ready.iter_rows()]
-        return pl.Series("content", rows, pl.String)
+    if not all(is_plain(schema[n]) for n in names):
+        ready = pl.struct([json_ready(schema[n], n, source).alias(n) for n in names])
+        return ready.map_batches(_dumps_rows, return_dtype=pl.String, is_elementwise=True)
     parts: list[pl.Expr] = []
     for i, name in enumerate(names):
-        parts += [pl.lit(("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":"), _json_value(frame, name)]
-    return frame.select(pl.concat_str([*parts, pl.lit("}")]).alias("content")).to_series()
+        key = pl.lit(("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":")
+        parts += [key, json_value(schema, name, source)]
+    return pl.concat_str([*parts, pl.lit("}")])
 
 
-def _json_value(frame: pl.DataFrame, name: str) -> pl.Expr:
-    """One column's values as JSON text."""
-    dtype = frame.schema[name]
+def _dumps_rows(rows: pl.Series) -> pl.Series:
+    return pl.Series([dumps(row).decode() for row in rows.to_list()], dtype=pl.String)
+
+
+def schema_of(frame: Schema) -> Mapping[str, pl.DataType]:
+    """The column types of a frame, a lazy frame or a schema."""
+    if isinstance(frame, pl.DataFrame):
+        return frame.schema
+    if isinstance(frame, pl.LazyFrame):
+        return frame.collect_schema()
+    return frame
+
+
+def json_value(schema: Mapping[str, pl.DataType], name: str, source: Source = column) -> pl.Expr:
+    """One plain column's values as JSON text."""
+    dtype = schema[name]
     if isinstance(dtype, pl.Decimal):
-        return column(name).cast(pl.String).fill_null("null")  # a JSON number with every digit
-    single = pl.struct(_as_json_ready(dtype, name).alias("v")).struct.json_encode()
+        return source(name).cast(pl.String).fill_null("null")  # a JSON number with every digit
+    single = pl.struct(json_ready(dtype, name, source).alias("v")).struct.json_encode()
     return single.str.slice(len('{"v":')).str.strip_suffix("}")
 
 
-def _is_plain(dtype: pl.DataType) -> bool:
+def is_plain(dtype: pl.DataType) -> bool:
+    """Whether Polars alone encodes this type's values as JSON (no Python per value)."""
     if dtype in (pl.Int128, pl.UInt128):
         return False
     return (
@@ -129,10 +152,11 @@ def _is_plain(dtype: pl.DataType) -> bool:
     )
 
 
-def _as_json_ready(dtype: pl.DataType, name: str) -> pl.Expr:
+def json_ready(dtype: pl.DataType, name: str, source: Source = column) -> pl.Expr:
+    """A column's values as JSON encodes them: non-finite floats null, dates and times as ISO-8601 text."""
     # Polars formats dates and times itself: exact (orjson shortens some microseconds) and safe for years
     # Python cannot hold (0, 10000+), which would otherwise fail the whole diff.
-    col = column(name)
+    col = source(name)
     if dtype.is_float():
         return pl.when(col.is_finite()).then(col)  # NaN and ±Infinity become null
     if isinstance(dtype, pl.Datetime):
@@ -145,15 +169,20 @@ def _as_json_ready(dtype: pl.DataType, name: str) -> pl.Expr:
     return col
 
 
-def key_strings(frame: pl.DataFrame, key_columns: Sequence[str]) -> pl.Expr:
-    """An expression giving each row's primary key as one string (a JSON object for composite keys)."""
+def key_strings(frame: Schema, key_columns: Sequence[str], *, names: Sequence[str] | None = None) -> pl.Expr:
+    """An expression giving each row's primary key as one string (a JSON object for composite keys).
+
+    `names` are the key's names in that JSON object when the columns have been renamed.
+    """
+    schema = schema_of(frame)
     if len(key_columns) == 1:
-        return _key_part(frame, key_columns[0])
-    return pl.struct([_key_part(frame, c) for c in key_columns]).struct.json_encode()
+        return _key_part(schema, key_columns[0])
+    parts = pl.struct([_key_part(schema, c) for c in key_columns])
+    return (parts.struct.rename_fields(list(names)) if names else parts).struct.json_encode()
 
 
-def _key_part(frame: pl.DataFrame, name: str) -> pl.Expr:
-    dtype = frame.schema[name]
+def _key_part(schema: Mapping[str, pl.DataType], name: str) -> pl.Expr:
+    dtype = schema[name]
     col = column(name)
     if isinstance(dtype, pl.Datetime):
         return col.dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")

@@ -16,7 +16,7 @@ from segment_sync.spec import ChangeKind, SyncSpec
 MAX_EVENT_BYTES = 32_000
 MAX_MESSAGE_ID_CHARS = 100
 AUDIENCE_EVENTS = {"added": "Segment Entered", "removed": "Segment Exited"}
-_LIBRARY = {"library": {"name": "segment-sync", "version": __version__}}
+LIBRARY = {"library": {"name": "segment-sync", "version": __version__}}
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,10 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
     fields = {name: values.get(column) for name, column in sync.field_map.items()}
     message["traits" if sync.type in ("identify", "group") else "properties"] = fields
     if sync.timestamp is not None and values.get(sync.timestamp) is not None:
-        message["timestamp"] = _timestamp(values[sync.timestamp], sync.timestamp)
+        message["timestamp"] = segment_timestamp(values[sync.timestamp], sync.timestamp)
     message_id = _message_id(sync, row, values, sync_uuid)
     message["messageId"] = message_id
-    message["context"] = _LIBRARY
+    message["context"] = LIBRARY
     payload = dumps(message)
     if len(payload) > MAX_EVENT_BYTES:
         raise RowRejected(f"event is {len(payload):,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event")
@@ -141,7 +141,8 @@ def _id_value(values: dict[str, Any], column: str | None, setting: str) -> str |
     return text or None
 
 
-def _timestamp(value: Any, column: str) -> str:
+def segment_timestamp(value: Any, column: str) -> str:
+    """A time as Segment wants it (UTC, milliseconds, Z); raises RowRejected when it is not an ISO-8601 time."""
     if isinstance(value, str):
         text = value.strip().replace(" ", "T", 1)
         try:

@@ -11,7 +11,10 @@ MAX_PENALTY_SECONDS = 5.0
 
 
 class Pacer:
-    """Spaces requests to stay under requests/s and events/s limits, plus a penalty that 429s raise."""
+    """Spaces requests to stay under requests/s and events/s limits, plus a penalty that 429s raise.
+
+    Thread-safe: the requests of one delivery's worker threads, and of syncs sharing a write key, take turns.
+    """
 
     def __init__(
         self,
@@ -30,12 +33,12 @@ class Pacer:
 
     def wait_turn(self, events: int) -> float:
         """Sleep until a request carrying `events` events may go; return the seconds waited."""
-        interval = self.penalty
-        if self.requests_per_second:
-            interval = max(interval, 1 / self.requests_per_second)
-        if self.events_per_second:
-            interval = max(interval, events / self.events_per_second)
         with self._lock:
+            interval = self.penalty
+            if self.requests_per_second:
+                interval = max(interval, 1 / self.requests_per_second)
+            if self.events_per_second:
+                interval = max(interval, events / self.events_per_second)
             now = self._clock()
             start = max(now, self._next)
             self._next = start + interval
@@ -45,11 +48,14 @@ class Pacer:
 
     def on_throttled(self) -> None:
         """Segment answered 429: space requests further apart."""
-        self.penalty = min(max(self.penalty * 2, 0.05), MAX_PENALTY_SECONDS)
+        with self._lock:
+            self.penalty = min(max(self.penalty * 2, 0.05), MAX_PENALTY_SECONDS)
 
     def on_accepted(self) -> None:
         """A request went through: recover speed gradually."""
-        self.penalty = self.penalty * 0.8 if self.penalty > 0.01 else 0.0
+        with self._lock:
+            if self.penalty:
+                self.penalty = self.penalty * 0.8 if self.penalty > 0.01 else 0.0
 
 
 _PACERS: dict[tuple[str, float | None, float | None], Pacer] = {}

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from segment_sync.delivery import DEFAULT_ENDPOINT, Outbox, RetryPolicy, SegmentHttp, Transport
+from segment_sync.delivery import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_GZIP_LEVEL,
+    DEFAULT_MAX_IN_FLIGHT,
+    Outbox,
+    RetryPolicy,
+    SegmentHttp,
+    Transport,
+)
 from segment_sync.demo import ensure_demo_warehouse
 from segment_sync.pacing import Pacer, pacer_for
 
@@ -36,6 +44,11 @@ class WarehouseResource(dg.ConfigurableResource):
     demo_fallback: bool = Field(
         default=False, description="When the variable is unset, use (and seed) the embedded DuckDB demo warehouse."
     )
+    read_path: Literal["auto", "sqlalchemy"] = Field(
+        default="auto",
+        description="auto: DuckDB's native Arrow reader or PostgreSQL's COPY where they apply (same dtypes and "
+        "values, several times faster), else SQLAlchemy; sqlalchemy: always SQLAlchemy.",
+    )
 
     def url(self, state_dir: Path) -> str:
         """The warehouse URL; it may hold a password, so never log it (use warehouse.safe_url)."""
@@ -58,12 +71,28 @@ class SegmentResource(dg.ConfigurableResource):
     )
     write_key_env: str = Field(default="SEGMENT_WRITE_KEY", description="Environment variable with the write key.")
     gzip: bool = Field(default=True, description="Compress request bodies.")
+    gzip_level: int = Field(
+        default=DEFAULT_GZIP_LEVEL, description="1 to 9: 1 is fastest (the default), 9 gives the smallest bodies."
+    )
+    max_in_flight: int = Field(
+        default=DEFAULT_MAX_IN_FLIGHT, description="Requests sent at once per sync; 1 sends one at a time."
+    )
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
     max_attempts: int = Field(default=8, description="Attempts per batch before the run gives up (at least 1).")
     max_retry_seconds: float = Field(default=600.0, description="Time budget for retrying one batch.")
     max_batch_bytes: int = Field(default=475_000, description="Largest request body, at most 475,000.")
     max_requests_per_second: float | None = Field(default=None, description="Pace requests per write key.")
     max_events_per_second: float | None = Field(default=None, description="Pace events per write key.")
+
+    @field_validator("gzip_level", "max_in_flight")
+    @classmethod
+    def _in_range(cls, value: int, info: ValidationInfo) -> int:
+        """Refuse a gzip level outside 1 to 9, or fewer than 1 request in flight, when the definitions load."""
+        if info.field_name == "gzip_level" and not 1 <= value <= 9:
+            raise ValueError(f"segment.gzip_level is {value}; use 1 (fastest) to 9 (smallest)")
+        if info.field_name == "max_in_flight" and value < 1:
+            raise ValueError(f"segment.max_in_flight is {value}; use 1 (one request at a time) or more")
+        return value
 
     def resolved_destination(self) -> Destination:
         """http or outbox, from YAML or the environment."""
@@ -86,7 +115,14 @@ class SegmentResource(dg.ConfigurableResource):
             return Outbox(outbox_path)
         endpoint = self.endpoint or dg.EnvVar("SEGMENT_ENDPOINT").get_value() or DEFAULT_ENDPOINT
         write_key = dg.EnvVar(self.write_key_env).get_value() or ""
-        return SegmentHttp(write_key, endpoint, timeout=self.timeout_seconds, gzip_body=self.gzip)
+        return SegmentHttp(
+            write_key,
+            endpoint,
+            timeout=self.timeout_seconds,
+            gzip_body=self.gzip,
+            gzip_level=self.gzip_level,
+            max_in_flight=self.max_in_flight,
+        )
 
     def pacer(self) -> Pacer:
         """The pacer shared by the syncs of this process that use the same write key."""

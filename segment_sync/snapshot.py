@@ -1,4 +1,4 @@
-"""Checks on a model snapshot before anything is sent."""
+"""Checks on a model snapshot before anything is sent; they run lazily, so a snapshot file need not fit in memory."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from segment_sync.encoding import column, key_strings
 from segment_sync.spec import ModelSpec
 
 SAMPLE_SIZE = 20
+ROW = "_snapshot_row"
 
 
 @dataclass(frozen=True)
@@ -27,32 +28,46 @@ class KeyProblems:
         return self.null_rows == 0 and self.duplicate_keys == 0
 
 
-def missing_columns(snapshot: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+def missing_columns(snapshot: pl.DataFrame | pl.LazyFrame, columns: Sequence[str]) -> list[str]:
     """Columns a model or sync needs that the snapshot does not have."""
-    return [c for c in columns if c not in snapshot.columns]
+    present = set(snapshot.lazy().collect_schema().names())
+    return [c for c in columns if c not in present]
 
 
-def key_problems(snapshot: pl.DataFrame, key_columns: Sequence[str]) -> KeyProblems:
+def key_problems(snapshot: pl.DataFrame | pl.LazyFrame, key_columns: Sequence[str]) -> KeyProblems:
     """Count rows with a null key part and keys that appear more than once."""
-    null_rows = snapshot.select(pl.any_horizontal(cs.by_name(key_columns).is_null()).sum()).item()
-    keys = snapshot.select(key_strings(snapshot, key_columns).alias("key")).filter(pl.col("key").is_not_null())
-    dupes = keys.group_by("key").len().filter(pl.col("len") > 1).sort("key")
-    return KeyProblems(int(null_rows or 0), dupes.height, dupes["key"].head(SAMPLE_SIZE).to_list())
+    rows = snapshot.lazy()
+    shape = pl.DataFrame(schema=rows.collect_schema())  # key_strings reads only the schema
+    null_rows = rows.select(_has_null_key(key_columns).sum())
+    keys = rows.select(key_strings(shape, key_columns).alias("key")).filter(pl.col("key").is_not_null())
+    dupes = keys.group_by("key").len().filter(pl.col("len") > 1).select("key")
+    nulls, count, samples = pl.collect_all(
+        [null_rows, dupes.select(pl.len()), dupes.sort("key").head(SAMPLE_SIZE)], engine="streaming"
+    )
+    return KeyProblems(int(nulls.item() or 0), int(count.item()), samples["key"].to_list())
 
 
-def drop_duplicate_keys(snapshot: pl.DataFrame, model: ModelSpec) -> tuple[pl.DataFrame, int, list[str]]:
-    """Apply the model's keep_first/keep_last policy: the kept rows, how many were dropped and sample keys."""
-    problems = key_problems(snapshot, model.key_columns)
-    if model.on_duplicate_key == "fail" or problems.duplicate_keys == 0:
-        return snapshot, 0, []
+def rows_to_drop(snapshot: pl.DataFrame | pl.LazyFrame, model: ModelSpec) -> pl.Series:
+    """Row numbers that the model's keep_first/keep_last policy drops: all but one row of each duplicated key.
+
+    Rows are ordered by order_by (nulls last), then by position; only the duplicated keys' rows are held in memory.
+    """
     keep = "first" if model.on_duplicate_key == "keep_first" else "last"
-    complete, null_keys = split_null_keys(snapshot, model.key_columns)
-    ordered = complete.with_row_index("_row").sort(column(model.order_by), pl.col("_row"), nulls_last=True)
-    kept = ordered.unique(cs.by_name(model.key_columns), keep=keep, maintain_order=True).sort("_row").drop("_row")
-    return pl.concat([kept, null_keys]), complete.height - kept.height, problems.duplicate_samples
+    keys = cs.by_name(model.key_columns)
+    complete = snapshot.lazy().with_row_index(ROW).filter(~_has_null_key(model.key_columns))
+    duplicated = complete.group_by(keys).len().filter(pl.col("len") > 1).drop("len")
+    candidates = complete.join(duplicated, on=model.key_columns, how="semi", nulls_equal=True)
+    rows = candidates.select(keys, column(model.order_by or ROW).alias("_order"), ROW).collect(engine="streaming")
+    ordered = rows.sort("_order", ROW, nulls_last=True)
+    kept = ordered.unique(keys, keep=keep, maintain_order=True)
+    return rows.filter(~pl.col(ROW).is_in(kept[ROW].implode()))[ROW]
 
 
 def split_null_keys(snapshot: pl.DataFrame, key_columns: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows whose primary key is complete, and rows with a null key part (which can never be synced)."""
-    has_null = pl.any_horizontal(cs.by_name(key_columns).is_null())
+    has_null = _has_null_key(key_columns)
     return snapshot.filter(~has_null), snapshot.filter(has_null)
+
+
+def _has_null_key(key_columns: Sequence[str]) -> pl.Expr:
+    return pl.any_horizontal(cs.by_name(key_columns).is_null())

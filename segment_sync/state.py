@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
 
-from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, KEY
-from segment_sync.encoding import iter_json_lines
+from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+_JOURNAL_SCHEMA = {"g": pl.Int64, "k": pl.String, "c": pl.String, "h": pl.UInt64}
 
 
 class StateError(RuntimeError):
@@ -32,6 +34,7 @@ class SyncMeta:
     baseline_done: bool = False
     column_kinds: dict[str, str] | None = None
     pending: dict[str, int] = field(default_factory=dict)  # last run's unacknowledged rows, per change kind
+    hash_basis: str | None = None  # what the stored row hashes were made with (see diff.hash_basis)
 
 
 class SyncState:
@@ -62,11 +65,33 @@ class SyncState:
             self._save_meta(meta)
             return meta
         raw = orjson.loads(self.meta_path.read_bytes())
-        if raw.get("format") != STATE_FORMAT:
+        if raw.get("format") == 1:
+            self._upgrade_from_format_1()
+        elif raw.get("format") != STATE_FORMAT:
             raise StateError(f"sync {self.sync_name!r}: {self.meta_path} has format {raw.get('format')!r}")
-        return SyncMeta(
-            raw["sync_uuid"], raw["generation"], raw["baseline_done"], raw.get("column_kinds"), raw.get("pending", {})
+        meta = SyncMeta(
+            raw["sync_uuid"],
+            raw["generation"],
+            raw["baseline_done"],
+            raw.get("column_kinds"),
+            raw.get("pending", {}),
+            raw.get("hash_basis"),
         )
+        if raw.get("format") == 1:
+            self._save_meta(meta)
+        return meta
+
+    def _upgrade_from_format_1(self) -> None:
+        """Add row hashes to a state written before they existed (a placeholder: the basis is unknown)."""
+        if self.journal_path.exists():
+            _drop_torn_tail(self.journal_path)
+            lines = [orjson.loads(line) for line in self.journal_path.read_bytes().splitlines()]
+            rows = [{**e, "h": None if e["c"] is None else 0} for e in lines]
+            atomic_write(self.journal_path, b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        if self.delivered_path.exists():
+            old = pl.read_parquet(self.delivered_path)
+            placeholder = pl.when(pl.col(CONTENT).is_not_null()).then(pl.lit(0, pl.UInt64))
+            write_parquet_atomic(old.with_columns(placeholder.alias(HASH)).cast(DELIVERED_SCHEMA), self.delivered_path)
 
     def _save_meta(self, meta: SyncMeta) -> None:
         body = {"format": STATE_FORMAT, **meta.__dict__}
@@ -96,7 +121,7 @@ class SyncState:
 
     def delivered_row_count(self) -> int:
         """Rows currently delivered (tombstones not counted)."""
-        return self.delivered().filter(pl.col(CONTENT).is_not_null()).select(pl.len()).collect().item()
+        return self.delivered().select(pl.col(HASH).count()).collect().item()
 
     def reset(self) -> Path | None:
         """Forget what was delivered (kept aside as a backup file, whose path is returned).
@@ -123,14 +148,22 @@ class SyncState:
         self._save_meta(self.meta)
         return self.meta.generation
 
-    def record(self, rows: Iterable[tuple[str, str | None]]) -> None:
-        """Durably note rows as delivered (key, content; None for a removed row) in this run."""
-        gen = self.meta.generation
-        lines = b"".join(orjson.dumps({"g": gen, "k": k, "c": c}) + b"\n" for k, c in rows)
-        if not lines:
+    def record(self, rows: pl.DataFrame) -> None:
+        """Durably note rows as delivered in this run.
+
+        `rows` has `_key`, `_content` (null for a removed row) and `_hash`; an optional `_gen` keeps a row's
+        generation (for a row whose hash is only refreshed).
+        """
+        if rows.is_empty():
             return
+        gen = pl.col(GEN) if GEN in rows.columns else pl.lit(self.meta.generation, pl.Int64)
+        entries = rows.select(
+            gen.alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).alias("h")
+        )
+        buffer = io.BytesIO()
+        entries.write_ndjson(buffer)
         with open(self.journal_path, "ab") as f:
-            f.write(lines)
+            f.write(buffer.getvalue())
             f.flush()
             os.fsync(f.fileno())
 
@@ -140,6 +173,7 @@ class SyncState:
         pending: dict[str, int] | None = None,
         *,
         baseline: bool = True,
+        hash_basis: str | None = None,
     ) -> None:
         """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows.
 
@@ -151,21 +185,29 @@ class SyncState:
             self.meta.column_kinds = column_kinds
         if pending is not None:
             self.meta.pending = {k: v for k, v in pending.items() if v}
+        if hash_basis is not None:
+            self.meta.hash_basis = hash_basis
         self._save_meta(self.meta)
 
+    def note_hash_basis(self, basis: str) -> None:
+        """Remember what the stored row hashes are made with from now on."""
+        if self.meta.hash_basis != basis:
+            self.meta.hash_basis = basis
+            self._save_meta(self.meta)
+
     def recover(self) -> None:
-        """Fold a journal (from this run or a dead one) into delivered.parquet."""
+        """Fold a journal (from this run or a dead one) into delivered.parquet, streaming both files."""
         if not self.journal_path.exists():
             return
-        with open(self.journal_path, "rb") as f:
-            entries = list(iter_json_lines(f))
-        if entries:
-            updates = pl.DataFrame(
-                {KEY: [e["k"] for e in entries], CONTENT: [e["c"] for e in entries], GEN: [e["g"] for e in entries]},
-                schema=DELIVERED_SCHEMA,
-            ).unique(KEY, keep="last", maintain_order=True)
-            merged = pl.concat([self.delivered().collect().join(updates, on=KEY, how="anti"), updates])
-            write_parquet_atomic(merged.sort(KEY), self.delivered_path)
+        if _drop_torn_tail(self.journal_path):  # a torn line: its row is sent again, same messageId
+            updates = pl.scan_ndjson(self.journal_path, schema=_JOURNAL_SCHEMA).select(
+                pl.col("k").alias(KEY), pl.col("c").alias(CONTENT), pl.col("g").alias(GEN), pl.col("h").alias(HASH)
+            )
+            keys = updates.select(pl.col(KEY).n_unique().alias("unique"), pl.len().alias("rows")).collect().row(0)
+            if keys[0] != keys[1]:  # a key noted twice: the last note wins
+                updates = updates.collect().unique(KEY, keep="last", maintain_order=True).lazy()
+            kept = self.delivered().join(updates.select(KEY), on=KEY, how="anti")
+            sink_parquet_atomic(pl.concat([kept, updates]), self.delivered_path)
         self.journal_path.unlink()
         _fsync_dir(self.root)
 
@@ -176,7 +218,7 @@ class DryRunState:
     def __init__(self, state: SyncState):
         self.meta = state.meta
 
-    def record(self, rows: Iterable[tuple[str, str | None]]) -> None:
+    def record(self, rows: pl.DataFrame) -> None:
         """Note nothing."""
 
 
@@ -199,6 +241,44 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     _fsync_file(tmp)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def sink_parquet_atomic(frame: pl.LazyFrame, path: Path) -> None:
+    """Stream a lazy frame into a Parquet file aside, fsync it, then rename it over the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.sink_parquet(tmp, engine="streaming")
+    _fsync_file(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def iter_parquet(path: Path, batch_rows: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+    """A Parquet file's rows in frames of at most `batch_rows`, read as they are needed."""
+    with pq.ParquetFile(path) as source:
+        for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
+            yield pl.from_arrow(batch)  # type: ignore[misc]
+
+
+def _drop_torn_tail(path: Path, block: int = 1 << 16) -> int:
+    """Cut a file after its last newline; return the bytes kept."""
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(pos - block, 0)
+            f.seek(start)
+            newline = f.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        if keep != end:
+            f.truncate(keep)
+            os.fsync(f.fileno())
+        return keep
 
 
 def _fsync_file(path: Path) -> None:

@@ -51,6 +51,7 @@ class RunLog:
         self.rejected_by_kind: Counter[str] = Counter()  # rows of the diff (with a key) rejected, per change kind
         self.rejected_sample: list[dict[str, str | None]] = []
         self._rows: dict[str, list[Any]] = {name: [] for name in ROW_LOG_SCHEMA}
+        self._frames: list[pl.DataFrame] = []  # rows logged before `_rows`, not yet written
         self._writer: pq.ParquetWriter | None = None
         self._rejected_file: BinaryIO | None = None
 
@@ -80,8 +81,39 @@ class RunLog:
         self.statuses[status] += 1
         if status == "rejected":
             self._reject(key, kind, reason or "")
-        if len(self._rows["key"]) >= _FLUSH_ROWS:
+        if self._pending_rows() >= _FLUSH_ROWS:
             self._flush()
+
+    def add_frame(self, rows: pl.DataFrame) -> None:
+        """Log many rows' outcomes: columns `key`, `kind`, `status`, and optionally `event`, `message_id`, `reason`."""
+        if rows.is_empty():
+            return
+        now = dt.datetime.now(dt.UTC)
+        given = {"run_id": pl.lit(self.run_id), "sync": pl.lit(self.sync), "logged_at": pl.lit(now)}
+        columns = [
+            (given[name] if name in given else pl.col(name) if name in rows.columns else pl.lit(None))
+            .cast(dtype)
+            .alias(name)
+            for name, dtype in ROW_LOG_SCHEMA.items()
+        ]
+        frame = rows.select(columns)
+        self._stash_rows()
+        self._frames.append(frame)
+        self.statuses.update(dict(frame.group_by("status").len().iter_rows()))
+        rejected = frame.filter(pl.col("status") == "rejected").select("key", "kind", "reason")
+        for key, kind, reason in rejected.iter_rows():
+            self._reject(key, kind, reason or "")
+        if self._pending_rows() >= _FLUSH_ROWS:
+            self._flush()
+
+    def _pending_rows(self) -> int:
+        return len(self._rows["key"]) + sum(f.height for f in self._frames)
+
+    def _stash_rows(self) -> None:
+        """Move the rows logged one by one into a frame, keeping the order rows were logged in."""
+        if self._rows["key"]:
+            self._frames.append(pl.DataFrame(self._rows, schema=ROW_LOG_SCHEMA))
+            self._rows = {name: [] for name in ROW_LOG_SCHEMA}
 
     def _reject(self, key: str | None, kind: str, reason: str) -> None:
         entry = {"key": key, "kind": kind, "reason": reason}
@@ -95,12 +127,13 @@ class RunLog:
             self.rejected_sample.append(entry)
 
     def _flush(self) -> None:
-        table = pl.DataFrame(self._rows, schema=ROW_LOG_SCHEMA).to_arrow()
+        self._stash_rows()
+        frames, self._frames = self._frames, []
+        table = pl.concat(frames).to_arrow() if frames else pl.DataFrame(schema=ROW_LOG_SCHEMA).to_arrow()
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, table.schema)
         self._writer.write_table(table)
-        self._rows = {name: [] for name in ROW_LOG_SCHEMA}
 
     def close(self) -> None:
         """Write what is left and close the files."""

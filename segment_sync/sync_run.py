@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
 from segment_sync.delivery import RetryPolicy, Transport, deliver
-from segment_sync.diff import DIFF_SCHEMA, KEY, KIND
-from segment_sync.events import DiffRow, Event, build_outcomes
+from segment_sync.diff import AFTER, CONTENT, DIFF_SCHEMA, HASH, KEY, KIND
+from segment_sync.event_frames import MESSAGE_ID, NAME, OUTCOME, PAYLOAD, REASON, TYPE, build_event_frame
 from segment_sync.pacing import Pacer
 from segment_sync.spec import SyncSpec
 from segment_sync.state import DryRunState, SyncState
 from segment_sync.sync_log import CallLog, RunLog
 
 CHUNK_ROWS = 50_000
+NOT_ATTEMPTED = "not attempted: sending stopped earlier in the run"
 
 
 @dataclass
@@ -38,9 +40,25 @@ class SyncResult:
         return sum(self.undelivered_by_kind.values())
 
 
+def diff_chunks(diff: pl.DataFrame | pl.LazyFrame, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """The diff's rows in order, `chunk_rows` at a time, never collected whole.
+
+    A lazy diff is read one slice at a time, so it must give the same rows in the same order on every read
+    (a Parquet scan does, and only reads the row groups each slice needs).
+    """
+    lazy = diff.lazy()
+    offset = 0
+    while True:
+        chunk = lazy.slice(offset, chunk_rows).collect()
+        if chunk.is_empty():
+            return
+        yield chunk
+        offset += chunk.height
+
+
 def deliver_diff(
     sync: SyncSpec,
-    diff: pl.DataFrame,
+    diff: pl.DataFrame | pl.LazyFrame,
     store: SyncState | DryRunState,
     transport: Transport,
     log: RunLog,
@@ -51,62 +69,110 @@ def deliver_diff(
     pacer: Pacer | None = None,
     calls: CallLog | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    **delivery_options: Any,
 ) -> SyncResult:
     """Build and send the events of a diff chunk by chunk; record each acknowledged or skipped row in the state.
 
-    Every row's outcome goes to `log`, every API call to `calls`. The caller holds the state's lock and has
-    started the run (`store.begin_run()`); it commits after.
+    Every row's outcome goes to `log`, every API call to `calls`; `delivery_options` go to `delivery.deliver`.
+    The caller holds the state's lock and has started the run (`store.begin_run()`); it commits after.
     """
     result = SyncResult()
-    diff = diff.cast(DIFF_SCHEMA)  # type: ignore[arg-type]
-    skip_reason = "initial run, and send_initial is off" if initial and not sync.sends_initial else None
-    for offset in range(0, diff.height, chunk_rows):
-        rows = [DiffRow(*r) for r in diff.slice(offset, chunk_rows).iter_rows()]
-        outcomes = list(build_outcomes(sync, rows, store.meta.sync_uuid, initial=initial))
-        store.record((o.row.key, o.row.after) for o in outcomes if o.skipped)
-        for o in outcomes:
-            if o.skipped:
-                reason = skip_reason or f"sync {sync.name!r} sends nothing for a {o.row.kind} row"
-                log.add(o.row.key, o.row.kind, "skipped", reason=reason)
-            elif o.rejected is not None:
-                log.add(o.row.key, o.row.kind, "rejected", reason=o.rejected)
-        result.skipped += sum(o.skipped for o in outcomes)
-        events = [o.event for o in outcomes if o.event is not None]
+    skip_reason = (
+        pl.lit("initial run, and send_initial is off")
+        if initial and not sync.sends_initial
+        else pl.concat_str([pl.lit(f"sync {sync.name!r} sends nothing for a "), pl.col(KIND), pl.lit(" row")])
+    )
+    done = 0
+    for chunk in diff_chunks(diff, chunk_rows):
+        done += chunk.height
+        chunk = chunk.cast(DIFF_SCHEMA)  # type: ignore[arg-type]
+        built = build_event_frame(sync, chunk, store.meta.sync_uuid, initial=initial)
+        skipped = built.filter(pl.col(OUTCOME) == "skipped")
+        store.record(_state_rows(skipped))
+        result.skipped += skipped.height
+        log.add_frame(
+            built.filter(pl.col(OUTCOME) != "event").select(
+                pl.col(KEY).alias("key"),
+                pl.col(KIND).alias("kind"),
+                pl.col(OUTCOME).alias("status"),
+                pl.when(pl.col(OUTCOME) == "skipped").then(skip_reason).otherwise(pl.col(REASON)).alias("reason"),
+            )
+        )
+        events = built.filter(pl.col(OUTCOME) == "event")
         report = deliver(
-            [e.payload for e in events],
+            events[PAYLOAD].to_list(),
             transport,
-            _recorder(store, events),
+            _recorder(store, _state_rows(events)),
             policy=policy,
             max_batch_bytes=max_batch_bytes,
             pacer=pacer,
             on_call=calls,
+            **delivery_options,
         )
-        failed = dict(report.rejected) | dict.fromkeys(report.undelivered, None)
-        for i, event in enumerate(events):
-            name = event.name or event.type
-            if i not in failed:
-                result.sent[name] += 1
-                log.add(event.row.key, event.row.kind, "delivered", event=name, message_id=event.message_id)
-            else:
-                status = "rejected" if failed[i] is not None else "undelivered"
-                reason = failed[i] or report.undelivered_reason
-                log.add(event.row.key, event.row.kind, status, event=name, message_id=event.message_id, reason=reason)
+        sent = _event_log(events, report.rejected, report.undelivered, report.undelivered_reason)
+        log.add_frame(sent)
+        result.sent.update(_counts(sent.filter(pl.col("status") == "delivered"), "event"))
         result.batches += report.batches
         result.requests += report.requests
         result.retries += report.retries
         result.bytes_sent += report.bytes_sent
         if report.undelivered:
-            result.undelivered_by_kind.update(events[i].row.kind for i in report.undelivered)
-            for key, kind in diff.slice(offset + chunk_rows).select(KEY, KIND).iter_rows():
-                result.undelivered_by_kind[kind] += 1
-                log.add(key, kind, "undelivered", reason="not attempted: sending stopped earlier in the run")
+            result.undelivered_by_kind.update(_counts(sent.filter(pl.col("status") == "undelivered"), "kind"))
+            for rest in diff_chunks(diff.lazy().slice(done).select(KEY, KIND), chunk_rows):
+                result.undelivered_by_kind.update(_counts(rest, KIND))
+                log.add_frame(
+                    rest.select(
+                        pl.col(KEY).alias("key"),
+                        pl.col(KIND).alias("kind"),
+                        pl.lit("undelivered").alias("status"),
+                        pl.lit(NOT_ATTEMPTED).alias("reason"),
+                    )
+                )
             result.undelivered_reason = report.undelivered_reason
             break
     return result
 
 
-def _recorder(store: SyncState | DryRunState, events: list[Event]) -> Callable[[Sequence[int]], None]:
+def _state_rows(built: pl.DataFrame) -> pl.DataFrame:
+    """Rows as the state records them once delivered (or skipped): the content sent, or null for a removed row."""
+    return built.select(KEY, pl.col(AFTER).alias(CONTENT), HASH)
+
+
+def _event_log(
+    events: pl.DataFrame,
+    rejected: Sequence[tuple[int, str]],
+    undelivered: Sequence[int],
+    undelivered_reason: str | None,
+) -> pl.DataFrame:
+    """The row log of a chunk's events: delivered, rejected by Segment or undelivered."""
+    status = pl.repeat("delivered", events.height, dtype=pl.String, eager=True)
+    reason = pl.repeat(None, events.height, dtype=pl.String, eager=True)
+    if rejected:
+        indices = [i for i, _ in rejected]
+        status.scatter(indices, "rejected")
+        reason.scatter(indices, [text for _, text in rejected])
+    if undelivered:
+        status.scatter(undelivered, "undelivered")
+        reason.scatter(undelivered, undelivered_reason)
+    return events.select(
+        pl.col(KEY).alias("key"),
+        pl.col(KIND).alias("kind"),
+        pl.coalesce(NAME, TYPE).alias("event"),
+        pl.col(MESSAGE_ID).alias("message_id"),
+        pl.lit(status).alias("status"),
+        pl.lit(reason).alias("reason"),
+    )
+
+
+def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    return dict(frame.group_by(column).len().iter_rows())
+
+
+def _recorder(store: SyncState | DryRunState, delivered: pl.DataFrame) -> Callable[[Sequence[int]], None]:
     def record(acknowledged: Sequence[int]) -> None:
-        store.record((events[i].row.key, events[i].row.after) for i in acknowledged)
+        indices = list(acknowledged)
+        run = range(indices[0], indices[0] + len(indices)) if indices else range(0)
+        consecutive = indices == list(run)  # a batch is a run of events, unless a 400 split it
+        store.record(delivered.slice(run.start, len(run)) if consecutive else delivered[indices])
 
     return record

@@ -1,15 +1,20 @@
-"""Reading a model from any SQLAlchemy warehouse into Polars."""
+"""The warehouse through SQLAlchemy: the read path every dialect has, sync-log writes, and password-free errors."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Generator
+from typing import Literal
 
 import polars as pl
+import polars.selectors as cs
 import sqlalchemy as sa
 
 from segment_sync.encoding import normalize_types
 from segment_sync.errors import first_line
 from segment_sync.spec import ModelSpec
+
+ReadPath = Literal["auto", "sqlalchemy"]
 
 
 class WarehouseError(RuntimeError):
@@ -20,7 +25,7 @@ def safe_url(url: str) -> str:
     """The URL with any password masked, for messages."""
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return "<unparseable warehouse URL>"
 
 
@@ -29,28 +34,62 @@ def dialect_of(url: str) -> str:
     return sa.make_url(url).get_backend_name()
 
 
-def read_model(url: str, model: ModelSpec, *, batch_size: int = 50_000) -> pl.DataFrame:
-    """Run the model's query and return its rows, datetimes in UTC; streams with a server-side cursor."""
+def without_password(text: str, url: str) -> str:
+    """The text with the URL's password, if it has one, masked."""
+    try:
+        password = sa.make_url(url).password
+    except (sa.exc.ArgumentError, ValueError):
+        return text
+    return text.replace(password, "***") if password else text
+
+
+def unusable_url(model: ModelSpec, url: str, exc: BaseException) -> WarehouseError:
+    """The error for a warehouse URL that no driver can use."""
+    detail = without_password(first_line(exc), url)
+    return WarehouseError(f"model {model.name!r}: the warehouse URL is not usable: {detail}")
+
+
+def read_failed(model: ModelSpec, url: str, exc: BaseException) -> WarehouseError:
+    """The error for a read that the warehouse refused or could not serve."""
+    detail = without_password(first_line(exc), url)
+    return WarehouseError(
+        f"model {model.name!r}: reading from {safe_url(url)} failed: {detail}. "
+        "Check that the warehouse is up and the query runs there."
+    )
+
+
+def sqlalchemy_batches(url: str, model: ModelSpec, batch_size: int) -> Generator[pl.DataFrame, None, None]:
+    """The model's rows through SQLAlchemy and a server-side cursor; each batch's dtypes are inferred on its own."""
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
-        raise WarehouseError(f"model {model.name!r}: the warehouse URL is not usable: {first_line(exc)}") from None
+        raise unusable_url(model, url, exc) from None
     try:
-        with engine.connect() as conn, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+        with engine.connect() as conn:
             streaming = conn.execution_options(stream_results=True)
-            frames = list(pl.read_database(model.query, streaming, iter_batches=True, batch_size=batch_size))
-            if not frames:  # an empty result yields no batch, so ask again for the column names
-                frames = [pl.read_database(model.query, conn)]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+                frames = pl.read_database(model.query, streaming, iter_batches=True, batch_size=batch_size)
+            empty = True
+            for frame in frames:
+                empty = False
+                yield _storable(frame)
+            if empty:  # an empty result yields no batch, so ask again for the column names
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+                    frame = pl.read_database(model.query, conn)
+                yield _storable(frame)
     except sa.exc.SQLAlchemyError as exc:
-        detail = first_line(getattr(exc, "orig", None) or exc)
-        raise WarehouseError(
-            f"model {model.name!r}: reading from {safe_url(url)} failed: {detail}. "
-            "Check that the warehouse is up and the query runs there."
-        ) from None
+        raise read_failed(model, url, getattr(exc, "orig", None) or exc) from None
     finally:
         engine.dispose()
-    frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+
+
+def _storable(frame: pl.DataFrame) -> pl.DataFrame:
+    """Datetimes in UTC, and Python objects the driver returned (e.g. UUIDs) as their text, which Parquet can hold."""
+    objects = [name for name, dtype in frame.schema.items() if dtype == pl.Object]
+    if objects:
+        frame = frame.with_columns(cs.by_name(objects).map_elements(str, return_dtype=pl.String))
     return normalize_types(frame)
 
 

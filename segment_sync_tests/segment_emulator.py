@@ -110,17 +110,25 @@ class SegmentEmulator:
         max_body_bytes: int = 512_000,
         max_event_bytes: int = 32_768,
         max_batch_events: int = 2_500,
+        latency_seconds: float = 0.0,
+        record: bool = True,
+        port: int = 0,
+        reuse_port: bool = False,
     ):
         self.write_key = write_key
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
         self.max_batch_events = max_batch_events
+        self.latency_seconds = latency_seconds  # added to every answer, like the round trip to Segment
+        self.record = record  # False keeps only counts and messageIds (benchmarks), with the same checks
+        self.port, self.reuse_port = port, reuse_port  # reuse_port: several processes share one port
         self.accepted: list[dict] = []
         self.discarded: list[tuple[dict | None, str]] = []
         self.requests: list[RecordedRequest] = []
         self._faults: collections.deque[Fault] = collections.deque()
         self._seen_ids: set[str] = set()
         self._duplicates = 0
+        self._counts = collections.Counter[str]()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -135,10 +143,10 @@ class SegmentEmulator:
         return f"http://{host}:{port}"
 
     def start(self) -> SegmentEmulator:
-        """Listen on a free port of 127.0.0.1."""
+        """Listen on 127.0.0.1, on `port` or else a free one."""
         if self._server is None:
             self._stopping.clear()
-            self._server = _Server(("127.0.0.1", 0), _Handler)
+            self._server = _Server(("127.0.0.1", self.port), _Handler, reuse_port=self.reuse_port)
             self._server.emulator = self
             self._thread = threading.Thread(
                 target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
@@ -178,12 +186,28 @@ class SegmentEmulator:
             self._faults.clear()
             self._seen_ids.clear()
             self._duplicates = 0
+            self._counts.clear()
 
     @property
     def duplicates(self) -> int:
         """Accepted events whose messageId had already been accepted before."""
         with self._lock:
             return self._duplicates
+
+    def counts(self) -> dict[str, int]:
+        """Requests, accepted and discarded events and duplicates since the start or the last reset."""
+        with self._lock:
+            return {
+                "requests": self._counts["requests"],
+                "accepted": self._counts["accepted"],
+                "discarded": self._counts["discarded"],
+                "duplicates": self._duplicates,
+            }
+
+    def message_ids(self) -> set[str]:
+        """The distinct messageIds accepted since the start or the last reset."""
+        with self._lock:
+            return set(self._seen_ids)
 
     def unique_events(self) -> dict[str, dict]:
         """messageId -> first accepted event with it."""
@@ -205,7 +229,9 @@ class SegmentEmulator:
 
     def _record_request(self, request: RecordedRequest) -> None:
         with self._lock:
-            self.requests.append(request)
+            self._counts["requests"] += 1
+            if self.record:
+                self.requests.append(request)
 
     def _process(self, route: str, request: RecordedRequest) -> _Answer:
         """Validate a POST to a known route like Segment does and record its events; return the answer."""
@@ -214,27 +240,38 @@ class SegmentEmulator:
         except _BadRequest as exc:
             return exc.answer
         implied = SINGLE_ROUTES.get(route)
-        reasons = [
-            self._discard_reason(i, e, implied) if authorized else "unknown_source" for i, e in enumerate(events)
-        ]
+        if authorized:
+            reasons = [self._discard_reason(i, e, implied) for i, e in enumerate(events)]
+        else:
+            reasons = ["unknown_source"] * len(events)
         if implied is not None:
             events[0]["type"] = implied  # the path implies the type; set after measuring the event
         received_at = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with self._lock:
             if not events:
-                self.discarded.append((None, "empty_batch" if authorized else "unknown_source"))
+                self._discard(None, "empty_batch" if authorized else "unknown_source")
+            seen = self._seen_ids
             for event, reason in zip(events, reasons, strict=True):
                 if reason is not None:
-                    self.discarded.append((event if isinstance(event, dict) else None, reason))
+                    self._discard(event if isinstance(event, dict) else None, reason)
                     continue
                 if "messageId" not in event:
                     event["messageId"] = f"emulator-{uuid.uuid4()}"  # Segment assigns one when absent
-                event["receivedAt"] = received_at
-                if event["messageId"] in self._seen_ids:
+                message_id = event["messageId"]
+                if message_id in seen:
                     self._duplicates += 1
-                self._seen_ids.add(event["messageId"])
-                self.accepted.append(event)
+                else:
+                    seen.add(message_id)
+                if self.record:
+                    event["receivedAt"] = received_at
+                    self.accepted.append(event)
+            self._counts["accepted"] += reasons.count(None)
         return _Answer(200, SUCCESS, "application/json")
+
+    def _discard(self, event: dict | None, reason: str) -> None:
+        self._counts["discarded"] += 1
+        if self.record:
+            self.discarded.append((event, reason))
 
     def _parse(self, route: str, request: RecordedRequest) -> tuple[list[Any], bool]:
         """The events of a request and whether its write key is the configured one; raises _BadRequest."""
@@ -269,41 +306,50 @@ class SegmentEmulator:
 
     def _discard_reason(self, index: int, event: Any, implied_type: str | None) -> str | None:
         """The Delivery Overview code Segment would drop this event with, or None when it keeps it."""
+        # Called for every event, so written for speed: each check is the same as in segment_api.md §3.
         if index >= self.max_batch_events:
             return "batch_too_large"
         if not isinstance(event, dict):
             return "invalid_type"
-        size = len(orjson.dumps(event))
-        if size > self.max_event_bytes:
+        if len(orjson.dumps(event)) > self.max_event_bytes:
             return "event_too_large"
-        kind = implied_type or event.get("type")
-        if kind not in EVENT_TYPES:
+        get = event.get
+        kind = implied_type or get("type")
+        if not isinstance(kind, str) or kind not in EVENT_TYPES:
             return "invalid_type"
-        ids = [event.get(k) for k in ("userId", "anonymousId")]
-        if any(i is not None and not _non_empty_str(i) for i in ids):
+        user_id, anonymous_id = get("userId"), get("anonymousId")
+        if (user_id is not None and not _non_empty_str(user_id)) or (
+            anonymous_id is not None and not _non_empty_str(anonymous_id)
+        ):
             return "id_not_string"
-        if not any(_non_empty_str(i) for i in ids):
+        if user_id is None and anonymous_id is None:
             return "no_user_anon_id"
         if kind == "track":
-            if event.get("event") is not None and not isinstance(event["event"], str):
+            name = get("event")
+            if name is not None and not isinstance(name, str):
                 return "event_not_string"
-            if not _non_empty_str(event.get("event")):
+            if not name:
                 return "event_not_defined"
-        if kind == "group" and not _non_empty_str(event.get("groupId")):
-            return "id_required"
-        if kind == "alias" and not (_non_empty_str(event.get("previousId")) and _non_empty_str(event.get("userId"))):
-            return "id_required"
-        if kind in ("page", "screen"):
+        elif kind == "group":
+            if not _non_empty_str(get("groupId")):
+                return "id_required"
+        elif kind == "alias":
+            if not (_non_empty_str(get("previousId")) and _non_empty_str(user_id)):
+                return "id_required"
+        elif kind in ("page", "screen"):
             for name in ("name", "category"):
-                if event.get(name) is not None and not _non_empty_str(event[name]):
+                if get(name) is not None and not _non_empty_str(event[name]):
                     return f"{name}_not_string"
-        for name in ("properties", "traits"):
-            if event.get(name) is not None and not isinstance(event[name], dict):
-                return f"{name}_not_object"
-        message_id = event.get("messageId")
+        properties, traits = get("properties"), get("traits")
+        if properties is not None and not isinstance(properties, dict):
+            return "properties_not_object"
+        if traits is not None and not isinstance(traits, dict):
+            return "traits_not_object"
+        message_id = get("messageId")
         if message_id is not None and not (_non_empty_str(message_id) and len(message_id) <= MAX_MESSAGE_ID_CHARS):
             return "invalid_message_id"
-        if event.get("timestamp") is not None and not _is_iso_with_zone(event["timestamp"]):
+        timestamp = get("timestamp")
+        if timestamp is not None and not _is_iso_with_zone(timestamp):
             return "invalid_timestamp"
         return None
 
@@ -359,9 +405,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default 5 drops SYNs under concurrent clients (1 s retransmits)
     emulator: SegmentEmulator
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self.allow_reuse_port = reuse_port  # several processes on one port, the kernel spreads connections
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -390,6 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API behind its load balancer
     server_version = "segment-emulator"
     timeout = 30
+    disable_nagle_algorithm = True  # else the body, written after the headers, waits ~40 ms for a delayed ACK
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -421,6 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         request.status = answer.status
+        if emulator.latency_seconds > 0:
+            emulator._stopping.wait(emulator.latency_seconds)
         self._send(answer)
 
     def _post(self, emulator: SegmentEmulator, path: str, request: RecordedRequest) -> _Answer | None:

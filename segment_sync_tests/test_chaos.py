@@ -28,7 +28,15 @@ pytestmark = pytest.mark.chaos
 SYNC = "t"
 PROJECT = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
 # 10 events per request, so the 50-row model goes out in 5 batches and a fault can hit the middle one.
-SEGMENT = {"max_batch_bytes": 3000, "gzip": False, "max_attempts": 3, "max_retry_seconds": 5, "timeout_seconds": 0.5}
+# One request in flight: these tests aim each fault at one numbered request (concurrency has its own tests).
+SEGMENT = {
+    "max_batch_bytes": 3000,
+    "gzip": False,
+    "max_attempts": 3,
+    "max_retry_seconds": 5,
+    "timeout_seconds": 0.5,
+    "max_in_flight": 1,
+}
 N_ROWS = 50
 ACK = '{"success":true}'
 PASS = Fault(status=200, body=ACK, record_first=True)  # answered normally: queued so a fault hits a later request
@@ -208,7 +216,7 @@ def test_fault_outlasting_the_retries_fails_the_run_and_the_next_run_completes(
     assert run.success, run.failure_messages()
     assert run.metadata("segment", SYNC)["events_sent"] == N_ROWS - len(acked)
     resent = message_ids(*emulator.requests[6:])
-    assert acked.isdisjoint(resent) and resent[: len(failed)] == failed
+    assert acked.isdisjoint(resent) and set(failed) <= set(resent)
     assert emulator.duplicates == (3 * len(failed) if fault.record_first else 0)
     assert_exactly_once(emulator, model50.expected)
     assert_state_complete(state_dir, model50)
@@ -285,7 +293,7 @@ def test_a_non_retryable_answer_rejects_the_batch_and_the_next_run_delivers_it(
     assert run.success, run.failure_messages()
     meta = run.metadata("segment", SYNC)
     assert (meta["events_sent"], meta["rows_rejected"]) == (n, 0)
-    assert message_ids(*emulator.requests[5:]) == message_ids(refused)  # the same messageIds
+    assert sorted(message_ids(*emulator.requests[5:])) == sorted(message_ids(refused))  # the same messageIds
     assert emulator.duplicates == 0
     assert_exactly_once(emulator, model50.expected)
     assert_state_complete(state_dir, model50)
@@ -394,10 +402,12 @@ def fault_plan(rng: random.Random, length: int) -> list[Fault]:
     return plan
 
 
-def test_seeded_random_faults_over_three_rounds(duck, emulator, instance, state_dir):
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_seeded_random_faults_over_three_rounds(duck, emulator, instance, state_dir, in_flight):
     rng = random.Random(7)
     model = Model(duck, {i: value(i) for i in range(1, 201)})
-    definitions = make_definitions(PROJECT, segment={**SEGMENT, "max_batch_bytes": 2000, "gzip": True})
+    settings = {**SEGMENT, "max_batch_bytes": 2000, "gzip": True, "max_in_flight": in_flight}
+    definitions = make_definitions(PROJECT, segment=settings)
     next_id, runs = 201, []
     for round_ in range(3):
         if round_:
@@ -416,8 +426,10 @@ def test_seeded_random_faults_over_three_rounds(duck, emulator, instance, state_
         runs += sync_until_done(definitions, instance, max_runs=5)
         assert_exactly_once(emulator, model.expected)
         assert_state_complete(state_dir, model)
+    faults = [r.fault for r in emulator.requests if r.fault is not None and r.fault is not PASS]
+    assert len(faults) >= 15 and emulator.duplicates > 0
+    if in_flight > 1:
+        return  # with requests in flight together, which request a queued fault hits is up to timing
     # The seed exercises both kinds of re-run: after a give-up (the run fails) and after a 4xx (rows rejected).
     assert any(not r.success for r in runs)
     assert any(r.success and r.metadata("segment", SYNC)["rows_rejected"] for r in runs)
-    faults = [r.fault for r in emulator.requests if r.fault is not None and r.fault is not PASS]
-    assert len(faults) >= 15 and emulator.duplicates > 0

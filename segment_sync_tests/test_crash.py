@@ -27,7 +27,7 @@ PROJECT = {
         }
     ],
 }
-SMALL_BATCHES = {"max_batch_bytes": 2_000, "gzip": False}
+SMALL_BATCHES = {"max_batch_bytes": 2_000, "gzip": False, "max_in_flight": 1}  # batches in order: batch 3 hangs
 ACK = '{"success":true}'
 
 

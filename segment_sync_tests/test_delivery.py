@@ -10,6 +10,8 @@ import base64
 import datetime as dt
 import gzip
 import json
+import threading
+import time
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -448,7 +450,7 @@ def test_segment_http_repr_hides_the_key() -> None:
 
 def test_segment_http_basic_auth_header() -> None:
     http = SegmentHttp("abc123")
-    prepared = http.session.prepare_request(requests.Request("POST", http.url, data=b"{}"))
+    prepared = http.new_session().prepare_request(requests.Request("POST", http.url, data=b"{}"))
     assert prepared.headers["Authorization"] == "Basic " + base64.b64encode(b"abc123:").decode()
     assert prepared.headers["Content-Type"] == "application/json"
     assert http.write_key == "abc123"
@@ -474,7 +476,7 @@ class _FakeSession:
 def _http_with(response: _FakeHttpResponse, **kwargs: Any) -> tuple[SegmentHttp, _FakeSession]:
     http = SegmentHttp("wk", "https://events.eu1.segmentapis.com", **kwargs)
     session = _FakeSession(response)
-    http.session = session  # type: ignore[assignment]
+    http.new_session = lambda: session  # type: ignore[assignment,method-assign]
     return http, session
 
 
@@ -555,3 +557,228 @@ def test_deliver_to_outbox(tmp_path: Path) -> None:
     assert all(len(line) <= 2_000 for line in lines)
     assert acks.all == list(range(30))
     assert report.bytes_sent == sum(len(line) for line in lines)
+
+
+# --- several batches in flight ---------------------------------------------------------------------
+
+
+class ConcurrentTransport(FakeTransport):
+    """A FakeTransport that allows `max_in_flight` posts at once and records how many overlapped."""
+
+    def __init__(self, max_in_flight: int, *, hold: float = 0.02, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.max_in_flight = max_in_flight
+        self.hold = hold
+        self.threads: set[int] = set()
+        self.peak = self._now = 0
+        self._lock = threading.Lock()
+
+    def post(self, body: bytes, attempt: int) -> Response:
+        with self._lock:
+            self._now += 1
+            self.peak = max(self.peak, self._now)
+            self.threads.add(threading.get_ident())
+        try:
+            time.sleep(self.hold)
+            return super().post(body, attempt)
+        finally:
+            with self._lock:
+                self._now -= 1
+
+
+class ThreadCheckingAcks(Acks):
+    """Acks that must arrive in the thread that called deliver, never two at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.busy = False
+
+    def __call__(self, indices: Sequence[int]) -> None:
+        assert threading.get_ident() == self.thread and not self.busy
+        self.busy = True
+        time.sleep(0.001)
+        super().__call__(indices)
+        self.busy = False
+
+
+def test_a_transport_without_a_limit_gets_one_request_at_a_time() -> None:
+    transport = FakeTransport()
+    report, acks, _ = run(payloads(30, size=200), transport, max_batch_bytes=2_000)
+    assert acks.all == list(range(30)) and report.batches > 3
+
+
+def test_batches_in_flight_are_acknowledged_in_the_calling_thread() -> None:
+    transport = ConcurrentTransport(4)
+    acks = ThreadCheckingAcks()
+    report = deliver(payloads(60, size=200), transport, acks, max_batch_bytes=2_000, sleep=Sleeps())
+    assert sorted(acks.all) == list(range(60)) and len(acks.all) == 60
+    assert transport.peak == 4 and threading.get_ident() not in transport.threads
+    assert report.acknowledged == 60 and report.batches == report.requests > 4
+    assert all(sorted(call) == call for call in acks.calls)  # each call holds whole batches
+
+
+def test_batches_that_finish_during_a_slow_callback_come_in_one_call() -> None:
+    transport = ConcurrentTransport(4, hold=0.01)
+    calls: list[list[int]] = []
+
+    def slow(indices: Sequence[int]) -> None:
+        calls.append(list(indices))
+        time.sleep(0.1)  # e.g. a state write: the other batches in flight finish meanwhile
+
+    report = deliver(payloads(60, size=200), transport, slow, max_batch_bytes=2_000, sleep=Sleeps())
+    assert sorted(i for call in calls for i in call) == list(range(60))
+    assert len(calls) < report.batches
+    assert report.bytes_sent == sum(len(b) for b in transport.bodies)
+
+
+def test_max_in_flight_argument_overrides_the_transport() -> None:
+    transport = ConcurrentTransport(8)
+    acks = Acks()
+    deliver(payloads(40, size=200), transport, acks, max_batch_bytes=2_000, max_in_flight=2, sleep=Sleeps())
+    assert transport.peak == 2 and sorted(acks.all) == list(range(40))
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_max_in_flight_below_1_is_refused(limit: int) -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        deliver(payloads(1), FakeTransport(), Acks(), max_in_flight=limit)
+
+
+def test_retries_in_flight_keep_the_same_payloads() -> None:
+    transport = ConcurrentTransport(4, script=[Response(500), requests.ConnectionError("reset"), Response(429)])
+    acks = Acks()
+    report = deliver(payloads(40, size=200), transport, acks, max_batch_bytes=2_000, sleep=Sleeps())
+    assert sorted(acks.all) == list(range(40)) and report.retries == 3
+    batches = [tuple(e["userId"] for e in json.loads(b)["batch"]) for b in transport.bodies]
+    assert len(batches) == report.batches + 3 and len(set(batches)) == report.batches  # retries resend the same
+
+
+def test_400_splits_with_batches_in_flight() -> None:
+    transport = ConcurrentTransport(4, hold=0.005, default=rejects_bad)
+    acks = Acks()
+    report = deliver(payloads(80, bad=[3, 41, 77], size=200), transport, acks, max_batch_bytes=2_000, sleep=Sleeps())
+    assert sorted(i for i, _ in report.rejected) == [3, 41, 77]
+    assert sorted(acks.all) == sorted(set(range(80)) - {3, 41, 77}) and len(acks.all) == 77
+    assert report.undelivered == [] and transport.peak > 1
+
+
+def test_give_up_starts_no_new_batch_and_lets_batches_in_flight_finish() -> None:
+    started = threading.Barrier(3, timeout=5)
+
+    def answer(body: bytes) -> Response:
+        first = json.loads(body)["batch"][0]["userId"]
+        if first in ("0", "1", "2"):  # the first three batches start together
+            started.wait()
+        if first == "0":
+            return Response(503)
+        time.sleep(0.2)  # still in flight when batch 0 gives up
+        return OK
+
+    transport = ConcurrentTransport(3, hold=0, default=answer)
+    acks = Acks()
+    report = deliver(payloads(10, size=200), transport, acks, max_batch_bytes=400, policy=RetryPolicy(max_attempts=1))
+    assert sorted(acks.all) == [1, 2]
+    assert len(transport.bodies) == 3 == report.batches  # batches 3..9 never started
+    assert report.undelivered == [0, 3, 4, 5, 6, 7, 8, 9]
+    assert report.undelivered_reason == "gave up after 1 attempts: HTTP 503"
+
+
+def test_batches_in_flight_stop_retrying_when_another_gives_up() -> None:
+    answered = threading.Event()
+
+    def answer(body: bytes) -> Response:
+        if json.loads(body)["batch"][0]["userId"] == "1":
+            answered.set()
+            return Response(503)  # batch 1 then waits to retry
+        answered.wait(5)
+        time.sleep(0.2)  # while batch 1 waits, batch 0 gives up at once (its wait would pass the time budget)
+        return Response(503, retry_after=10_000.0)
+
+    transport = ConcurrentTransport(2, hold=0, default=answer)
+    policy = RetryPolicy(base_seconds=30.0, max_total_seconds=100.0)  # batch 1 would wait 15 to 30 s
+    started = time.monotonic()
+    report = deliver(payloads(2, size=200), transport, Acks(), max_batch_bytes=400, policy=policy)
+    assert time.monotonic() - started < 5  # its wait was cut short
+    assert len(transport.bodies) == 2 and report.undelivered == [0, 1] and report.retries == 0
+    assert report.undelivered_reason == "gave up after 1 attempts: HTTP 503"
+
+
+def test_on_call_sees_every_request_of_every_worker() -> None:
+    calls: list[Any] = []
+    transport = ConcurrentTransport(4, script=[Response(500)])
+    report = deliver(
+        payloads(40, size=200), transport, Acks(), max_batch_bytes=2_000, on_call=calls.append, sleep=Sleeps()
+    )
+    assert len(calls) == report.requests == report.batches + 1
+    assert sorted({c.batch for c in calls}) == list(range(1, report.batches + 1))
+    assert sorted(c.attempt for c in calls).count(2) == 1
+
+
+def test_an_error_in_the_callback_stops_delivery() -> None:
+    transport = ConcurrentTransport(4)
+
+    def fail(indices: Sequence[int]) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        deliver(payloads(60, size=200), transport, fail, max_batch_bytes=2_000, sleep=Sleeps())
+    assert len(transport.bodies) <= 4  # no batch started after the failure
+
+
+def test_segment_http_gzip_level() -> None:
+    events = [orjson.dumps({"userId": f"u{i}", "score": i * 7919 % 10007, "x": i**3}) for i in range(2_000)]
+    body = b'{"batch":[' + b",".join(events) + b'],"sentAt":"x"}'
+    sizes = {}
+    for level in (1, 9):
+        http, session = _http_with(_FakeHttpResponse(200), gzip_level=level)
+        http.post(body, 1)
+        assert gzip.decompress(session.calls[0]["data"]) == body
+        sizes[level] = len(session.calls[0]["data"])
+    assert sizes[9] < sizes[1] < len(body)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"gzip_level": 0}, "gzip_level"), ({"max_in_flight": 0}, "max_in")])
+def test_segment_http_refuses_bad_settings(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SegmentHttp("wk", **kwargs)
+
+
+def test_segment_http_uses_one_session_per_request_in_flight() -> None:
+    http = SegmentHttp("wk", max_in_flight=3)
+    made: list[_FakeSession] = []
+    inside = threading.Barrier(3, timeout=5)
+
+    class WaitingSession(_FakeSession):
+        def post(self, url: str, **kwargs: Any) -> _FakeHttpResponse:
+            if not inside.broken:
+                inside.wait()  # the first three requests are in flight at once
+            return super().post(url, **kwargs)
+
+    def new_session() -> _FakeSession:
+        made.append(WaitingSession(_FakeHttpResponse(200)))
+        return made[-1]
+
+    http.new_session = new_session  # type: ignore[assignment,method-assign]
+    threads = [threading.Thread(target=http.post, args=(b"{}", 1)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    inside.abort()
+    for _ in range(5):
+        http.post(b"{}", 1)
+    assert len(made) == 3 and [len(s.calls) for s in made].count(0) == 0
+    assert sum(len(s.calls) for s in made) == 8
+
+
+def test_outbox_is_written_one_body_at_a_time(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "out.jsonl")
+    assert outbox.max_in_flight == 1
+    threads = [threading.Thread(target=outbox.post, args=(b'{"batch":[%d]}' % i, 1)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = sorted(json.loads(line)["batch"][0] for line in (tmp_path / "out.jsonl").read_bytes().splitlines())
+    assert lines == list(range(20))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -14,89 +15,137 @@ from segment_sync.diff import (
     DELIVERED_SCHEMA,
     DIFF_SCHEMA,
     GEN,
+    HASH,
     KEY,
     KIND,
+    ROW,
+    UNCHANGED,
     compute_diff,
     count_kinds,
     current_contents,
+    current_rows,
+    delivered_rows,
+    diff_candidates,
+    empty_diff,
+    hash_basis,
+    resync_diff,
 )
+
+SENT = ["v"]
+
+
+def snapshot(rows: list[tuple[str, str | None]]) -> pl.DataFrame:
+    """A model snapshot with a string key `id` and one sent column `v`."""
+    return pl.DataFrame(
+        {"id": [r[0] for r in rows], "v": [r[1] for r in rows]}, schema={"id": pl.String, "v": pl.String}
+    )
 
 
 def delivered(rows: list[tuple[str, str | None, int]]) -> pl.LazyFrame:
-    return pl.DataFrame(
-        {KEY: [r[0] for r in rows], CONTENT: [r[1] for r in rows], GEN: [r[2] for r in rows]},
-        schema=DELIVERED_SCHEMA,
-    ).lazy()
-
-
-def current(rows: list[tuple[str, str]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {KEY: [r[0] for r in rows], CONTENT: [r[1] for r in rows]}, schema={KEY: pl.String, CONTENT: pl.String}
+    """A state holding `v` per key as delivered in a generation; a None value is a tombstone."""
+    live = [(k, v, g) for k, v, g in rows if v is not None]
+    state = pl.concat(
+        [delivered_rows(snapshot([(k, v)]), ["id"], SENT, g) for k, v, g in live]
+        or [pl.DataFrame(schema=DELIVERED_SCHEMA)]
     )
+    tombs = pl.DataFrame(
+        {KEY: [k for k, v, _ in rows if v is None], GEN: [g for _, v, g in rows if v is None]},
+        schema={KEY: pl.String, GEN: pl.Int64},
+    ).with_columns(pl.lit(None, pl.String).alias(CONTENT), pl.lit(None, pl.UInt64).alias(HASH))
+    return pl.concat([state, tombs.select(list(DELIVERED_SCHEMA))]).lazy()
+
+
+def diff_of(rows: list[tuple[str, str | None]], state: pl.LazyFrame, **options: Any) -> pl.DataFrame:
+    return compute_diff(snapshot(rows), ["id"], SENT, state, **options).collect().sort(KEY)
 
 
 def as_rows(diff: pl.DataFrame) -> list[tuple[Any, ...]]:
     return list(diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows())
 
 
+def j(value: str) -> str:
+    return f'{{"v":"{value}"}}'
+
+
 def test_first_run_everything_added() -> None:
-    diff = compute_diff(current([("2", "b"), ("1", "a")]), delivered([]))
-    assert as_rows(diff) == [("1", "added", None, None, "a"), ("2", "added", None, None, "b")]
-    assert dict(diff.schema) == DIFF_SCHEMA
+    diff = diff_of([("2", "b"), ("1", "a")], delivered([]))
+    assert as_rows(diff) == [("1", "added", None, None, j("a")), ("2", "added", None, None, j("b"))]
+    assert {k: diff.schema[k] for k in DIFF_SCHEMA} == DIFF_SCHEMA
+    assert diff[ROW].to_list() == [{"v": "a"}, {"v": "b"}]
+    hashes = current_rows(snapshot([("1", "a"), ("2", "b")]), ["id"], SENT).collect()[HASH]
+    assert diff[HASH].to_list() == hashes.to_list()
 
 
 def test_added_changed_removed_unchanged() -> None:
-    cur = current([("a", '{"v":1}'), ("b", '{"v":20}'), ("d", '{"v":4}')])
-    old = delivered([("a", '{"v":1}', 1), ("b", '{"v":2}', 1), ("c", '{"v":3}', 2)])
-    diff = compute_diff(cur, old)
+    old = delivered([("a", "1", 1), ("b", "2", 1), ("c", "3", 2)])
+    diff = diff_of([("a", "1"), ("b", "20"), ("d", "4")], old)
     assert as_rows(diff) == [
-        ("b", "changed", 1, '{"v":2}', '{"v":20}'),
-        ("c", "removed", 2, '{"v":3}', None),
-        ("d", "added", None, None, '{"v":4}'),
+        ("b", "changed", 1, j("2"), j("20")),
+        ("c", "removed", 2, j("3"), None),
+        ("d", "added", None, None, j("4")),
     ]
+    assert diff.filter(pl.col(KIND) == "removed")[ROW].to_list() == [None]
     assert count_kinds(diff) == {"added": 1, "changed": 1, "removed": 1}
 
 
 def test_nothing_changed_is_empty() -> None:
-    cur = current([("a", "x"), ("b", "y")])
-    diff = compute_diff(cur, delivered([("a", "x", 3), ("b", "y", 4)]))
+    diff = diff_of([("a", "x"), ("b", "y")], delivered([("a", "x", 3), ("b", "y", 4)]))
     assert diff.height == 0
-    assert dict(diff.schema) == DIFF_SCHEMA
     assert count_kinds(diff) == {"added": 0, "changed": 0, "removed": 0}
 
 
 def test_everything_removed() -> None:
-    diff = compute_diff(current([]), delivered([("a", "x", 1), ("b", "y", 1)]))
-    assert as_rows(diff) == [("a", "removed", 1, "x", None), ("b", "removed", 1, "y", None)]
+    diff = diff_of([], delivered([("a", "x", 1), ("b", "y", 1)]))
+    assert as_rows(diff) == [("a", "removed", 1, j("x"), None), ("b", "removed", 1, j("y"), None)]
 
 
 def test_both_empty() -> None:
-    diff = compute_diff(current([]), delivered([]))
-    assert diff.height == 0
-    assert dict(diff.schema) == DIFF_SCHEMA
+    assert diff_of([], delivered([])).height == 0
 
 
 def test_tombstone_key_back_is_added_with_before_gen() -> None:
-    cur = current([("a", "new")])
-    diff = compute_diff(cur, delivered([("a", None, 7)]))
-    assert as_rows(diff) == [("a", "added", 7, None, "new")]
+    diff = diff_of([("a", "new")], delivered([("a", None, 7)]))
+    assert as_rows(diff) == [("a", "added", 7, None, j("new"))]
 
 
 def test_tombstone_still_gone_is_not_a_change() -> None:
-    diff = compute_diff(current([("b", "y")]), delivered([("a", None, 7), ("b", "y", 1)]))
-    assert diff.height == 0
+    assert diff_of([("b", "y")], delivered([("a", None, 7), ("b", "y", 1)])).height == 0
 
 
-def test_sorted_by_key() -> None:
+def test_candidates_sorted_by_key() -> None:
     keys = ["k9", "k1", "k5", "k3"]
-    diff = compute_diff(current([(k, "x") for k in keys]), delivered([]))
-    assert diff[KEY].to_list() == sorted(keys)
+    candidates = diff_candidates(current_rows(snapshot([(k, "x") for k in keys]), ["id"], SENT), delivered([]))
+    assert candidates[KEY].to_list() == sorted(keys)
 
 
 def test_count_kinds_exact() -> None:
-    cur = current([(f"a{i}", "new") for i in range(3)] + [(f"c{i}", "v2") for i in range(5)])
+    cur = [(f"a{i}", "new") for i in range(3)] + [(f"c{i}", "v2") for i in range(5)]
     old = delivered([(f"c{i}", "v1", 1) for i in range(5)] + [(f"r{i}", "v", 1) for i in range(2)])
-    assert count_kinds(compute_diff(cur, old)) == {"added": 3, "changed": 5, "removed": 2}
+    assert count_kinds(diff_of(cur, old)) == {"added": 3, "changed": 5, "removed": 2}
+
+
+# --- hashes are a filter; contents decide -----------------------------------------------------------
+
+
+def test_stale_hash_with_equal_content_is_unchanged_not_a_change() -> None:
+    stale = delivered([("a", "x", 3), ("b", "y", 4)]).with_columns(pl.Series(HASH, [12345, 67890], pl.UInt64))
+    diff = diff_of([("a", "x"), ("b", "z")], stale)
+    assert as_rows(diff) == [("a", UNCHANGED, 3, j("x"), j("x")), ("b", "changed", 4, j("y"), j("z"))]
+    assert count_kinds(diff) == {"added": 0, "changed": 1, "removed": 0}
+
+
+def test_untrusted_hashes_compare_every_content() -> None:
+    state = delivered([("a", "x", 3), ("b", "y", 4)])
+    assert diff_of([("a", "x"), ("b", "y")], state).height == 0
+    diff = diff_of([("a", "x"), ("b", "y")], state, trust_hashes=False)
+    assert diff[KIND].to_list() == [UNCHANGED, UNCHANGED]
+
+
+def test_hash_basis_follows_column_types_not_values() -> None:
+    ints = pl.DataFrame({"id": ["a"], "v": [1]})
+    assert hash_basis(ints.schema, ["v"]) == hash_basis(ints.with_columns(v=pl.lit(2, pl.Int64)).schema, ["v"])
+    assert hash_basis(ints.schema, ["v"]) != hash_basis(ints.cast({"v": pl.Float64}).schema, ["v"])
+    assert hash_basis(ints.schema, ["v"]) != hash_basis(ints.schema, ["v", "id"])
 
 
 # --- from snapshots --------------------------------------------------------------------------------
@@ -115,12 +164,11 @@ def test_change_in_unsent_column_is_not_a_change() -> None:
     sent = ["email", "plan"]
     run1 = pl.DataFrame({"id": [1, 2], "email": ["a", "b"], "plan": ["free", "pro"], "last_login": ["x", "y"]})
     run2 = run1.with_columns(last_login=pl.lit("changed"))
-    first = current_contents(run1, ["id"], sent)
-    old = first.with_columns(pl.lit(1, dtype=pl.Int64).alias(GEN)).lazy()
-    assert compute_diff(current_contents(run2, ["id"], sent), old).height == 0
+    old = delivered_rows(run1, ["id"], sent, 1).lazy()
+    assert compute_diff(run2, ["id"], sent, old).collect().height == 0
     # ... while a change in a sent column is one.
     run3 = run2.with_columns(plan=pl.when(pl.col("id") == 2).then(pl.lit("team")).otherwise(pl.col("plan")))
-    diff = compute_diff(current_contents(run3, ["id"], sent), old)
+    diff = compute_diff(run3, ["id"], sent, old).collect()
     assert as_rows(diff) == [
         ("2", "changed", 1, '{"email":"b","plan":"pro"}', '{"email":"b","plan":"team"}'),
     ]
@@ -129,15 +177,24 @@ def test_change_in_unsent_column_is_not_a_change() -> None:
 def test_int_and_string_key_columns_match() -> None:
     as_int = pl.DataFrame({"id": [1, 2, 3], "v": ["a", "b", "c"]})
     as_str = as_int.with_columns(pl.col("id").cast(pl.String))
-    old = current_contents(as_str, ["id"], ["v"]).with_columns(pl.lit(1, dtype=pl.Int64).alias(GEN)).lazy()
-    assert compute_diff(current_contents(as_int, ["id"], ["v"]), old).height == 0
+    old = delivered_rows(as_str, ["id"], ["v"], 1).lazy()
+    assert compute_diff(as_int, ["id"], ["v"], old).collect().height == 0
+
+
+def test_a_column_type_that_encodes_alike_sends_nothing() -> None:
+    """Int32 -> Int64 moves every hash but no content: rows come out unchanged, never as changes."""
+    narrow = pl.DataFrame({"id": ["a", "b"], "n": [1, 2]}, schema={"id": pl.String, "n": pl.Int32})
+    old = delivered_rows(narrow, ["id"], ["n"], 1).lazy()
+    diff = compute_diff(narrow.cast({"n": pl.Int64}), ["id"], ["n"], old, trust_hashes=False).collect()
+    assert count_kinds(diff) == {"added": 0, "changed": 0, "removed": 0}
+    assert set(diff[KIND]) <= {UNCHANGED}
 
 
 def test_composite_key_diff() -> None:
     snap1 = pl.DataFrame({"acc": [1, 1, 2], "user": ["a", "b", "a"], "v": [1, 2, 3]})
-    old = current_contents(snap1, ["acc", "user"], ["v"]).with_columns(pl.lit(1, dtype=pl.Int64).alias(GEN)).lazy()
+    old = delivered_rows(snap1, ["acc", "user"], ["v"], 1).lazy()
     snap2 = pl.DataFrame({"acc": [1, 2, 2], "user": ["a", "a", "b"], "v": [1, 30, 4]})
-    diff = compute_diff(current_contents(snap2, ["acc", "user"], ["v"]), old)
+    diff = compute_diff(snap2, ["acc", "user"], ["v"], old).collect().sort(KEY)
     assert as_rows(diff) == [
         ('{"acc":"1","user":"b"}', "removed", 1, '{"v":2}', None),
         ('{"acc":"2","user":"a"}', "changed", 1, '{"v":3}', '{"v":30}'),
@@ -148,13 +205,49 @@ def test_composite_key_diff() -> None:
 def test_null_value_change_is_a_change() -> None:
     snap1 = pl.DataFrame({"id": [1], "plan": ["pro"]})
     snap2 = pl.DataFrame({"id": [1], "plan": [None]}, schema={"id": pl.Int64, "plan": pl.String})
-    old = current_contents(snap1, ["id"], ["plan"]).with_columns(pl.lit(3, dtype=pl.Int64).alias(GEN)).lazy()
-    diff = compute_diff(current_contents(snap2, ["id"], ["plan"]), old)
+    old = delivered_rows(snap1, ["id"], ["plan"], 3).lazy()
+    diff = compute_diff(snap2, ["id"], ["plan"], old).collect()
     assert as_rows(diff) == [("1", "changed", 3, '{"plan":"pro"}', '{"plan":null}')]
 
 
-def test_delivered_from_parquet(tmp_path: Any) -> None:
-    path = tmp_path / "delivered.parquet"
-    delivered([("a", "x", 1), ("b", None, 2)]).collect().write_parquet(path)
-    diff = compute_diff(current([("a", "y"), ("b", "z")]), pl.scan_parquet(path))
-    assert as_rows(diff) == [("a", "changed", 1, "x", "y"), ("b", "added", 2, None, "z")]
+def test_delivered_from_parquet_and_snapshot_scanned(tmp_path: Path) -> None:
+    state, snap = tmp_path / "delivered.parquet", tmp_path / "snapshot.parquet"
+    delivered([("a", "x", 1), ("b", None, 2)]).collect().write_parquet(state)
+    snapshot([("a", "y"), ("b", "z")]).write_parquet(snap)
+    diff = compute_diff(pl.scan_parquet(snap), ["id"], SENT, pl.scan_parquet(state)).collect().sort(KEY)
+    assert as_rows(diff) == [("a", "changed", 1, j("x"), j("y")), ("b", "added", 2, None, j("z"))]
+
+
+def test_diff_streams_into_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "diff.parquet"
+    compute_diff(
+        snapshot([("a", "y"), ("c", "w")]), ["id"], SENT, delivered([("a", "x", 1), ("b", "q", 1)])
+    ).sink_parquet(path, engine="streaming")
+    assert as_rows(pl.read_parquet(path).sort(KEY)) == [
+        ("a", "changed", 1, j("x"), j("y")),
+        ("b", "removed", 1, j("q"), None),
+        ("c", "added", None, None, j("w")),
+    ]
+
+
+def test_resync_sends_every_row_with_the_generation() -> None:
+    diff = resync_diff(snapshot([("b", "y"), ("a", "x")]), ["id"], SENT, 9).collect().sort(KEY)
+    assert as_rows(diff) == [("a", "added", 9, None, j("x")), ("b", "added", 9, None, j("y"))]
+    assert diff[ROW].to_list() == [{"v": "x"}, {"v": "y"}]
+
+
+def test_empty_diff_has_the_row_struct() -> None:
+    empty = empty_diff(snapshot([]).schema, SENT)
+    assert empty.height == 0
+    assert empty.schema[ROW] == pl.Struct({"v": pl.String})
+
+
+def test_user_columns_named_like_the_diffs_own() -> None:
+    names = ["_key", "_hash", "_kind", "_row", "_before", "_after", "_content", "_gen"]
+    run1 = pl.DataFrame({"id": ["a", "b"], **{n: [f"{n}1", f"{n}2"] for n in names}})
+    old = delivered_rows(run1, ["id"], names, 1).lazy()
+    run2 = run1.with_columns(pl.when(pl.col("id") == "b").then(pl.lit("new")).otherwise(pl.col("_kind")).alias("_kind"))
+    diff = compute_diff(run2, ["id"], names, old).collect()
+    assert diff.select(KEY, KIND).rows() == [("b", "changed")]
+    assert diff[ROW].to_list() == [{**{n: f"{n}2" for n in names}, "_kind": "new"}]
+    assert diff[AFTER][0].startswith('{"_key":"_key2","_hash":"_hash2","_kind":"new"')

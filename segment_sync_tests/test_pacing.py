@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from segment_sync.pacing import MAX_PENALTY_SECONDS, Pacer, pacer_for
@@ -67,3 +69,30 @@ def test_penalty_applies_on_top_of_no_limit():
 def test_syncs_with_one_write_key_share_a_pacer():
     assert pacer_for("wk-a", 10, None) is pacer_for("wk-a", 10, None)
     assert pacer_for("wk-a", 10, None) is not pacer_for("wk-b", 10, None)
+
+
+def test_threads_take_turns():
+    clock = FakeClock()  # stands still, so every wait is the schedule itself
+    waits: list[float] = []
+    pacer = Pacer(requests_per_second=100, clock=clock, sleep=lambda s: None)
+
+    def worker():
+        for _ in range(25):
+            waits.append(round(pacer.wait_turn(1), 6))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(waits) == [round(i * 0.01, 6) for i in range(200)]  # one turn each, 10 ms apart
+
+
+def test_throttling_from_many_threads_is_counted_once_each():
+    pacer = Pacer()
+    threads = [threading.Thread(target=pacer.on_throttled) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pacer.penalty == pytest.approx(0.05 * 2**5)

@@ -30,10 +30,13 @@ from segment_sync.diff import (
     CONTENT,
     DELIVERED_SCHEMA,
     GEN,
+    HASH,
     KEY,
     KIND,
+    UNCHANGED,
     compute_diff,
     current_contents,
+    delivered_rows,
 )
 from segment_sync.encoding import dumps, normalize_types
 from segment_sync.events import MAX_EVENT_BYTES, DiffRow, Outcome, build_outcomes, message_id_for
@@ -275,16 +278,14 @@ def delivered_from(frame: pl.DataFrame | None, sent_columns: list[str], gen: int
     """What a sync has delivered: nothing, or the contents of `frame` (as the state records them)."""
     if frame is None:
         return pl.LazyFrame(schema=DELIVERED_SCHEMA)
-    contents = current_contents(frame, [KEY_COLUMN], sent_columns)
-    return contents.with_columns(pl.lit(gen, dtype=pl.Int64).alias(GEN)).lazy()
+    return delivered_rows(frame, [KEY_COLUMN], sent_columns, gen).lazy()
 
 
 def run_sync(sync: SyncSpec, new: pl.DataFrame, old: pl.DataFrame | None) -> list[Outcome]:
     """Snapshot (normalized), diff against what `old` delivered, and build outcomes as a non-initial run does."""
-    current = current_contents(normalize_types(new), [KEY_COLUMN], sync.sent_columns)
     delivered = delivered_from(None if old is None else normalize_types(old), sync.sent_columns)
-    diff = compute_diff(current, delivered)
-    rows = [DiffRow(*r) for r in diff.iter_rows()]
+    diff = diff_of(normalize_types(new), sync.sent_columns, delivered)
+    rows = [DiffRow(*r) for r in diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows()]
     return list(build_outcomes(sync, rows, SYNC_UUID, initial=False))
 
 
@@ -613,11 +614,22 @@ def diff_cases(draw: st.DrawFn) -> DiffCase:
     return DiffCase(schema, old, new, unsent_change, sent, tombstones, gens, draw(st.integers(0, 2**32)))
 
 
+def diff_of(snapshot: pl.DataFrame, sent: list[str], delivered: pl.LazyFrame, **options: Any) -> pl.DataFrame:
+    """The diff as the sync computes it, sorted by key, without rows whose hash alone moved."""
+    diff = compute_diff(snapshot, [KEY_COLUMN], sent, delivered, **options).collect()
+    return diff.filter(pl.col(KIND) != UNCHANGED).sort(KEY)
+
+
 def delivered_state(case: DiffCase) -> pl.DataFrame:
-    contents = current_contents(case.old, [KEY_COLUMN], case.sent)
+    contents = delivered_rows(case.old, [KEY_COLUMN], case.sent, 0)
     gens = pl.Series(GEN, [case.gens[k] for k in contents[KEY]], dtype=pl.Int64)
     tombs = pl.DataFrame(
-        {KEY: list(case.tombstones), CONTENT: [None] * len(case.tombstones), GEN: list(case.tombstones.values())},
+        {
+            KEY: list(case.tombstones),
+            CONTENT: [None] * len(case.tombstones),
+            GEN: list(case.tombstones.values()),
+            HASH: [None] * len(case.tombstones),
+        },
         schema=DELIVERED_SCHEMA,
     )
     return pl.concat([contents.with_columns(gens), tombs])
@@ -645,7 +657,12 @@ def test_diff_kinds_follow_the_keys_and_the_sent_columns(case: DiffCase) -> None
     old, new = rows_by_key(case.old), rows_by_key(case.new)
     delivered = delivered_state(case)
     current = current_contents(case.new, [KEY_COLUMN], case.sent)
-    diff = compute_diff(current, delivered.lazy())
+    diff = diff_of(case.new, case.sent, delivered.lazy())
+    assert diff.select(KEY, KIND).equals(
+        diff_of(case.new, case.sent, delivered.lazy(), in_memory_rows=0).select(KEY, KIND)
+    )
+    untrusted = diff_of(case.new, case.sent, delivered.lazy(), trust_hashes=False)
+    assert untrusted.equals(diff)  # hashes only ever narrow down what the contents decide
 
     expected: dict[str, str] = {}
     for key in new.keys() - old.keys():
@@ -675,21 +692,19 @@ def test_diff_kinds_follow_the_keys_and_the_sent_columns(case: DiffCase) -> None
 @given(case=diff_cases())
 def test_diff_ignores_unsent_columns_is_empty_against_itself_and_is_deterministic(case: DiffCase) -> None:
     delivered = delivered_state(case).filter(pl.col(CONTENT).is_not_null())
-    unsent = compute_diff(current_contents(case.unsent_change, [KEY_COLUMN], case.sent), delivered.lazy())
+    unsent = diff_of(case.unsent_change, case.sent, delivered.lazy())
     assert unsent.is_empty(), unsent  # a change only in columns the sync doesn't send is no change
 
-    current = current_contents(case.new, [KEY_COLUMN], case.sent)
-    recorded = current.with_columns(pl.lit(7, dtype=pl.Int64).alias(GEN))
-    assert compute_diff(current, recorded.lazy()).is_empty()
+    recorded = delivered_rows(case.new, [KEY_COLUMN], case.sent, 7)
+    assert diff_of(case.new, case.sent, recorded.lazy()).is_empty()
 
     full = delivered_state(case)
-    first = compute_diff(current, full.lazy())
-    assert first.equals(compute_diff(current, full.lazy()))
+    first = diff_of(case.new, case.sent, full.lazy())
+    assert first.equals(diff_of(case.new, case.sent, full.lazy()))
     rng = random.Random(case.seed)
     shuffled_new = case.new.sample(fraction=1.0, shuffle=True, seed=rng.randrange(2**32))
     shuffled_state = full.sample(fraction=1.0, shuffle=True, seed=rng.randrange(2**32))
-    again = compute_diff(current_contents(shuffled_new, [KEY_COLUMN], case.sent), shuffled_state.lazy())
-    assert first.equals(again)
+    assert first.equals(diff_of(shuffled_new, case.sent, shuffled_state.lazy()))
 
 
 # --- 3. messageIds ------------------------------------------------------------------------------------------

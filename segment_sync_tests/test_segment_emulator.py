@@ -459,3 +459,62 @@ def test_stop_wakes_delayed_answers() -> None:
     assert not thread.is_alive() and time.monotonic() - started < 2
     with pytest.raises(RuntimeError):
         _ = emu.url
+
+
+# --- speed, latency and counting (benchmarks) ---
+
+
+def test_a_type_that_is_not_a_string_is_invalid_type(emu: SegmentEmulator) -> None:
+    event = track(type=["track"])
+    assert post(emu, batch(track(0), event)).status_code == 200
+    assert [e["messageId"] for e in emu.accepted] == ["m-0"] and emu.discarded == [(event, "invalid_type")]
+
+
+def test_counts_and_message_ids(emu: SegmentEmulator) -> None:
+    post(emu, batch(track(1), track(2), {"type": "track"}))
+    post(emu, batch(track(2)))
+    post(emu, b"{nope")
+    assert emu.counts() == {"requests": 3, "accepted": 3, "discarded": 1, "duplicates": 1}
+    assert emu.message_ids() == {"m-1", "m-2"}
+    emu.reset()
+    assert emu.counts() == {"requests": 0, "accepted": 0, "discarded": 0, "duplicates": 0}
+
+
+def test_without_recording_the_checks_and_counts_stay() -> None:
+    with SegmentEmulator(KEY, record=False) as emu:
+        assert post(emu, batch(track(1), track(1), track(2, userId=""), track(3)), compress=True).status_code == 200
+        assert post(emu, padded_body(512_001)).status_code == 400
+        assert post(emu, batch(track(4)), auth="wrong").status_code == 200
+        assert (emu.accepted, emu.discarded, emu.requests) == ([], [], [])
+        assert emu.counts() == {"requests": 3, "accepted": 3, "discarded": 2, "duplicates": 1}
+        assert emu.message_ids() == {"m-1", "m-3"}
+
+
+def test_latency_delays_every_answer() -> None:
+    with SegmentEmulator(KEY, latency_seconds=0.3) as emu:
+        started = time.monotonic()
+        assert post(emu, batch(track(1))).status_code == 200
+        assert post(emu, b"{}", "/v1/nope").status_code == 404
+        assert time.monotonic() - started >= 0.6
+
+
+def test_keep_alive_answers_are_not_held_back() -> None:
+    with SegmentEmulator(KEY, record=False) as emu, requests.Session() as session:
+        session.auth = (KEY, "")
+        body = json.dumps(batch(*(track(i) for i in range(500)))).encode()
+        started = time.monotonic()
+        for _ in range(20):
+            resp = session.post(emu.url + "/v1/batch", data=body, headers={"Content-Type": "application/json"})
+            assert resp.status_code == 200
+        assert time.monotonic() - started < 0.6  # with Nagle's algorithm on, each answer waited ~40 ms for an ACK
+
+
+def test_two_emulators_can_share_a_port() -> None:
+    with SegmentEmulator(KEY, reuse_port=True) as first:
+        port = int(first.url.rsplit(":", 1)[1])
+        with SegmentEmulator(KEY, port=port, reuse_port=True) as second:
+            assert second.url == first.url
+            for i in range(40):  # each POST opens a new connection; the kernel spreads them over both
+                assert post(first, batch(track(i))).status_code == 200
+            counts = [first.counts()["accepted"], second.counts()["accepted"]]
+    assert sum(counts) == 40 and min(counts) > 0

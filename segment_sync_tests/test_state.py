@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import signal
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,21 @@ import orjson
 import polars as pl
 import pytest
 
-from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, KEY, compute_diff, current_contents
+from segment_sync.diff import AFTER, BEFORE, BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND, compute_diff
 from segment_sync.events import DiffRow, build_outcomes
 from segment_sync.spec import SyncSpec
 from segment_sync.state import STATE_FORMAT, StateError, SyncState, atomic_write
 
 
 def rows(state: SyncState) -> list[tuple[str, str | None, int]]:
-    return list(state.delivered().collect().sort(KEY).iter_rows())
+    return list(state.delivered().select(KEY, CONTENT, GEN).collect().sort(KEY).iter_rows())
+
+
+def noted(pairs: Iterable[tuple[str, str | None]]) -> pl.DataFrame:
+    """Rows to record: key and content, with a row hash standing in for the snapshot's (null when removed)."""
+    keys, contents = zip(*pairs, strict=True) if pairs else ((), ())
+    frame = pl.DataFrame({KEY: list(keys), CONTENT: list(contents)}, schema={KEY: pl.String, CONTENT: pl.String})
+    return frame.with_columns(pl.when(pl.col(CONTENT).is_not_null()).then(pl.col(CONTENT).hash()).alias(HASH))
 
 
 def new_state(tmp_path: Path, name: str = "users_lifecycle") -> SyncState:
@@ -33,7 +41,7 @@ def new_state(tmp_path: Path, name: str = "users_lifecycle") -> SyncState:
 def test_new_state_creates_meta(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     raw = json.loads(state.meta_path.read_bytes())
-    assert raw["format"] == STATE_FORMAT == 1
+    assert raw["format"] == STATE_FORMAT == 2
     assert raw["generation"] == 0
     assert raw["baseline_done"] is False
     assert str(uuid.UUID(raw["sync_uuid"])) == raw["sync_uuid"] == state.meta.sync_uuid
@@ -68,7 +76,7 @@ def test_begin_run_increments_generation(tmp_path: Path) -> None:
 def test_meta_missing_with_delivered_rows_is_an_error(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "x")])
+    state.record(noted([("a", "x")]))
     state.commit()
     state.meta_path.unlink()
     with pytest.raises(StateError, match="meta.json is missing but delivered rows exist"):
@@ -79,7 +87,7 @@ def test_meta_missing_with_delivered_rows_is_an_error(tmp_path: Path) -> None:
 def test_meta_missing_with_a_journal_is_an_error(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "x")])
+    state.record(noted([("a", "x")]))
     state.meta_path.unlink()
     with pytest.raises(StateError, match="users_lifecycle"):
         new_state(tmp_path)
@@ -99,7 +107,7 @@ def test_unknown_meta_format_is_an_error(tmp_path: Path) -> None:
 def test_record_and_commit(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     gen = state.begin_run()
-    state.record([("b", '{"v":2}'), ("a", '{"v":1}')])
+    state.record(noted([("b", '{"v":2}'), ("a", '{"v":1}')]))
     assert state.journal_path.exists()
     state.commit()
     assert not state.journal_path.exists()
@@ -113,20 +121,22 @@ def test_record_and_commit(tmp_path: Path) -> None:
 def test_journal_is_one_fsynced_line_per_row(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "x"), ("b", None)])
-    state.record([("c", "z")])
+    state.record(pl.DataFrame({KEY: ["a", "b"], CONTENT: ["x", None], HASH: [2**64 - 1, None]}))
+    state.record(pl.DataFrame({KEY: ["c"], CONTENT: ["z"], HASH: [7]}))
     lines = state.journal_path.read_bytes().splitlines()
     assert [orjson.loads(line) for line in lines] == [
-        {"g": 1, "k": "a", "c": "x"},
-        {"g": 1, "k": "b", "c": None},
-        {"g": 1, "k": "c", "c": "z"},
+        {"g": 1, "k": "a", "c": "x", "h": 2**64 - 1},
+        {"g": 1, "k": "b", "c": None, "h": None},
+        {"g": 1, "k": "c", "c": "z", "h": 7},
     ]
+    state.commit()
+    assert state.delivered().select(KEY, HASH).collect().sort(KEY).rows() == [("a", 2**64 - 1), ("b", None), ("c", 7)]
 
 
 def test_empty_record_writes_nothing(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([])
+    state.record(noted([]))
     assert not state.journal_path.exists()
 
 
@@ -141,10 +151,10 @@ def test_commit_without_rows_marks_the_baseline(tmp_path: Path) -> None:
 def test_second_run_updates_only_its_rows(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "a1"), ("b", "b1"), ("c", "c1")])
+    state.record(noted([("a", "a1"), ("b", "b1"), ("c", "c1")]))
     state.commit()
     state.begin_run()
-    state.record([("b", "b2"), ("c", None), ("d", "d2")])
+    state.record(noted([("b", "b2"), ("c", None), ("d", "d2")]))
     state.commit()
     assert rows(state) == [("a", "a1", 1), ("b", "b2", 2), ("c", None, 2), ("d", "d2", 2)]
 
@@ -152,9 +162,9 @@ def test_second_run_updates_only_its_rows(tmp_path: Path) -> None:
 def test_last_record_of_a_key_wins(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "first")])
-    state.record([("a", "second"), ("b", "x")])
-    state.record([("b", None)])
+    state.record(noted([("a", "first")]))
+    state.record(noted([("a", "second"), ("b", "x")]))
+    state.record(noted([("b", None)]))
     state.commit()
     assert rows(state) == [("a", "second", 1), ("b", None, 1)]
 
@@ -162,10 +172,10 @@ def test_last_record_of_a_key_wins(tmp_path: Path) -> None:
 def test_tombstones_kept_and_not_counted(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "x"), ("b", "y"), ("c", "z")])
+    state.record(noted([("a", "x"), ("b", "y"), ("c", "z")]))
     state.commit()
     state.begin_run()
-    state.record([("b", None)])
+    state.record(noted([("b", None)]))
     state.commit()
     assert rows(state)[1] == ("b", None, 2)
     assert state.delivered().collect().height == 3
@@ -178,7 +188,7 @@ def test_tombstones_kept_and_not_counted(tmp_path: Path) -> None:
 def test_dead_run_journal_folded_by_next_begin_run(tmp_path: Path) -> None:
     dead = new_state(tmp_path)
     dead.begin_run()
-    dead.record([("a", "x"), ("b", "y")])
+    dead.record(noted([("a", "x"), ("b", "y")]))
     # The process dies here: no commit.
     assert dead.journal_path.exists()
 
@@ -194,7 +204,7 @@ def test_dead_run_journal_folded_by_next_begin_run(tmp_path: Path) -> None:
 def test_recover_folds_a_dead_run(tmp_path: Path) -> None:
     dead = new_state(tmp_path)
     dead.begin_run()
-    dead.record([("a", "x")])
+    dead.record(noted([("a", "x")]))
     other = new_state(tmp_path)
     other.recover()
     assert rows(other) == [("a", "x", 1)]
@@ -206,13 +216,13 @@ def test_recover_folds_a_dead_run(tmp_path: Path) -> None:
 def test_dead_run_after_a_good_run(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "a1"), ("b", "b1")])
+    state.record(noted([("a", "a1"), ("b", "b1")]))
     state.commit()
     state.begin_run()
-    state.record([("a", "a2")])
+    state.record(noted([("a", "a2")]))
     state2 = new_state(tmp_path)
     state2.begin_run()
-    state2.record([("c", "c3")])
+    state2.record(noted([("c", "c3")]))
     state2.commit()
     assert rows(state2) == [("a", "a2", 2), ("b", "b1", 1), ("c", "c3", 3)]
 
@@ -220,7 +230,7 @@ def test_dead_run_after_a_good_run(tmp_path: Path) -> None:
 def test_torn_last_journal_line_ignored(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "x"), ("b", "y")])
+    state.record(noted([("a", "x"), ("b", "y")]))
     with open(state.journal_path, "ab") as f:
         f.write(b'{"g":1,"k":"c","c":"z')  # the process died mid-write
     nxt = new_state(tmp_path)
@@ -242,7 +252,7 @@ def test_refold_after_crash_between_replace_and_unlink(tmp_path: Path) -> None:
     """If a run dies after writing delivered.parquet but before removing the journal, folding again is harmless."""
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", "x"), ("b", None)])
+    state.record(noted([("a", "x"), ("b", None)]))
     journal = state.journal_path.read_bytes()
     state.commit()
     state.journal_path.write_bytes(journal)
@@ -255,7 +265,7 @@ def test_no_temporary_files_left(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     for _ in range(3):
         state.begin_run()
-        state.record([("a", str(state.meta.generation))])
+        state.record(noted([("a", str(state.meta.generation))]))
         state.commit()
     assert not [p.name for p in state.root.iterdir() if p.name.endswith(".tmp")]
 
@@ -274,12 +284,14 @@ def test_atomic_write(tmp_path: Path) -> None:
 def test_unacknowledged_rows_come_back_with_the_same_message_ids(tmp_path: Path) -> None:
     sync = SyncSpec(name="s", model="m", type="identify", user_id="uid", fields=["plan"])
     snapshot = pl.DataFrame({"uid": ["u1", "u2", "u3"], "plan": ["free", "pro", "team"]})
-    current = current_contents(snapshot, ["uid"], sync.sent_columns)
+    hashes: dict[str, int] = {}
 
     def outcomes(state: SyncState) -> list:
         state.recover()
-        diff = compute_diff(current, state.delivered())
-        gen_rows = [DiffRow(*r) for r in diff.iter_rows()]
+        diff = compute_diff(snapshot, ["uid"], sync.sent_columns, state.delivered()).collect().sort(KEY)
+        nonlocal hashes
+        hashes = dict(zip(diff[KEY], diff[HASH], strict=True))
+        gen_rows = [DiffRow(*r) for r in diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows()]
         return list(build_outcomes(sync, gen_rows, state.meta.sync_uuid, initial=not state.meta.baseline_done))
 
     state = new_state(tmp_path)
@@ -288,7 +300,12 @@ def test_unacknowledged_rows_come_back_with_the_same_message_ids(tmp_path: Path)
     ids = {o.row.key: o.event.message_id for o in first if o.event}
     assert sorted(ids) == ["u1", "u2", "u3"]
     # Only u1 and u3 are acknowledged; the run then dies.
-    state.record((o.row.key, o.row.after) for o in first if o.row.key in ("u1", "u3"))
+    acknowledged = [o.row for o in first if o.row.key in ("u1", "u3")]
+    state.record(
+        pl.DataFrame({KEY: [r.key for r in acknowledged], CONTENT: [r.after for r in acknowledged]}).with_columns(
+            pl.Series(HASH, [hashes[r.key] for r in acknowledged], pl.UInt64)
+        )
+    )
 
     state = new_state(tmp_path)
     second = outcomes(state)
@@ -383,7 +400,27 @@ def test_lock_freed_when_the_holder_dies(tmp_path: Path) -> None:
 def test_delivered_schema_on_disk(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     state.begin_run()
-    state.record([("a", None)])
+    state.record(noted([("a", None)]))
     state.commit()
     frame = pl.read_parquet(state.delivered_path)
-    assert dict(frame.schema) == {KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64}
+    assert dict(frame.schema) == {KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64, HASH: pl.UInt64}
+
+
+def test_state_of_format_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A state written before row hashes existed keeps its rows; their hashes are placeholders until the next diff."""
+    root = tmp_path / "syncs" / "old"
+    root.mkdir(parents=True)
+    meta = {"format": 1, "sync_uuid": "u-1", "generation": 3, "baseline_done": True, "column_kinds": None}
+    (root / "meta.json").write_bytes(orjson.dumps(meta))
+    pl.DataFrame(
+        {KEY: ["a", "b"], CONTENT: ['{"v":1}', None], GEN: [2, 3]},
+        schema={KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64},
+    ).write_parquet(root / "delivered.parquet")
+    (root / "journal.jsonl").write_bytes(b'{"g":3,"k":"c","c":"{\\"v\\":3}"}\n{"g":3,"k":"d"')
+    state = SyncState(root, "old")
+    assert (state.meta.sync_uuid, state.meta.generation, state.meta.hash_basis) == ("u-1", 3, None)
+    assert json.loads(state.meta_path.read_bytes())["format"] == STATE_FORMAT
+    state.recover()
+    frame = state.delivered().collect().sort(KEY)
+    assert frame.rows() == [("a", '{"v":1}', 2, 0), ("b", None, 3, None), ("c", '{"v":3}', 3, 0)]
+    assert state.delivered_row_count() == 2

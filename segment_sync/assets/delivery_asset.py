@@ -110,7 +110,7 @@ def build_segment_asset(
                         log.add(None, "added", "rejected", reason=f"{reason}: {content[:200]}")
                     result = deliver_diff(
                         sync,
-                        pl.read_parquet(files.diff),
+                        pl.scan_parquet(files.diff),
                         store,
                         transport,
                         log,

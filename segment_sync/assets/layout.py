@@ -39,6 +39,17 @@ def snapshot_path(root: Path, model: str) -> Path:
     return root / "snapshots" / f"{model}.parquet"
 
 
+def snapshot_checks_path(snapshot: Path) -> Path:
+    """Where the snapshot's key checks are noted, with the identity of the file they checked."""
+    return snapshot.with_suffix(".checks.json")
+
+
+def file_identity(path: Path) -> list[int]:
+    """Size and modification time: enough to tell one written snapshot file from the next."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def sync_pool(sync: str) -> str:
     """The Dagster concurrency pool of a sync's diff and delivery (limit it to 1)."""
     return f"segment_sync/{sync}"

@@ -14,6 +14,7 @@ from segment_sync.assets.layout import (
 )
 from segment_sync.controls import ControlError, replay_payloads, test_row_event
 from segment_sync.delivery import deliver
+from segment_sync.encoding import key_strings
 from segment_sync.events import RowRejected
 from segment_sync.metadata import calls_table
 from segment_sync.resources import SegmentResource
@@ -39,7 +40,8 @@ def send_outside_the_diff(
     files = SyncFiles(root, sync.name)
     try:
         if test_row is not None:
-            snapshot = pl.read_parquet(snapshot_path(root, model.name))
+            scan = pl.scan_parquet(snapshot_path(root, model.name))
+            snapshot = scan.filter(key_strings(scan, model.key_columns) == test_row).collect()
             payloads, missing = [test_row_event(sync, model, snapshot, test_row, run_id).payload], []
         else:
             payloads, missing = replay_payloads(files.folder, run_id, from_run=replay_run, keys=replay_keys)

@@ -1,12 +1,18 @@
 """snapshot/<model>: the model read from the warehouse into Parquet, with its blocking primary key check."""
 
+import time
+
 import dagster as dg
+import orjson
+import polars as pl
 
 from segment_sync.assets.layout import (
     SEGMENT,
     STATE,
     WAREHOUSE,
     AssetOptions,
+    file_identity,
+    snapshot_checks_path,
     snapshot_key,
     snapshot_path,
     state_of,
@@ -14,10 +20,11 @@ from segment_sync.assets.layout import (
     warehouse_of,
 )
 from segment_sync.metadata import markdown_table, schema_metadata
-from segment_sync.snapshot import drop_duplicate_keys, key_problems, missing_columns
+from segment_sync.readers import read_model_batches
+from segment_sync.snapshot_file import SnapshotError, write_snapshot
 from segment_sync.spec import ModelSpec
-from segment_sync.state import write_parquet_atomic
-from segment_sync.warehouse import WarehouseError, read_model
+from segment_sync.state import atomic_write
+from segment_sync.warehouse import WarehouseError
 
 PK_CHECK = "primary_key_unique"
 
@@ -44,28 +51,32 @@ def build_snapshot_asset(
     )
     def _snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         root = state_of(context).root()
-        try:
-            frame = read_model(warehouse_of(context).url(root), model)
-        except WarehouseError as exc:
-            raise dg.Failure(str(exc)) from None
-        missing = missing_columns(frame, model.key_columns)
-        if missing:
-            raise dg.Failure(f"model {model.name!r}: the query returns no primary key column {missing}")
-        frame, dropped, dropped_keys = drop_duplicate_keys(frame, model)
+        warehouse = warehouse_of(context)
         path = snapshot_path(root, model.name)
-        write_parquet_atomic(frame, path)
-        problems = key_problems(frame, model.key_columns)
+        started = time.perf_counter()
+        try:
+            with read_model_batches(warehouse.url(root), model, read_path=warehouse.read_path) as batches:
+                summary = write_snapshot(batches, path, model)
+        except (WarehouseError, SnapshotError) as exc:
+            raise dg.Failure(str(exc)) from None
+        seconds = time.perf_counter() - started
+        problems = summary.problems
+        checks = {"file": file_identity(path), "duplicate_keys": problems.duplicate_keys}
+        atomic_write(snapshot_checks_path(path), orjson.dumps(checks))
+        preview = pl.scan_parquet(path).head(10).collect()
         policy = {
-            "duplicate_rows_dropped": dropped,
-            "duplicate_rows_dropped_keys": dg.MetadataValue.json(dropped_keys),
+            "duplicate_rows_dropped": summary.dropped_rows,
+            "duplicate_rows_dropped_keys": dg.MetadataValue.json(summary.dropped_samples),
             "null_key_rows": problems.null_rows,
         }
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": frame.height,
-                **schema_metadata(frame),
+                "dagster/row_count": summary.rows,
+                **schema_metadata(preview),
                 **policy,
-                "preview": dg.MetadataValue.md(markdown_table(frame.head(10))),
+                "read_path": batches.path,
+                "rows_per_second": round(summary.rows / seconds) if seconds else 0,
+                "preview": dg.MetadataValue.md(markdown_table(preview)),
                 "path": dg.MetadataValue.path(str(path)),
             },
             check_results=[

@@ -1,0 +1,82 @@
+"""A model's snapshot file: batches streamed to Parquet as they arrive, keys checked lazily, replaced atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from segment_sync.snapshot import ROW, KeyProblems, key_problems, missing_columns, rows_to_drop
+from segment_sync.spec import ModelSpec
+
+
+class SnapshotError(ValueError):
+    """The model's rows cannot become a snapshot (e.g. its key column is missing); the old snapshot stays."""
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """What was written: row count, key problems left after the duplicate policy, and what the policy dropped."""
+
+    rows: int
+    problems: KeyProblems
+    dropped_rows: int
+    dropped_samples: list[str]
+
+
+def write_snapshot(frames: Iterable[pl.DataFrame], path: Path, model: ModelSpec) -> SnapshotSummary:
+    """Write batches to the model's snapshot file, applying its duplicate-key policy, never holding all rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
+        folder = Path(work)
+        rows = _write_parquet(frames, folder, folder / "read.parquet")
+        snapshot = pl.scan_parquet(folder / "read.parquet")
+        needed = [*model.key_columns, *([model.order_by] if model.on_duplicate_key != "fail" else [])]
+        missing = missing_columns(snapshot, needed)
+        if missing:
+            raise SnapshotError(
+                f"model {model.name!r}: the query returns no column {missing}; the model's primary_key "
+                "(and order_by, with keep_first/keep_last) must name columns the query returns"
+            )
+        problems = key_problems(snapshot, model.key_columns)
+        if model.on_duplicate_key == "fail" or problems.duplicate_keys == 0:
+            _replace(folder / "read.parquet", path)
+            return SnapshotSummary(rows, problems, 0, [])
+        dropped = rows_to_drop(snapshot, model)
+        kept = snapshot.with_row_index(ROW).filter(~pl.col(ROW).is_in(dropped.implode())).drop(ROW)
+        kept.sink_parquet(folder / "kept.parquet")
+        _replace(folder / "kept.parquet", path)
+        return SnapshotSummary(
+            rows - dropped.len(), KeyProblems(problems.null_rows, 0, []), dropped.len(), problems.duplicate_samples
+        )
+
+
+def _write_parquet(frames: Iterable[pl.DataFrame], folder: Path, target: Path) -> int:
+    """Spill each batch to an Arrow IPC file, then stream them into one Parquet file under a common schema."""
+    parts, rows = [], 0
+    for i, frame in enumerate(frames):
+        part = folder / f"batch-{i:06d}.arrow"
+        frame.write_ipc(part, compression="lz4")
+        parts.append(part)
+        rows += frame.height
+    # SQLAlchemy infers each batch's dtypes, so a column may be Null in one batch and String in the next.
+    pl.concat([pl.scan_ipc(p) for p in parts], how="vertical_relaxed").sink_parquet(target)
+    for part in parts:
+        part.unlink()
+    return rows
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Make `source` durable, then rename it over `target` (readers see the old file or the new, never half)."""
+    with open(source, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(source, target)
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -1,0 +1,351 @@
+"""The columnar event builder gives byte for byte the outcomes of the row-wise reference (`events.build_outcomes`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from segment_sync import event_frames
+from segment_sync.diff import (
+    AFTER,
+    BEFORE,
+    BEFORE_GEN,
+    DELIVERED_SCHEMA,
+    HASH,
+    KEY,
+    KIND,
+    UNCHANGED,
+    compute_diff,
+    delivered_rows,
+    resync_diff,
+)
+from segment_sync.encoding import json_value, normalize_types
+from segment_sync.event_frames import (
+    EVENT_FRAME_SCHEMA,
+    OUTCOME,
+    PAYLOAD,
+    PY_WHITESPACE,
+    REASON,
+    build_event_frame,
+    outcome_columns,
+)
+from segment_sync.events import MAX_EVENT_BYTES, DiffRow, build_outcomes
+from segment_sync.spec import SyncSpec
+from segment_sync_tests.test_properties import KEY_COLUMN, SETTINGS, SYNC_UUID, Case, cases
+
+TRACK = {"added": "Signed Up", "changed": "Changed", "removed": "Left"}
+
+
+def diff_of(
+    sync: SyncSpec, new: pl.DataFrame, old: pl.DataFrame | None = None, gen: int = 1, keys: list[str] | None = None
+) -> pl.DataFrame:
+    """The diff of a snapshot (normalized, as the snapshot asset stores it) against what `old` delivered."""
+    sent = sync.sent_columns
+    keys = keys or [KEY_COLUMN]
+    state = pl.LazyFrame(schema=DELIVERED_SCHEMA)
+    if old is not None:
+        state = delivered_rows(normalize_types(old), keys, sent, gen).lazy()
+    diff = compute_diff(normalize_types(new), keys, sent, state)
+    return diff.filter(pl.col(KIND) != UNCHANGED).collect()  # the diff asset refreshes their hashes and drops them
+
+
+def row_wise(sync: SyncSpec, diff: pl.DataFrame, *, initial: bool = False) -> pl.DataFrame:
+    rows = [DiffRow(*r) for r in diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows()]
+    outcomes = list(build_outcomes(sync, rows, SYNC_UUID, initial=initial))
+    return diff.select(KEY, KIND, AFTER, HASH).hstack(outcome_columns(outcomes))
+
+
+def assert_same_outcomes(sync: SyncSpec, diff: pl.DataFrame, *, initial: bool = False) -> pl.DataFrame:
+    built = build_event_frame(sync, diff, SYNC_UUID, initial=initial)
+    expected = row_wise(sync, diff, initial=initial)
+    assert built.schema == expected.schema == pl.Schema(EVENT_FRAME_SCHEMA)
+    for got, want in zip(built.iter_rows(named=True), expected.iter_rows(named=True), strict=True):
+        assert got == want, (sync, got, want)
+    assert built.equals(expected)
+    return built
+
+
+def identify(**spec: Any) -> SyncSpec:
+    return SyncSpec(**{"name": "s", "model": "m", "type": "identify", "user_id": "uid", **spec})
+
+
+def track(**spec: Any) -> SyncSpec:
+    return SyncSpec(**{"name": "s", "model": "m", "type": "track", "user_id": "uid", "events": TRACK, **spec})
+
+
+def frame(**columns: Any) -> pl.DataFrame:
+    """A snapshot with integer keys 0..n-1."""
+    series = [(c if isinstance(c, pl.Series) else pl.Series(c)).alias(name) for name, c in columns.items()]
+    return pl.DataFrame([pl.Series(KEY_COLUMN, range(series[0].len())), *series])
+
+
+@pytest.fixture
+def row_wise_rows(monkeypatch: pytest.MonkeyPatch) -> list[DiffRow]:
+    """The rows the builder leaves to the row-wise path in this test."""
+    seen: list[DiffRow] = []
+    original = event_frames.build_outcomes
+
+    def spy(sync: SyncSpec, rows: list[DiffRow], *args: Any, **kwargs: Any) -> Any:
+        seen.extend(rows)
+        return original(sync, rows, *args, **kwargs)
+
+    monkeypatch.setattr(event_frames, "build_outcomes", spy)
+    return seen
+
+
+def assume_no_diff_columns(case: Case) -> None:
+    assume(not set(case.new.columns) & {KEY, HASH})  # a model column named like the diff's own breaks the diff
+
+
+# --- properties over any frame a warehouse can return -------------------------------------------------------
+
+
+@SETTINGS
+@given(case=cases(), gen=st.integers(0, 2**40), initial=st.booleans())
+def test_columnar_outcomes_are_the_row_wise_outcomes(case: Case, gen: int, initial: bool) -> None:
+    assume_no_diff_columns(case)
+    for sync in case.syncs:
+        assert_same_outcomes(sync, diff_of(sync, case.new, case.old, gen), initial=initial)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=cases(), gen=st.integers(0, 50), chunk=st.integers(1, 4))
+def test_building_in_chunks_gives_the_same_outcomes(case: Case, gen: int, chunk: int) -> None:
+    assume_no_diff_columns(case)
+    for sync in case.syncs:
+        diff = diff_of(sync, case.new, case.old, gen)
+        whole = build_event_frame(sync, diff, SYNC_UUID, initial=False)
+        parts = [build_event_frame(sync, diff.slice(o, chunk), SYNC_UUID, initial=False) for o in range(0, 12, chunk)]
+        assert pl.concat([whole.clear(), *parts]).equals(whole)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=cases(), generation=st.integers(0, 9))
+def test_a_full_resync_builds_the_same_outcomes(case: Case, generation: int) -> None:
+    assume_no_diff_columns(case)
+    for sync in case.syncs:
+        diff = resync_diff(normalize_types(case.new), [KEY_COLUMN], sync.sent_columns, generation).collect()
+        assert_same_outcomes(sync, diff)
+
+
+@settings(max_examples=300, deadline=None)
+@example(value=1e16)
+@example(value=9999999999999998.0)
+@example(value=1e-5)
+@example(value=9.999999999999999e-06)
+@example(value=-0.0)
+@given(value=st.floats())
+def test_exponent_form_of_doubles_matches_their_text(value: float) -> None:
+    values = pl.DataFrame({"v": [value]})
+    text, exponent = values.select(
+        json_value(values.schema, "v").alias("text"), event_frames._exponent_form(pl.Float64, "v").alias("exponent")
+    ).row(0)
+    assert exponent == ("e" in text)
+
+
+def test_python_whitespace_is_what_str_strip_removes() -> None:
+    everything = "".join(map(chr, range(0x110000))).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    assert set(PY_WHITESPACE) == {c for c in everything if c.isspace()}
+
+
+# --- which rows take which path -------------------------------------------------------------------------------
+
+
+def test_typical_rows_are_built_by_columns(row_wise_rows: list[DiffRow]) -> None:
+    new = frame(
+        uid=["u1", " u2 ", "u3"],
+        email=["a@x", "b\u2028@x", None],
+        plan=pl.Series(["pro", "free", None], dtype=pl.Categorical),
+        score=[1.5, None, float("nan")],
+        seats=pl.Series([1, None, 3], dtype=pl.Int32),
+        paid=pl.Series([Decimal("10.50"), None, Decimal("0.01")], dtype=pl.Decimal(12, 2)),
+        total=pl.Series([2**100, None, -(2**90)], dtype=pl.Int128),
+        active=[True, None, False],
+        seen=[dt.datetime(2026, 1, 2, 3, 4, 5, 678901), None, dt.datetime(1970, 1, 1)],
+        day=[dt.date(2026, 1, 1), None, dt.date(1, 1, 1)],
+        at=pl.Series([dt.time(1, 2, 3, 4), None, dt.time(0)]),
+        mid=["e-1", "e-2", "e-3"],
+    )
+    old = new.slice(1, 1).with_columns(pl.lit("old").alias("email"))  # rows 0 and 2 added, 1 changed
+    fields = ["email", "plan", "score", "seats", "paid", "total", "active", "seen", "day", "at"]
+    for sync in (
+        identify(fields=fields, timestamp="seen"),
+        track(fields={f.upper(): f for f in fields}, timestamp="day", message_id="mid", anonymous_id="email"),
+        SyncSpec(name="s", model="m", type="group", user_id="uid", group_id="seats", fields=fields, timestamp="at"),
+    ):
+        built = assert_same_outcomes(sync, diff_of(sync, new, old))
+        outcomes = {key: (kind, outcome) for key, kind, outcome in built.select(KEY, KIND, OUTCOME).iter_rows()}
+        # the group sync's rows: a time of day is no timestamp, and row 1 has no group id
+        outcome = "rejected" if sync.type == "group" else "event"
+        assert outcomes == {"0": ("added", outcome), "1": ("changed", outcome), "2": ("added", outcome)}
+    assert row_wise_rows == []
+
+
+def test_rows_the_columns_cannot_build_exactly_go_row_wise(row_wise_rows: list[DiffRow]) -> None:
+    new = frame(
+        uid=["u0", "u1", "u2", "u3", "u4"],
+        score=[1e-7, 1.0, 2.0, 3.0, 4.0],  # an exponent, in a row that `loads` reads with Decimals
+        paid=pl.Series([Decimal("1.5"), Decimal("0.0000001"), Decimal("2"), Decimal("3"), Decimal("4")]),
+        tags=[None, None, [1], None, None],
+        fuzzy=[None, None, None, 1.5, None],  # a fractional id
+    )
+    sync = identify(fields=["score", "paid", "tags"], anonymous_id="fuzzy")
+    assert_same_outcomes(sync, diff_of(sync, new))
+    assert sorted(r.key for r in row_wise_rows) == ["0", "1", "2", "3"]
+
+
+def test_removed_rows_that_send_go_row_wise(row_wise_rows: list[DiffRow]) -> None:
+    old = frame(uid=["u0", "u1"], plan=["a", "b"])
+    new = old.head(1).with_columns(pl.lit("c").alias("plan"))
+    sync = track(fields=["plan"])
+    built = assert_same_outcomes(sync, diff_of(sync, new, old))
+    assert built[KIND].to_list() == ["changed", "removed"]
+    assert [r.kind for r in row_wise_rows] == ["removed"]
+    row_wise_rows.clear()
+    assert_same_outcomes(identify(fields=["plan"]), diff_of(identify(fields=["plan"]), new, old))
+    assert row_wise_rows == []  # an identify sync skips removed rows: nothing to build
+
+
+def test_a_sync_with_binary_columns_and_narrow_floats_goes_row_wise(row_wise_rows: list[DiffRow]) -> None:
+    new = frame(uid=["u0"], blob=[b"\xff"], ratio=pl.Series([0.1], dtype=pl.Float32))
+    sync = identify(fields=["blob", "ratio"])
+    assert_same_outcomes(sync, diff_of(sync, new))
+    assert [r.key for r in row_wise_rows] == ["0"]
+
+
+# --- the rules of `build_event`, case by case ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        pl.Series(["  u1\x1c", "\x1f\x85 ", "", None, "\u3000x\u2028", "😀"]),  # Python strips \x1c-\x1f, Rust doesn't
+        pl.Series([0, -1, 2**63 - 1, None, 7, 8], dtype=pl.Int64),
+        pl.Series([2**64 - 1, 0, None, 1, 2, 3], dtype=pl.UInt64),
+        pl.Series([True, False, None, True, False, True]),
+        pl.Series([1.0, 1.5, None, 1e300, float("nan"), -0.0]),
+        pl.Series([Decimal("42.000"), Decimal("1.5"), None, Decimal("0"), Decimal("-3.25"), Decimal("7")]),
+        pl.Series([dt.date(2026, 1, 1), None, dt.date(1, 1, 1), dt.date(9999, 12, 31), None, None]),
+        pl.Series([[1], None, [], [2, 3], None, [4]]),
+    ],
+    ids=["text", "int", "uint", "bool", "float", "decimal", "date", "list"],
+)
+def test_ids_of_every_type(uid: pl.Series) -> None:
+    new = frame(uid=uid, anon=["a", None, " ", "b", None, "c"], acct=uid, plan=["p"] * 6)
+    for sync in (
+        identify(fields=["plan"]),
+        identify(fields=["plan"], user_id=None, anonymous_id="uid"),
+        identify(fields=["plan"], anonymous_id="anon"),
+        SyncSpec(name="s", model="m", type="group", user_id="anon", group_id="acct", fields=["plan"]),
+    ):
+        assert_same_outcomes(sync, diff_of(sync, new))
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        pl.Series(["2024-01-01 10:00:00", "2024-01-01T12:00:00+02:00", "yesterday", None, " 2024-01-01 ", "10:00"]),
+        pl.Series([dt.datetime(2024, 1, 1, 10, 0, 0, 123456), None, dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31)]),
+        pl.Series([dt.datetime(2024, 6, 1, 12, 0, 0, 250000)]).dt.replace_time_zone("Europe/Paris"),
+        pl.Series([dt.datetime(2024, 6, 1, 12, 0, 0, 999999)]).cast(pl.Datetime("ns")).dt.offset_by("999ns"),
+        pl.Series([dt.date(2024, 3, 4), None, dt.date(1, 1, 1), dt.date(9999, 12, 31)]),
+        pl.Series([dt.time(10, 0), None]),
+        pl.Series([1704103200, None]),
+        pl.Series([1.5, float("inf")]),
+        pl.Series([True, None]),
+        pl.Series([None, None], dtype=pl.Null),
+    ],
+    ids=["text", "naive", "zoned", "ns", "date", "time", "int", "float", "bool", "null"],
+)
+def test_timestamps_of_every_type(ts: pl.Series) -> None:
+    new = frame(uid=[f"u{i}" for i in range(ts.len())], ts=ts)
+    for sync in (identify(timestamp="ts", fields=["ts"]), track(timestamp="ts")):
+        assert_same_outcomes(sync, diff_of(sync, new))
+
+
+@pytest.mark.parametrize(
+    "mid",
+    [
+        pl.Series(["m" * 100, "m" * 101, "😀" * 100, "😀" * 101, "", " \x1d ", None, 'q"uote\n']),
+        pl.Series([1, None, -5, 2**62, 0, 1, 2, 3]),
+        pl.Series([True, False, None, True, True, True, True, True]),
+        pl.Series([1.5, None, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+        pl.Series([dt.date(2024, 1, 1), None] * 4),
+    ],
+    ids=["text", "int", "bool", "float", "date"],
+)
+def test_message_id_columns_of_every_type(mid: pl.Series) -> None:
+    old = frame(uid=[f"u{i}" for i in range(8)], mid=mid, plan=["a"] * 8).tail(4)
+    new = frame(uid=[f"u{i}" for i in range(8)], mid=mid, plan=["b"] * 8)  # 4 added, 4 changed
+    sync = track(fields=["plan"], message_id="mid")
+    built = assert_same_outcomes(sync, diff_of(sync, new, old, gen=3))
+    assert set(built[KIND]) == {"added", "changed"}
+
+
+def test_event_size_limit_to_the_byte() -> None:
+    sync = identify(fields=["blob"])
+    overhead = len(
+        build_event_frame(sync, diff_of(sync, frame(uid=["u"], blob=[""])), SYNC_UUID, initial=False)[PAYLOAD][0]
+    )
+    fits = MAX_EVENT_BYTES - overhead
+    blobs = ["x" * fits, "x" * (fits + 1), "é" * (fits // 2), "é" * (fits // 2 + 1), "\n" * (fits // 2 + 1)]
+    built = assert_same_outcomes(sync, diff_of(sync, frame(uid=["u"] * 5, blob=blobs)))
+    assert built[OUTCOME].to_list() == ["event", "rejected", "event", "rejected", "rejected"]
+    assert built[REASON][1] == "event is 32,001 bytes; Segment's limit is 32,000 per event"
+
+
+def test_field_names_and_column_names_that_need_escaping() -> None:
+    new = frame(**{"uid": ["u1"], 'q"uote': ["a"], "ü 😀": [1], "*": [2.5], "^a$": [True], "_row": ["r"]})
+    sync = identify(fields={"$set": 'q"uote', "a.b": "ü 😀", "\x00": "*", "^": "^a$", "_i": "_row"})
+    assert_same_outcomes(sync, diff_of(sync, new))
+
+
+def test_composite_keys_and_decimal_runs() -> None:
+    new = pl.DataFrame(
+        {
+            "a": [1, 1, 2],
+            "b": ["x", "y", "x"],
+            "uid": ["u1", "u2", "u3"],
+            "p": pl.Series([Decimal("1.10"), None, Decimal("0.000000")], dtype=pl.Decimal(20, 6)),
+            "s": ["s1", None, "s3"],
+        }
+    )
+    sync = identify(fields={"first": "p", "s": "s", "again": "p", "last": "s"})
+    assert_same_outcomes(sync, diff_of(sync, new, keys=["a", "b"]))
+
+
+@pytest.mark.parametrize("initial", [True, False])
+@pytest.mark.parametrize("send_initial", [True, False])
+def test_skips_follow_the_sync_and_the_first_run(initial: bool, send_initial: bool) -> None:
+    old = frame(uid=["u0", "u1", "u2"], plan=["a", "b", "c"])
+    new = frame(uid=["u0", "u1", "u3", "u4"], plan=["a", "B", "d", "e"]).slice(1)
+    for sync in (
+        track(fields=["plan"], events={"added": "A"}, send_initial=send_initial),
+        track(fields=["plan"], events={"changed": "C", "removed": "R"}, send_initial=send_initial),
+        SyncSpec(name="s", model="m", type="audience", user_id="uid", fields=["plan"], send_initial=send_initial),
+    ):
+        built = assert_same_outcomes(sync, diff_of(sync, new, old), initial=initial)
+        if initial and not send_initial:
+            assert set(built[OUTCOME]) == {"skipped"}
+        else:
+            assert "event" in set(built[OUTCOME])
+
+
+def test_other_kinds_are_refused() -> None:
+    sync = identify(fields=["plan"])
+    diff = diff_of(sync, frame(uid=["u1"], plan=["a"])).with_columns(pl.lit("unchanged").alias(KIND))
+    with pytest.raises(ValueError, match="unchanged"):
+        build_event_frame(sync, diff, SYNC_UUID, initial=False)
+
+
+def test_an_empty_diff_builds_nothing() -> None:
+    sync = identify(fields=["plan"])
+    diff = diff_of(sync, frame(uid=["u1"], plan=["a"])).clear()
+    built = build_event_frame(sync, diff, SYNC_UUID, initial=False)
+    assert built.schema == pl.Schema(EVENT_FRAME_SCHEMA) and built.is_empty()

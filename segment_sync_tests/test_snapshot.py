@@ -1,0 +1,176 @@
+"""Snapshot files: streamed from batches, schema-relaxed, deduplicated by policy, replaced atomically."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from segment_sync.factory import build_definitions
+from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
+from segment_sync.snapshot import key_problems, rows_to_drop
+from segment_sync.snapshot_file import SnapshotError, write_snapshot
+from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec
+from segment_sync.warehouse import WarehouseError
+from segment_sync_tests.conftest import TRACK, Warehouse, make_definitions, run_sync
+
+FAIL = ModelSpec(name="m", table="src", primary_key="id")
+
+
+def _policy(policy: str) -> ModelSpec:
+    return ModelSpec(name="m", table="src", primary_key="id", on_duplicate_key=policy, order_by="seq")
+
+
+def test_batches_of_different_dtypes_are_relaxed_to_one_schema(tmp_path):
+    path = tmp_path / "m.parquet"
+    frames = [
+        pl.DataFrame({"id": [1, 2], "v": [None, None], "n": [1, 2]}),  # SQLAlchemy infers Null for an all-null batch
+        pl.DataFrame({"id": [3], "v": ["x"], "n": [2.5]}),
+    ]
+    summary = write_snapshot(frames, path, FAIL)
+    written = pl.read_parquet(path)
+    assert summary.rows == 3 and written.schema == pl.Schema({"id": pl.Int64, "v": pl.String, "n": pl.Float64})
+    assert written.rows() == [(1, None, 1.0), (2, None, 2.0), (3, "x", 2.5)]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]  # no batch or temporary file left behind
+
+
+def test_batches_are_written_as_they_arrive_not_held(tmp_path):
+    alive: list[weakref.ref] = []
+
+    def batches() -> Iterator[pl.DataFrame]:
+        for i in range(5):
+            gc.collect()
+            # The writer may still hold the batch it just wrote, never the ones before it.
+            assert all(ref() is None for ref in alive[:-1]), "earlier batches are still held in memory"
+            frame = pl.DataFrame({"id": range(i * 1000, (i + 1) * 1000), "v": ["x" * 50] * 1000})
+            alive.append(weakref.ref(frame))
+            yield frame
+            del frame
+
+    assert write_snapshot(batches(), tmp_path / "m.parquet", FAIL).rows == 5000
+    assert pl.scan_parquet(tmp_path / "m.parquet").select(pl.len()).collect().item() == 5000
+
+
+def test_missing_key_column_keeps_the_old_snapshot(tmp_path):
+    path = tmp_path / "m.parquet"
+    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL)
+    with pytest.raises(SnapshotError, match=r"model 'm': the query returns no column \['id'\]"):
+        write_snapshot([pl.DataFrame({"ident": [2]})], path, FAIL)
+    assert pl.read_parquet(path)["id"].to_list() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]
+
+
+def test_a_read_failing_midway_keeps_the_old_snapshot(tmp_path):
+    path = tmp_path / "m.parquet"
+    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL)
+
+    def failing() -> Iterator[pl.DataFrame]:
+        yield pl.DataFrame({"id": [2]})
+        raise WarehouseError("model 'm': reading from duckdb:///w.duckdb failed: connection lost.")
+
+    with pytest.raises(WarehouseError, match="connection lost"):
+        write_snapshot(failing(), path, FAIL)
+    assert pl.read_parquet(path)["id"].to_list() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]
+
+
+def test_keep_policy_needs_its_order_column(tmp_path):
+    with pytest.raises(SnapshotError, match=r"\['seq'\]"):
+        write_snapshot([pl.DataFrame({"id": [1, 1]})], tmp_path / "m.parquet", _policy("keep_last"))
+
+
+SNAPSHOT = pl.DataFrame(
+    {
+        "id": [1, 2, 1, None, 3, 1, 2, 3],
+        "seq": [5, 1, None, 7, 2, 9, 1, 2],
+        "v": ["1a", "2a", "1b", "null-key", "3a", "1c", "2b", "3b"],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"),
+    [
+        # Ordered by seq with nulls last, then by position: keep_first takes the lowest seq, keep_last the null.
+        ("keep_first", ["1a", "2a", "null-key", "3a"]),
+        ("keep_last", ["2b", "1b", "null-key", "3b"]),
+    ],
+)
+def test_duplicate_policy_keeps_one_row_per_key_in_file_order(tmp_path, policy, kept):
+    path = tmp_path / "m.parquet"
+    summary = write_snapshot(SNAPSHOT.iter_slices(3), path, _policy(policy))
+    written = pl.read_parquet(path)
+    assert sorted(written["v"].to_list()) == sorted(kept)
+    assert written["v"].to_list() == [v for v in SNAPSHOT["v"] if v in kept]  # file order is kept
+    assert (summary.rows, summary.dropped_rows, summary.dropped_samples) == (4, 4, ["1", "2", "3"])
+    assert (summary.problems.duplicate_keys, summary.problems.null_rows) == (0, 1)
+
+
+def test_fail_policy_writes_every_row_and_reports_duplicates(tmp_path):
+    summary = write_snapshot([SNAPSHOT], tmp_path / "m.parquet", FAIL)
+    assert summary.rows == 8 and summary.dropped_rows == 0
+    assert (summary.problems.duplicate_keys, summary.problems.duplicate_samples) == (3, ["1", "2", "3"])
+    assert pl.read_parquet(tmp_path / "m.parquet").equals(SNAPSHOT)
+
+
+def test_key_checks_agree_on_frames_and_lazy_files(tmp_path):
+    SNAPSHOT.write_parquet(tmp_path / "s.parquet")
+    composite = ["id", "seq"]
+    for keys in (["id"], composite):
+        assert key_problems(SNAPSHOT, keys) == key_problems(pl.scan_parquet(tmp_path / "s.parquet"), keys)
+    assert key_problems(SNAPSHOT, composite).duplicate_samples == ['{"id":"2","seq":"1"}', '{"id":"3","seq":"2"}']
+    assert sorted(rows_to_drop(pl.scan_parquet(tmp_path / "s.parquet"), _policy("keep_first")).to_list()) == [
+        2,
+        5,
+        6,
+        7,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("warehouse", "read_path"),
+    [
+        ("duckdb", "duckdb_arrow"),
+        ("sqlite", "sqlalchemy"),
+        pytest.param("postgres", "postgres_copy", marks=pytest.mark.postgres),
+    ],
+    indirect=["warehouse"],
+)
+def test_snapshot_metadata_names_the_read_path(
+    warehouse: Warehouse, read_path, state_dir, emulator, instance, monkeypatch
+):
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    warehouse.execute(
+        "create table src (id integer, uid varchar(10), v varchar(10))",
+        "insert into src values (1, 'a', 'x'), (2, 'b', 'y'), (3, null, null)",
+    )
+    project = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
+    run = run_sync(make_definitions(project), "t", instance)
+    assert run.success, run.failure_messages()
+    meta = run.metadata("snapshot", "m")
+    assert meta["read_path"] == read_path and meta["rows_per_second"] > 0 and meta["dagster/row_count"] == 3
+    snapshot = pl.scan_parquet(Path(meta["path"])).collect()
+    assert snapshot.sort("id").rows() == [(1, "a", "x"), (2, "b", "y"), (3, None, None)]
+
+
+def test_read_path_setting_forces_sqlalchemy(duckdb_warehouse, state_dir, emulator, instance, monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
+    project = ProjectSpec.model_validate(
+        {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
+    )
+    definitions = build_definitions(
+        project,
+        warehouse=WarehouseResource(read_path="sqlalchemy"),
+        segment=SegmentResource(max_attempts=3, max_retry_seconds=5.0, timeout_seconds=5.0),
+        state=StateResource(),
+        logs=LogSettings(),
+        alerts=AlertSettings(),
+    )
+    run = run_sync(definitions, "t", instance)
+    assert run.success, run.failure_messages()
+    assert run.metadata("snapshot", "m")["read_path"] == "sqlalchemy"
