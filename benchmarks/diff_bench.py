@@ -2,15 +2,16 @@
 
 Run: ./dev python benchmarks/diff_bench.py [--rows 1000000] [--repeat 3]
 Two snapshots of a synthetic model (string key + 10 columns) differ by 1% removed, 1% added and 2%
-changed rows. Each method runs in its own process, so peak RSS is the method's own. Prints a table and
-writes benchmarks/results/diff.json.
+changed rows. The floor reads both snapshots; our diff reads the new snapshot and the sync's state as the
+first run left it (made from the old snapshot before timing) and writes the diff file the delivery reads;
+DuckDB hashes the sent columns of both snapshots and joins them on the key. Each method runs in its own
+process, so peak RSS is the method's own. Prints a table and writes benchmarks/results/diff-<rows>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,8 +23,11 @@ COLUMNS = ["plan", "seats", "score", "active", "signed_up_at", "region", "note",
 
 
 def make_snapshots(folder: Path, rows: int) -> tuple[Path, Path]:
-    """Write the old and the new snapshot as Parquet."""
+    """Write the old and the new snapshot as Parquet, and the state a sync holds after delivering the old one."""
     import duckdb
+    import polars as pl
+
+    from segment_sync.diff import delivered_rows
 
     old, new = folder / "old.parquet", folder / "new.parquet"
     base = f"""select 'user-' || i as user_id, ['free','pro','team'][1 + i % 3] as plan, (i % 50)::integer as seats,
@@ -39,6 +43,7 @@ def make_snapshots(folder: Path, rows: int) -> tuple[Path, Path]:
                 union all select 'new-' || i, 'free', 1, 0.5, true, timestamp '2026-11-01', 'eu', null, 'x', 30, 0.0
                 from range({rows // 100}) t(i)) to '{new}' (format parquet)"""
         )
+    delivered_rows(pl.scan_parquet(old), ["user_id"], COLUMNS, 1).write_parquet(folder / "state.parquet")
     return old, new
 
 
@@ -50,50 +55,63 @@ def floor(old: Path, new: Path) -> int:
 
 
 def ours(old: Path, new: Path) -> int:
-    """segment-sync's diff: canonical contents of the sent columns, then the keyed join."""
+    """segment-sync's diff of the new snapshot against the sync's state, written to a Parquet file."""
     import polars as pl
 
-    from segment_sync.diff import CONTENT, GEN, KEY, compute_diff, current_contents
+    from segment_sync.diff import compute_diff
 
-    delivered = current_contents(pl.read_parquet(old), ["user_id"], COLUMNS).with_columns(pl.lit(1).alias(GEN))
-    current = current_contents(pl.read_parquet(new), ["user_id"], COLUMNS)
-    return compute_diff(current, delivered.select(KEY, CONTENT, GEN).lazy()).height
+    out = new.with_name("diff.parquet")
+    state = pl.scan_parquet(old.with_name("state.parquet"))
+    compute_diff(pl.scan_parquet(new), ["user_id"], COLUMNS, state).sink_parquet(out, engine="streaming")
+    return pl.scan_parquet(out).select(pl.len()).collect().item()
 
 
 def duckdb_sql(old: Path, new: Path) -> int:
-    """The same keyed diff as DuckDB SQL over the files (a hash of the sent columns per row)."""
+    """The same keyed diff as DuckDB SQL over the files: a hash of the sent columns per row, joined on the key,
+    and the changed rows (kind and new values) written to Parquet."""
     import duckdb
 
     cols = ", ".join(COLUMNS)
+    out = new.with_name("duckdb_diff.parquet")
     query = f"""
-        with o as (select user_id, hash({cols}) h from '{old}'), n as (select user_id, hash({cols}) h from '{new}')
-        select count(*) from o full join n using (user_id) where o.h is distinct from n.h"""
+        with o as (select user_id, hash({cols}) h from '{old}'), n as (select *, hash({cols}) h from '{new}')
+        select coalesce(n.user_id, o.user_id) as user_id,
+            case when o.user_id is null then 'added' when n.user_id is null then 'removed' else 'changed' end as kind,
+            {", ".join(f"n.{c}" for c in COLUMNS)}
+        from o full join n on o.user_id = n.user_id where o.h is distinct from n.h"""
     with duckdb.connect() as conn:
-        return conn.execute(query).fetchone()[0]
+        conn.execute(f"copy ({query}) to '{out}' (format parquet)")
+        return conn.execute(f"select count(*) from '{out}'").fetchone()[0]
 
 
 METHODS = {"parquet read (floor)": floor, "segment-sync diff": ours, "DuckDB SQL diff": duckdb_sql}
 
 
 def _child(method: str, old: str, new: str) -> None:
+    import duckdb  # noqa: F401 - imports are not what is measured
+    import polars  # noqa: F401
+    from measure import peak_rss_mb
+
+    import segment_sync.diff  # noqa: F401
+
     started = time.perf_counter()
     rows = METHODS[method](Path(old), Path(new))
     seconds = time.perf_counter() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "rows": rows}))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    results = {}
+    args = parser.parse_args(argv)
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         old, new = make_snapshots(Path(tmp), args.rows)
         for method in METHODS:
             runs = []
-            for _ in range(args.repeat):
+            for _ in range(args.repeat):  # the first run of each method also warms the page cache for it
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", method, str(old), str(new)],
                     capture_output=True,
@@ -102,19 +120,22 @@ def main() -> None:
                 )
                 runs.append(json.loads(out.stdout))
             results[method] = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
+            results[method]["rows_out"] = runs[0]["rows"]
     floor_seconds = results["parquet read (floor)"]["seconds"]
     print(f"keyed diff, {args.rows:,} rows x {len(COLUMNS)} columns, median of {args.repeat}")
     print(f"{'method':<24}{'seconds':>10}{'x floor':>10}{'peak RSS MB':>14}")
     for method, r in results.items():
         print(f"{method:<24}{r['seconds']:>10.2f}{r['seconds'] / floor_seconds:>10.1f}{r['rss_mb']:>14,.0f}")
+    summary = {"rows": args.rows, "repeat": args.repeat, "results": results}
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)
-    (out / "diff.json").write_text(json.dumps({"rows": args.rows, "results": results}, indent=2))
+    (out / f"diff-{args.rows}.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         _child(*sys.argv[2:5])
     else:
         main()
