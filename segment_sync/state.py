@@ -7,7 +7,7 @@ import fcntl
 import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
 STATE_FORMAT = 2
 _JOURNAL_SCHEMA = {"g": pl.Int64, "k": pl.String, "c": pl.String, "h": pl.UInt64}
+_DELIVERED_ARROW = pl.DataFrame(schema=DELIVERED_SCHEMA).to_arrow().schema
 
 
 class StateError(RuntimeError):
@@ -154,16 +155,24 @@ class SyncState:
         `rows` has `_key`, `_content` (null for a removed row) and `_hash`; an optional `_gen` keeps a row's
         generation (for a row whose hash is only refreshed).
         """
-        if rows.is_empty():
-            return
+        self.record_lines(self.journal_lines(rows))
+
+    def journal_lines(self, rows: pl.DataFrame) -> list[bytes]:
+        """The journal line of each row (see `record`), made ahead so noting a batch is only a write."""
         gen = pl.col(GEN) if GEN in rows.columns else pl.lit(self.meta.generation, pl.Int64)
-        entries = rows.select(
-            gen.alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).alias("h")
+        entry = pl.struct(
+            gen.alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).cast(pl.UInt64).alias("h")
         )
-        buffer = io.BytesIO()
-        entries.write_ndjson(buffer)
+        line = pl.concat_str([entry.struct.json_encode(), pl.lit("\n")]).cast(pl.Binary)
+        return rows.select(line).to_series().to_list()
+
+    def record_lines(self, lines: Iterable[bytes]) -> None:
+        """Durably append journal lines (from `journal_lines`)."""
+        data = b"".join(lines)
+        if not data:
+            return
         with open(self.journal_path, "ab") as f:
-            f.write(buffer.getvalue())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
 
@@ -196,20 +205,48 @@ class SyncState:
             self._save_meta(self.meta)
 
     def recover(self) -> None:
-        """Fold a journal (from this run or a dead one) into delivered.parquet, streaming both files."""
+        """Fold a journal (from this run or a dead one) into delivered.parquet.
+
+        Both files are read in pieces: memory holds one piece and the journal's keys, not the rows.
+        """
         if not self.journal_path.exists():
             return
         if _drop_torn_tail(self.journal_path):  # a torn line: its row is sent again, same messageId
-            updates = pl.scan_ndjson(self.journal_path, schema=_JOURNAL_SCHEMA).select(
-                pl.col("k").alias(KEY), pl.col("c").alias(CONTENT), pl.col("g").alias(GEN), pl.col("h").alias(HASH)
-            )
-            keys = updates.select(pl.col(KEY).n_unique().alias("unique"), pl.len().alias("rows")).collect().row(0)
-            if keys[0] != keys[1]:  # a key noted twice: the last note wins
-                updates = updates.collect().unique(KEY, keep="last", maintain_order=True).lazy()
-            kept = self.delivered().join(updates.select(KEY), on=KEY, how="anti")
-            sink_parquet_atomic(pl.concat([kept, updates]), self.delivered_path)
+            notes_path = self.root / "journal.parquet"
+            with pq.ParquetWriter(notes_path, _DELIVERED_ARROW) as writer:
+                keys = []
+                for notes in _journal_frames(self.journal_path):
+                    writer.write_table(notes.to_arrow().cast(_DELIVERED_ARROW))
+                    keys.append(notes[KEY])
+            noted = pl.concat(keys)
+            if noted.n_unique() != noted.len():  # a key noted twice in one run (rare, and small): the last wins
+                write_parquet_atomic(
+                    pl.read_parquet(notes_path).unique(KEY, keep="last", maintain_order=True), notes_path
+                )
+            if self.delivered_path.exists():
+                kept = self.delivered().filter(~pl.col(KEY).is_in(noted.implode()))
+                sink_parquet_atomic(pl.concat([pl.scan_parquet(notes_path), kept]), self.delivered_path)
+                notes_path.unlink()
+            else:  # a first run: the notes are all there is
+                _fsync_file(notes_path)
+                os.replace(notes_path, self.delivered_path)
         self.journal_path.unlink()
         _fsync_dir(self.root)
+
+
+def _journal_frames(path: Path, block_bytes: int = 32 << 20) -> Iterator[pl.DataFrame]:
+    """A journal's notes as frames of the delivered schema, parsed a block of lines at a time."""
+    with open(path, "rb") as f:
+        rest = b""
+        while block := f.read(block_bytes):
+            block = rest + block
+            end = block.rfind(b"\n") + 1
+            rest = block[end:]
+            if end:
+                notes = pl.read_ndjson(io.BytesIO(block[:end]), schema=_JOURNAL_SCHEMA)
+                yield notes.select(
+                    pl.col("k").alias(KEY), pl.col("c").alias(CONTENT), pl.col("g").alias(GEN), pl.col("h").alias(HASH)
+                )
 
 
 class DryRunState:
@@ -219,6 +256,13 @@ class DryRunState:
         self.meta = state.meta
 
     def record(self, rows: pl.DataFrame) -> None:
+        """Note nothing."""
+
+    def journal_lines(self, rows: pl.DataFrame) -> list[bytes]:
+        """No lines: nothing is noted."""
+        return [b""] * rows.height
+
+    def record_lines(self, lines: Iterable[bytes]) -> None:
         """Note nothing."""
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -18,6 +19,7 @@ from segment_sync.state import DryRunState, SyncState
 from segment_sync.sync_log import CallLog, RunLog
 
 CHUNK_ROWS = 50_000
+T = TypeVar("T")
 NOT_ATTEMPTED = "not attempted: sending stopped earlier in the run"
 
 
@@ -83,10 +85,13 @@ def deliver_diff(
         else pl.concat_str([pl.lit(f"sync {sync.name!r} sends nothing for a "), pl.col(KIND), pl.lit(" row")])
     )
     done = 0
-    for chunk in diff_chunks(diff, chunk_rows):
+
+    def prepare(chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, list[bytes]]:
+        built = build_event_frame(sync, chunk.cast(DIFF_SCHEMA), store.meta.sync_uuid, initial=initial)  # type: ignore[arg-type]
+        return chunk, built, store.journal_lines(_state_rows(built.filter(pl.col(OUTCOME) == "event")))
+
+    for chunk, built, lines in _one_ahead(map(prepare, diff_chunks(diff, chunk_rows))):
         done += chunk.height
-        chunk = chunk.cast(DIFF_SCHEMA)  # type: ignore[arg-type]
-        built = build_event_frame(sync, chunk, store.meta.sync_uuid, initial=initial)
         skipped = built.filter(pl.col(OUTCOME) == "skipped")
         store.record(_state_rows(skipped))
         result.skipped += skipped.height
@@ -102,7 +107,7 @@ def deliver_diff(
         report = deliver(
             events[PAYLOAD].to_list(),
             transport,
-            _recorder(store, _state_rows(events)),
+            _recorder(store, lines),
             policy=policy,
             max_batch_bytes=max_batch_bytes,
             pacer=pacer,
@@ -168,11 +173,19 @@ def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
     return dict(frame.group_by(column).len().iter_rows())
 
 
-def _recorder(store: SyncState | DryRunState, delivered: pl.DataFrame) -> Callable[[Sequence[int]], None]:
+def _one_ahead(items: Iterator[T]) -> Iterator[T]:
+    """The items of an iterator, each next one made in a thread while the caller works on the current one."""
+    with ThreadPoolExecutor(1) as pool:  # Polars releases the GIL: building overlaps with sending
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
+def _recorder(store: SyncState | DryRunState, lines: Sequence[bytes]) -> Callable[[Sequence[int]], None]:
+    """Notes acknowledged events in the state, from journal lines made ahead (one write and fsync a batch)."""
+
     def record(acknowledged: Sequence[int]) -> None:
-        indices = list(acknowledged)
-        run = range(indices[0], indices[0] + len(indices)) if indices else range(0)
-        consecutive = indices == list(run)  # a batch is a run of events, unless a 400 split it
-        store.record(delivered.slice(run.start, len(run)) if consecutive else delivered[indices])
+        store.record_lines(lines[i] for i in acknowledged)
 
     return record

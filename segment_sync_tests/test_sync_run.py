@@ -211,16 +211,12 @@ def test_add_frame_flushes_in_row_groups(tmp_path, monkeypatch):
 
 
 def test_acknowledged_events_are_recorded_whether_or_not_they_are_a_run(tmp_path):
-    class Notes:
-        def __init__(self) -> None:
-            self.keys: list[list[str]] = []
-
-        def record(self, rows: pl.DataFrame) -> None:
-            self.keys.append(rows[KEY].to_list())
-
-    notes = Notes()
+    store = SyncState(tmp_path / "state", "s")
+    store.begin_run()
     delivered = pl.DataFrame({KEY: list("abcdef"), CONTENT: list("ABCDEF"), HASH: list(range(6))})
-    record = _recorder(notes, delivered)  # type: ignore[arg-type]
+    record = _recorder(store, store.journal_lines(delivered))
     for acknowledged in ([1, 2, 3], range(4, 6), [0, 2], [5, 4]):
         record(acknowledged)
-    assert notes.keys == [["b", "c", "d"], ["e", "f"], ["a", "c"], ["f", "e"]]
+    lines = [orjson.loads(line) for line in store.journal_path.read_bytes().splitlines()]
+    assert [e["k"] for e in lines] == list("bcdefacfe")
+    assert [(e["c"], e["h"], e["g"]) for e in lines[:2]] == [("B", 1, 1), ("C", 2, 1)]
