@@ -18,7 +18,6 @@ from segment_sync.delivery import (
     SegmentHttp,
     Transport,
 )
-from segment_sync.demo import ensure_demo_warehouse
 from segment_sync.pacing import Pacer, pacer_for
 
 Destination = Literal["http", "outbox"]
@@ -56,6 +55,8 @@ class WarehouseResource(dg.ConfigurableResource):
         if url:
             return url
         if self.demo_fallback:
+            from segment_sync.demo import ensure_demo_warehouse  # DuckDB loads only for the demo
+
             return f"duckdb:///{ensure_demo_warehouse(state_dir / 'demo_warehouse.duckdb')}"
         raise dg.Failure(f"{self.url_env} is not set: set it to the warehouse's SQLAlchemy URL")
 

@@ -30,7 +30,6 @@ from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
 from segment_sync.state import SyncState
 from segment_sync.sync_log import CallLog, RunLog, prune_logs
 from segment_sync.sync_run import SyncResult, deliver_diff
-from segment_sync.warehouse import WarehouseError, append_to_table
 
 
 class DeliveryConfig(dg.Config):
@@ -176,6 +175,8 @@ def _delivery_metadata(
 
 
 def _write_log_to_warehouse(context: dg.AssetExecutionContext, root: Path, table: str, log: RunLog) -> None:
+    from segment_sync.warehouse import WarehouseError, append_to_table  # SQLAlchemy loads only when used
+
     try:
         append_to_table(warehouse_of(context).url(root), table, pl.read_parquet(log.path))
     except WarehouseError as exc:

@@ -20,11 +20,9 @@ from segment_sync.assets.layout import (
     warehouse_of,
 )
 from segment_sync.metadata import markdown_table, schema_metadata
-from segment_sync.readers import read_model_batches
 from segment_sync.snapshot_file import SnapshotError, write_snapshot
 from segment_sync.spec import ModelSpec
 from segment_sync.state import atomic_write
-from segment_sync.warehouse import WarehouseError
 
 PK_CHECK = "primary_key_unique"
 
@@ -50,6 +48,10 @@ def build_snapshot_asset(
         required_resource_keys={WAREHOUSE, STATE, SEGMENT},
     )
     def _snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        # Drivers load when a snapshot is taken, not when the definitions load.
+        from segment_sync.readers import read_model_batches
+        from segment_sync.warehouse import WarehouseError
+
         root = state_of(context).root()
         warehouse = warehouse_of(context)
         path = snapshot_path(root, model.name)
