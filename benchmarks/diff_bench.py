@@ -28,6 +28,7 @@ def make_snapshots(folder: Path, rows: int) -> tuple[Path, Path]:
     import polars as pl
 
     from segment_sync.diff import delivered_rows
+    from segment_sync.state import write_parquet_atomic
 
     old, new = folder / "old.parquet", folder / "new.parquet"
     base = f"""select 'user-' || i as user_id, ['free','pro','team'][1 + i % 3] as plan, (i % 50)::integer as seats,
@@ -43,7 +44,7 @@ def make_snapshots(folder: Path, rows: int) -> tuple[Path, Path]:
                 union all select 'new-' || i, 'free', 1, 0.5, true, timestamp '2026-11-01', 'eu', null, 'x', 30, 0.0
                 from range({rows // 100}) t(i)) to '{new}' (format parquet)"""
         )
-    delivered_rows(pl.scan_parquet(old), ["user_id"], COLUMNS, 1).write_parquet(folder / "state.parquet")
+    write_parquet_atomic(delivered_rows(pl.scan_parquet(old), ["user_id"], COLUMNS, 1), folder / "state.parquet")
     return old, new
 
 
@@ -59,10 +60,11 @@ def ours(old: Path, new: Path) -> int:
     import polars as pl
 
     from segment_sync.diff import compute_diff
+    from segment_sync.state import sink_parquet_atomic
 
     out = new.with_name("diff.parquet")
     state = pl.scan_parquet(old.with_name("state.parquet"))
-    compute_diff(pl.scan_parquet(new), ["user_id"], COLUMNS, state).sink_parquet(out, engine="streaming")
+    sink_parquet_atomic(compute_diff(pl.scan_parquet(new), ["user_id"], COLUMNS, state), out)
     return pl.scan_parquet(out).select(pl.len()).collect().item()
 
 

@@ -12,6 +12,7 @@ import polars as pl
 
 from segment_sync.snapshot import ROW, KeyProblems, key_problems, missing_columns, rows_to_drop
 from segment_sync.spec import ModelSpec
+from segment_sync.state import COMPRESSION
 
 
 class SnapshotError(ValueError):
@@ -48,7 +49,7 @@ def write_snapshot(frames: Iterable[pl.DataFrame], path: Path, model: ModelSpec)
             return SnapshotSummary(rows, problems, 0, [])
         dropped = rows_to_drop(snapshot, model)
         kept = snapshot.with_row_index(ROW).filter(~pl.col(ROW).is_in(dropped.implode())).drop(ROW)
-        kept.sink_parquet(folder / "kept.parquet")
+        kept.sink_parquet(folder / "kept.parquet", compression=COMPRESSION)
         _replace(folder / "kept.parquet", path)
         return SnapshotSummary(
             rows - dropped.len(), KeyProblems(problems.null_rows, 0, []), dropped.len(), problems.duplicate_samples
@@ -64,7 +65,7 @@ def _write_parquet(frames: Iterable[pl.DataFrame], folder: Path, target: Path) -
         parts.append(part)
         rows += frame.height
     # SQLAlchemy infers each batch's dtypes, so a column may be Null in one batch and String in the next.
-    pl.concat([pl.scan_ipc(p) for p in parts], how="vertical_relaxed").sink_parquet(target)
+    pl.concat([pl.scan_ipc(p) for p in parts], how="vertical_relaxed").sink_parquet(target, compression=COMPRESSION)
     for part in parts:
         part.unlink()
     return rows

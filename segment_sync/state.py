@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
 STATE_FORMAT = 2
+COMPRESSION = "lz4"  # local working files: lz4 reads about 1.5x faster than zstd, for twice the disk
 _JOURNAL_SCHEMA = {"g": pl.Int64, "k": pl.String, "c": pl.String, "h": pl.UInt64}
 _DELIVERED_ARROW = pl.DataFrame(schema=DELIVERED_SCHEMA).to_arrow().schema
 
@@ -213,7 +214,7 @@ class SyncState:
             return
         if _drop_torn_tail(self.journal_path):  # a torn line: its row is sent again, same messageId
             notes_path = self.root / "journal.parquet"
-            with pq.ParquetWriter(notes_path, _DELIVERED_ARROW) as writer:
+            with pq.ParquetWriter(notes_path, _DELIVERED_ARROW, compression=COMPRESSION) as writer:
                 keys = []
                 for notes in _journal_frames(self.journal_path):
                     writer.write_table(notes.to_arrow().cast(_DELIVERED_ARROW))
@@ -281,7 +282,7 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     """Write a Parquet file aside, fsync it, then rename it over the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frame.write_parquet(tmp)
+    frame.write_parquet(tmp, compression=COMPRESSION)
     _fsync_file(tmp)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
@@ -291,7 +292,7 @@ def sink_parquet_atomic(frame: pl.LazyFrame, path: Path) -> None:
     """Stream a lazy frame into a Parquet file aside, fsync it, then rename it over the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frame.sink_parquet(tmp, engine="streaming")
+    frame.sink_parquet(tmp, compression=COMPRESSION, engine="streaming")
     _fsync_file(tmp)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
