@@ -1,9 +1,9 @@
 """The keyed diff: what changed in a model since a sync last delivered it.
 
-Rows are compared by a 64-bit hash of the sent columns, joined on the primary key, which needs only keys and
-hashes in memory. Canonical JSON contents are built only for the rows whose hash differs, and a changed hash
-is confirmed against the delivered content, so a hash that moved without the content (a new Polars, a column
-type that encodes alike) never sends an event.
+Every row gets a 64-bit hash of its key and sent columns; rows whose hash is found on one side only (the
+snapshot or what was delivered) are the candidates, found holding one integer a row. Only those rows are
+read in full, joined on the key and compared by their canonical JSON, so a hash that moved without the
+content (a new Polars, a column type that encodes alike) never sends an event.
 """
 
 from __future__ import annotations
