@@ -50,7 +50,8 @@ class Warehouse:
             engine.dispose()
 
 
-def _postgres_or_skip() -> None:
+def postgres_or_skip() -> None:
+    """Skip when PostgreSQL is not reachable (fail instead under CI=true)."""
     try:
         engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
         with engine.connect():
@@ -66,7 +67,7 @@ def _postgres_or_skip() -> None:
 @pytest.fixture
 def postgres_warehouse() -> Iterator[Warehouse]:
     """A fresh schema in the machine's PostgreSQL, dropped afterwards."""
-    _postgres_or_skip()
+    postgres_or_skip()
     schema = f"segment_sync_test_{uuid.uuid4().hex[:12]}"
     admin = Warehouse("postgres", POSTGRES_ADMIN_URL)
     admin.execute(f"create schema {schema}")

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from segment_sync_tests.conftest import _postgres_or_skip
+from segment_sync_tests.conftest import postgres_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.postgres
 def test_the_benchmark_suite_runs_at_smoke_scale() -> None:
-    _postgres_or_skip()  # the read benchmark reads PostgreSQL too
+    postgres_or_skip()  # the read benchmark reads PostgreSQL too
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke"], capture_output=True, text=True, timeout=600
     )
