@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -103,6 +102,8 @@ def measure(build: Callable[[], pl.DataFrame], repeat: int) -> tuple[dict[str, f
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print a table and write benchmarks/results/build.json."""
+    from benchmarks.measure import save_results
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -126,9 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{label:<10}{name:<12}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.2f}"
                 f"{r['events_per_second']:>12,.0f}{per_cpu:>12,.0f}{speed_up:>10}"
             )
-    results = Path(__file__).with_name("results")
-    results.mkdir(exist_ok=True)
-    (results / "build.json").write_text(json.dumps(out, indent=2))
+    save_results("build", out)
     return out
 
 

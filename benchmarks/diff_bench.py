@@ -104,6 +104,8 @@ def _child(method: str, old: str, new: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from benchmarks.measure import save_results
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -129,9 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     for method, r in results.items():
         print(f"{method:<24}{r['seconds']:>10.2f}{r['seconds'] / floor_seconds:>10.1f}{r['rss_mb']:>14,.0f}")
     summary = {"rows": args.rows, "repeat": args.repeat, "results": results}
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    (out / f"diff-{args.rows}.json").write_text(json.dumps(summary, indent=2))
+    save_results(f"diff-{args.rows}", summary)
     return summary
 
 

@@ -107,6 +107,8 @@ def _child(*args: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from benchmarks.measure import save_results
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--sync", choices=sorted(SYNCS), default="identify")
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -145,9 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{int(r['events']):>11,}{rate:>10,.0f}{r['rss_mb']:>9,.0f}"
         )
     summary = {"sync": args.sync, "rows": args.rows, "repeat": args.repeat, "results": results}
-    out_dir = Path(__file__).with_name("results")
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"e2e-{args.sync}-{args.rows}.json").write_text(json.dumps(summary, indent=2))
+    save_results(f"e2e-{args.sync}-{args.rows}", summary)
     return summary
 
 

@@ -73,6 +73,8 @@ def _child(yaml_path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from benchmarks.measure import save_results
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--syncs", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
@@ -95,9 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{result['assets']:>6} {result['jobs']:>4} {result['schedules']:>9} {result['sensors']:>7}"
     )
     summary = {"syncs": args.syncs, "repeat": args.repeat, "results": result}
-    out_dir = Path(__file__).with_name("results")
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "load.json").write_text(json.dumps(summary, indent=2))
+    save_results("load", summary)
     return summary
 
 

@@ -125,6 +125,8 @@ def _measure(url: str, table: str, read_path: str, repeat: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print its table, write results/read.json and return the results."""
+    from benchmarks.measure import save_results
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -161,10 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['database']:<10}{r['path']:<15}{r['seconds']:>9.2f}{r['rows'] / r['seconds']:>12,.0f}"
             f"{r['x_sqlalchemy']:>14.1f}{r['rss_mb']:>13,.0f}"
         )
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
     report = {"rows": args.rows, "repeat": args.repeat, "results": results}
-    (out / "read.json").write_text(json.dumps(report, indent=2))
+    save_results("read", report)
     return report
 
 

@@ -11,7 +11,6 @@ Measure on a quiet machine: the figures are wall times.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -75,6 +74,8 @@ def _check(value: float, target: float, unit: str, *, lower: bool = False) -> di
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from benchmarks.measure import save_results
+
     parser = argparse.ArgumentParser()
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--smoke", action="store_const", dest="scale", const="smoke")
@@ -84,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\ntargets ({results['scale']} scale)")
     for name, t in results["targets"].items():
         print(f"  {'met    ' if t['met'] else 'NOT met'}  {name}: {t['value']:,} {t['unit']}")
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    save_results("summary", results)
     return results
 
 

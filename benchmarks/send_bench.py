@@ -17,7 +17,6 @@ import base64
 import gzip
 import http.client
 import inspect
-import json
 import logging
 import os
 import statistics
@@ -239,6 +238,8 @@ def _repeat(times: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every measurement, print the tables and write benchmarks/results/send.json."""
+    from benchmarks.measure import save_results
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -291,9 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     _summarise(out)
     _print(out)
-    folder = Path(__file__).with_name("results")
-    folder.mkdir(exist_ok=True)
-    (folder / "send.json").write_text(json.dumps(out, indent=2, default=str))
+    save_results("send", out)
     return out
 
 

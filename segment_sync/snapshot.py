@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
 import polars.selectors as cs
 
 from segment_sync.encoding import column, key_strings
 from segment_sync.spec import ModelSpec
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 SAMPLE_SIZE = 20
 ROW = "_snapshot_row"
@@ -63,7 +66,7 @@ def rows_to_drop(snapshot: pl.DataFrame | pl.LazyFrame, model: ModelSpec) -> pl.
     return rows.filter(~pl.col(ROW).is_in(kept[ROW].implode()))[ROW]
 
 
-def split_null_keys(snapshot: pl.DataFrame, key_columns: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_null_keys(snapshot: Frame, key_columns: Sequence[str]) -> tuple[Frame, Frame]:
     """Rows whose primary key is complete, and rows with a null key part (which can never be synced)."""
     has_null = _has_null_key(key_columns)
     return snapshot.filter(~has_null), snapshot.filter(has_null)

@@ -91,15 +91,21 @@ def test_duckdb_interval_is_named_not_a_crash(duck):
         read_model(duck.url, _model("select 1 as id, interval 1 day as gap"))
 
 
+def _errors_on_both_paths(url: str, sql: str) -> list[str]:
+    """The error a query raises through the SQLAlchemy path and through the fast path."""
+    messages = []
+    for read_path in ("sqlalchemy", "auto"):
+        with pytest.raises(WarehouseError) as caught:
+            read_model(url, _model(sql), read_path=read_path)
+        messages.append(str(caught.value))
+    return messages
+
+
 @pytest.mark.parametrize(
     "sql", ["select * from nope", "selec 1", "select id, missing_column from t"], ids=["table", "syntax", "column"]
 )
 def test_duckdb_errors_read_the_same_on_both_paths(duck, sql):
-    messages = []
-    for read_path in ("sqlalchemy", "auto"):
-        with pytest.raises(WarehouseError) as caught:
-            read_model(duck.url, _model(sql), read_path=read_path)
-        messages.append(str(caught.value))
+    messages = _errors_on_both_paths(duck.url, sql)
     assert messages[0] == messages[1]
     assert (
         messages[0].startswith("model 'm': reading from duckdb:///") and "Check that the warehouse is up" in messages[0]
@@ -184,11 +190,7 @@ def test_postgres_types_without_exact_mapping_use_sqlalchemy(postgres_warehouse,
     "sql", ["select * from nope", "selec 1", "select 1/0 as id"], ids=["table", "syntax", "division"]
 )
 def test_postgres_errors_read_the_same_on_both_paths(postgres_warehouse, sql):
-    messages = []
-    for read_path in ("sqlalchemy", "auto"):
-        with pytest.raises(WarehouseError) as caught:
-            read_model(postgres_warehouse.url, _model(sql), read_path=read_path)
-        messages.append(str(caught.value))
+    messages = _errors_on_both_paths(postgres_warehouse.url, sql)
     assert messages[0] == messages[1]
 
 

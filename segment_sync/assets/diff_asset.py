@@ -5,7 +5,6 @@ from pathlib import Path
 import dagster as dg
 import orjson
 import polars as pl
-import polars.selectors as cs
 from pydantic import Field
 
 from segment_sync.assets.layout import (
@@ -41,6 +40,7 @@ from segment_sync.diff import (
 from segment_sync.encoding import key_strings, row_contents
 from segment_sync.guards import change_size_problems, column_kinds, kind_changes
 from segment_sync.metadata import markdown_table
+from segment_sync.snapshot import split_null_keys
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.state import SyncState, atomic_write, iter_parquet, sink_parquet_atomic, write_parquet_atomic
 
@@ -103,8 +103,8 @@ def build_diff_asset(
                 f"its columns are {', '.join(schema.names())}. Fix the sync's mapping ({declared}) or the "
                 "model's query."
             )
-        has_null_key = pl.any_horizontal(cs.by_name(model.key_columns).is_null())
-        complete, null_keys = snapshot.filter(~has_null_key), snapshot.filter(has_null_key).collect()
+        complete, null_keys = split_null_keys(snapshot, model.key_columns)
+        null_keys = null_keys.collect()
         if _has_duplicate_keys(path, complete, model.key_columns):
             raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has duplicate primary keys")
         kinds = column_kinds(schema, sync.sent_columns)
