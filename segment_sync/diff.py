@@ -1,25 +1,31 @@
 """The keyed diff: what changed in a model since a sync last delivered it.
 
 Every row gets a 64-bit hash of its key and sent columns; rows whose hash is found on one side only (the
-snapshot or what was delivered) are the candidates, found holding one integer a row. Only those rows are
-read in full, joined on the key and compared by their canonical JSON, so a hash that moved without the
-content (a new Polars, a column type that encodes alike) never sends an event.
+snapshot or what was delivered) are the candidates, found by sorting the hashes of both sides together.
+Only those rows are read again (by position in the snapshot), joined on the key and compared by their
+canonical JSON, so a hash that moved without the content (a new Polars, a column type that encodes alike)
+never sends an event. When the candidates are too many to hold (a mass change, or hashes made by another
+Polars), the keys are split by a hash into slices, worked out one after another.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from functools import reduce
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from segment_sync.encoding import content_expr, key_strings, schema_of
 
 KEY, CONTENT, GEN, HASH, ROW = "_key", "_content", "_gen", "_hash", "_row"
 KIND, BEFORE, AFTER, BEFORE_GEN = "_kind", "_before", "_after", "_before_gen"
 UNCHANGED = "unchanged"  # a row whose hash moved but whose content did not: only its stored hash is refreshed
-_OLD_HASH, _MAYBE = "_old_hash", "maybe"
+_OLD_HASH = "_old_hash"
 HASH_SEED = 0x5E6D_5EED
+HASH_SCHEME = "xor-of-columns"  # part of the hash basis: changing how rows are hashed makes stored hashes untrusted
 
 DELIVERED_SCHEMA = {KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64, HASH: pl.UInt64}
 DIFF_SCHEMA = {
@@ -33,18 +39,27 @@ DIFF_SCHEMA = {
 
 
 def _row_hash(sent_columns: Sequence[str]) -> pl.Expr:
-    """A 64-bit hash of a row's key and sent values (stable within one Polars version and column types)."""
-    return pl.struct(KEY, *_sent_names(sent_columns)).hash(HASH_SEED)
+    """A 64-bit hash of a row's key and sent values (stable within one Polars version and column types).
+
+    Each column is hashed with a seed of its own and the hashes are XORed: three times cheaper than
+    hashing them as one struct, and a value moved to another column still changes the hash.
+    """
+    columns = [KEY, *_sent_names(sent_columns)]
+    return reduce(operator.xor, [pl.col(c).hash(HASH_SEED + i) for i, c in enumerate(columns)])
 
 
 def hash_basis(schema: Mapping[str, pl.DataType], sent_columns: Sequence[str]) -> str:
     """What row hashes depend on besides the values: Polars' version and the sent columns' types."""
-    parts = [pl.__version__, str(HASH_SEED), *(f"{c}:{schema[c]}" for c in sent_columns)]
+    parts = [pl.__version__, str(HASH_SEED), HASH_SCHEME, *(f"{c}:{schema[c]}" for c in sent_columns)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 def current_rows(
-    snapshot: pl.DataFrame | pl.LazyFrame, key_columns: Sequence[str], sent_columns: Sequence[str]
+    snapshot: pl.DataFrame | pl.LazyFrame,
+    key_columns: Sequence[str],
+    sent_columns: Sequence[str],
+    *,
+    keep: Sequence[str] = (),
 ) -> pl.LazyFrame:
     """A snapshot as the diff sees it: the key as one string, the sent columns in a struct, the row hash.
 
@@ -58,7 +73,8 @@ def current_rows(
     sent = [pl.col(renamed[c]).alias(f"_c{i}") for i, c in enumerate(sent_columns)]
     values = pl.struct(_sent_names(sent_columns)).struct.rename_fields(list(sent_columns)).alias(ROW)
     # the hash first and the struct after, so a filter on the hash runs before the struct is built
-    return frame.select(keys, *sent).with_columns(_row_hash(sent_columns).alias(HASH)).with_columns(values)
+    kept = [pl.col(renamed[c]).alias(c) for c in keep]
+    return frame.select(*kept, keys, *sent).with_columns(_row_hash(sent_columns).alias(HASH)).with_columns(values)
 
 
 def _sent_names(sent_columns: Sequence[str]) -> list[str]:
@@ -102,85 +118,6 @@ def unmatched_row_hashes(current: pl.LazyFrame, delivered: pl.LazyFrame) -> pl.S
     return both.filter(alone)
 
 
-def diff_candidates(current: pl.LazyFrame, delivered: pl.LazyFrame, *, trust_hashes: bool = True) -> pl.DataFrame:
-    """Keys added, removed or maybe changed, by exact key (sorted by key); meant for the few changed keys.
-
-    A delivered row with a null hash is a tombstone (removed and kept, so a key that comes back is added
-    with a new messageId). With `trust_hashes` off (the hashes were made by another Polars or other column
-    types), every row present on both sides is a candidate and only the contents decide.
-    """
-    joined = current.select(KEY, HASH).join(
-        delivered.select(KEY, pl.col(HASH).alias(_OLD_HASH)), on=KEY, how="full", coalesce=True
-    )
-    new, old = pl.col(HASH), pl.col(_OLD_HASH)
-    differs = (new != old) if trust_hashes else pl.lit(True)
-    kind = (
-        pl.when(new.is_not_null() & old.is_null())
-        .then(pl.lit("added"))
-        .when(new.is_null() & old.is_not_null())
-        .then(pl.lit("removed"))
-        .when(new.is_not_null() & differs)
-        .then(pl.lit(_MAYBE))
-    )
-    found = joined.with_columns(kind.alias(KIND)).filter(pl.col(KIND).is_not_null())
-    return found.select(KEY, KIND, HASH).sort(KEY).collect(engine="streaming")
-
-
-def diff_rows(
-    current: pl.LazyFrame,
-    schema: Mapping[str, pl.DataType],
-    sent_columns: Sequence[str],
-    delivered: pl.LazyFrame,
-    candidates: pl.DataFrame,
-) -> pl.LazyFrame:
-    """The diff's rows for the candidate keys: contents before and after, and the sent columns typed in `_row`.
-
-    `current` is the snapshot's `current_rows`; `schema` its column types. Kinds come out as added,
-    changed, removed, or `unchanged` for a row whose hash differs but whose content does not.
-    """
-    keys = candidates[KEY].implode()
-    olds = delivered.filter(pl.col(KEY).is_in(keys)).select(
-        KEY, pl.col(GEN).alias(BEFORE_GEN), pl.col(CONTENT).alias(BEFORE)
-    )
-    after = (
-        current.filter(pl.col(KEY).is_in(keys))
-        .join(candidates.lazy().filter(pl.col(KIND) != "removed").drop(HASH), on=KEY, how="inner")
-        .join(olds, on=KEY, how="left")
-        .select(
-            KEY,
-            KIND,
-            BEFORE_GEN,
-            BEFORE,
-            _after_content(schema, sent_columns).alias(AFTER),
-            HASH,
-            ROW,
-        )
-        .with_columns(
-            pl.when(pl.col(KIND) != _MAYBE)
-            .then(pl.col(KIND))
-            .when(pl.col(AFTER) == pl.col(BEFORE))
-            .then(pl.lit(UNCHANGED))
-            .otherwise(pl.lit("changed"))
-            .alias(KIND)
-        )
-    )
-    removed = (
-        candidates.lazy()
-        .filter(pl.col(KIND) == "removed")
-        .join(olds, on=KEY, how="inner")
-        .select(
-            KEY,
-            KIND,
-            BEFORE_GEN,
-            BEFORE,
-            pl.lit(None, pl.String).alias(AFTER),
-            pl.lit(None, pl.UInt64).alias(HASH),
-            pl.lit(None, _row_dtype(schema, sent_columns)).alias(ROW),
-        )
-    )
-    return pl.concat([after, removed])
-
-
 def compute_diff(
     snapshot: pl.DataFrame | pl.LazyFrame,
     key_columns: Sequence[str],
@@ -192,30 +129,132 @@ def compute_diff(
 ) -> pl.LazyFrame:
     """Rows added, changed, removed (or unchanged with a stale hash) between what was delivered and a snapshot.
 
-    The snapshot holds only rows with a complete primary key. Candidates are found eagerly (keys and hashes
-    only); the rows with their contents come out lazily, to be sunk to a file or collected. Up to
-    `in_memory_rows` candidate rows are held in memory; more are streamed from the files.
+    The snapshot holds only rows with a complete primary key. With `trust_hashes` off (the stored hashes
+    were made by another Polars or other column types), every row present on both sides is compared by
+    content. At most about `in_memory_rows` candidate rows are held at once: beyond that, the keys are
+    split into slices worked out one after another while the result is read.
+    """
+    schema = schema_of(snapshot)
+    if delivered.select(pl.len()).collect().item() == 0:  # a first run: every row is added
+        return _all_added(current_rows(snapshot, key_columns, sent_columns), schema, sent_columns, None)
+    if not trust_hashes:
+        rows = snapshot.lazy().select(pl.len()).collect().item() + delivered.select(pl.len()).collect().item()
+        return _in_slices(snapshot, key_columns, sent_columns, delivered, None, _slices(rows, in_memory_rows))
+    position = _unused_name(schema, "_position")
+    positioned = snapshot.lazy().with_row_index(position)
+    hashed = current_rows(positioned, key_columns, sent_columns, keep=[position]).select(position, HASH)
+    hashed = hashed.collect(engine="streaming")
+    hashes = unmatched_row_hashes(hashed.lazy(), delivered)
+    if hashes.len() > in_memory_rows:
+        return _in_slices(snapshot, key_columns, sent_columns, delivered, hashes, _slices(hashes.len(), in_memory_rows))
+    # the usual few changes: those rows are read again by position, cheaper than hashing every row again
+    positions = hashed.filter(pl.col(HASH).is_in(hashes.implode()))[position].implode()
+    del hashed
+    rows = positioned.filter(pl.col(position).is_in(positions)).drop(position)
+    news, olds, tombstones = pl.collect_all(
+        [
+            _with_after(current_rows(rows, key_columns, sent_columns), schema, sent_columns),
+            delivered.filter(_hash_in(hashes)).select(list(DELIVERED_SCHEMA)),
+            delivered.filter(pl.col(HASH).is_null()).select(list(DELIVERED_SCHEMA)),  # keys only read for these
+        ],
+        engine="streaming",
+    )
+    olds = pl.concat([olds, tombstones.filter(pl.col(KEY).is_in(news[KEY].implode()))])
+    return _changes(news, olds, trust_hashes=True).lazy()
+
+
+def _in_slices(
+    snapshot: pl.DataFrame | pl.LazyFrame,
+    key_columns: Sequence[str],
+    sent_columns: Sequence[str],
+    delivered: pl.LazyFrame,
+    hashes: pl.Series | None,
+    slices: int,
+) -> pl.LazyFrame:
+    """The diff worked out for one slice of the keys at a time (by a hash of the key), as it is read.
+
+    Only the rows whose hash is in `hashes` are candidates; with no `hashes`, every row is.
     """
     schema = schema_of(snapshot)
     current = current_rows(snapshot, key_columns, sent_columns)
-    if delivered.select(pl.len()).collect().item() == 0:  # a first run: every row is added
-        return _all_added(current, schema, sent_columns, None)
-    if trust_hashes:
-        hashes = unmatched_row_hashes(current, delivered).implode()
-        small = hashes.list.len().item() <= in_memory_rows
-        current = current.filter(pl.col(HASH).is_in(hashes))
-        if small:  # the usual few changes: read those rows once, then work in memory
-            current = current.collect(engine="streaming").lazy()
-        # a tombstone has no hash: fetched by key, as its generation makes a returning key's messageId new
-        returning = pl.col(KEY).is_in(current.select(KEY).collect(engine="streaming")[KEY].implode())
-        changed = delivered.filter(pl.col(HASH).is_in(hashes))
-        delivered = pl.concat([changed, delivered.filter(pl.col(HASH).is_null()).filter(returning)])
-        if small:
-            delivered = delivered.collect(engine="streaming").lazy()
-            candidates = diff_candidates(current, delivered)
-            return diff_rows(current, schema, sent_columns, delivered, candidates).collect().lazy()
-    candidates = diff_candidates(current, delivered, trust_hashes=trust_hashes)
-    return diff_rows(current, schema, sent_columns, delivered, candidates)
+
+    def slice_diff(i: int) -> pl.DataFrame:
+        in_slice = pl.col(KEY).hash(HASH_SEED) % slices == i
+        news = current.filter(in_slice) if hashes is None else current.filter(in_slice & _hash_in(hashes))
+        news = _with_after(news, schema, sent_columns).collect(engine="streaming")
+        olds = delivered.filter(in_slice & _old_candidates(hashes, news[KEY])).collect(engine="streaming")
+        return _changes(news, olds, trust_hashes=hashes is not None)
+
+    def read(
+        columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _: int | None
+    ) -> Iterator[pl.DataFrame]:
+        for i in range(slices):
+            part = slice_diff(i)
+            part = part if predicate is None else part.filter(predicate)
+            part = part if columns is None else part.select(columns)
+            if n_rows is not None:
+                part = part.head(n_rows)
+                n_rows -= part.height
+            yield part
+            if n_rows == 0:
+                return
+
+    return register_io_source(read, schema={**DIFF_SCHEMA, ROW: _row_dtype(schema, sent_columns)})
+
+
+def _slices(rows: int, in_memory_rows: int) -> int:
+    return max(1, -(-rows // max(1, in_memory_rows)))
+
+
+def _hash_in(hashes: pl.Series) -> pl.Expr:
+    return pl.col(HASH).is_in(hashes.implode())
+
+
+def _old_candidates(hashes: pl.Series | None, keys: pl.Series) -> pl.Expr:
+    """Delivered rows to compare: those with a candidate hash (all with no `hashes`), and removed ones back.
+
+    A row removed earlier is kept with no hash (a tombstone); its generation makes a returning key's
+    messageId new.
+    """
+    candidate = pl.col(HASH).is_not_null() if hashes is None else _hash_in(hashes)
+    return candidate | (pl.col(HASH).is_null() & pl.col(KEY).is_in(keys.implode()))
+
+
+def _with_after(current: pl.LazyFrame, schema: Mapping[str, pl.DataType], sent_columns: Sequence[str]) -> pl.LazyFrame:
+    return current.with_columns(_after_content(schema, sent_columns).alias(AFTER))
+
+
+def _changes(news: pl.DataFrame, olds: pl.DataFrame, *, trust_hashes: bool) -> pl.DataFrame:
+    """The diff of candidate rows held in memory: `current_rows` with `_after`, and delivered rows."""
+    joined = news.join(
+        olds.select(KEY, pl.col(GEN).alias(BEFORE_GEN), pl.col(CONTENT).alias(BEFORE), pl.col(HASH).alias(_OLD_HASH)),
+        on=KEY,
+        how="full",
+        coalesce=True,
+    )
+    new, old = pl.col(HASH), pl.col(_OLD_HASH)
+    differs = (new != old) if trust_hashes else pl.lit(True)
+    kind = (
+        pl.when(new.is_not_null() & old.is_null())
+        .then(pl.lit("added"))
+        .when(new.is_null() & old.is_not_null())
+        .then(pl.lit("removed"))
+        .when(new.is_not_null() & differs)
+        .then(pl.when(pl.col(AFTER) == pl.col(BEFORE)).then(pl.lit(UNCHANGED)).otherwise(pl.lit("changed")))
+    )
+    return (
+        joined.with_columns(kind.alias(KIND))
+        .filter(pl.col(KIND).is_not_null())
+        .select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER, HASH, ROW)
+        .sort(pl.col(KIND) == "removed", KEY)
+    )
+
+
+def _unused_name(schema: Mapping[str, pl.DataType], name: str) -> str:
+    """`name`, or `name` with underscores added until no column of the schema has it."""
+    while name in schema:
+        name += "_"
+    return name
 
 
 def resync_diff(

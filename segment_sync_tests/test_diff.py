@@ -25,7 +25,6 @@ from segment_sync.diff import (
     current_contents,
     current_rows,
     delivered_rows,
-    diff_candidates,
     empty_diff,
     hash_basis,
     resync_diff,
@@ -112,10 +111,17 @@ def test_tombstone_still_gone_is_not_a_change() -> None:
     assert diff_of([("b", "y")], delivered([("a", None, 7), ("b", "y", 1)])).height == 0
 
 
-def test_candidates_sorted_by_key() -> None:
-    keys = ["k9", "k1", "k5", "k3"]
-    candidates = diff_candidates(current_rows(snapshot([(k, "x") for k in keys]), ["id"], SENT), delivered([]))
-    assert candidates[KEY].to_list() == sorted(keys)
+def test_diff_sorted_by_key_with_removed_rows_last() -> None:
+    old = delivered([("k9", "x", 1), ("k1", "x", 1), ("k5", "x", 1), ("k2", "x", 1)])
+    diff = compute_diff(snapshot([("k9", "y"), ("k7", "y"), ("k1", "y"), ("k3", "y")]), ["id"], SENT, old).collect()
+    assert diff.select(KEY, KIND).rows() == [
+        ("k1", "changed"),
+        ("k3", "added"),
+        ("k7", "added"),
+        ("k9", "changed"),
+        ("k2", "removed"),
+        ("k5", "removed"),
+    ]
 
 
 def test_count_kinds_exact() -> None:
@@ -251,3 +257,22 @@ def test_user_columns_named_like_the_diffs_own() -> None:
     assert diff.select(KEY, KIND).rows() == [("b", "changed")]
     assert diff[ROW].to_list() == [{**{n: f"{n}2" for n in names}, "_kind": "new"}]
     assert diff[AFTER][0].startswith('{"_key":"_key2","_hash":"_hash2","_kind":"new"')
+
+
+def test_many_candidates_are_worked_out_in_slices_alike() -> None:
+    cur = [(f"k{i:02}", "v2" if i % 3 else "v1") for i in range(40) if i % 7] + [("t1", "back")]
+    old = delivered([(f"k{i:02}", "v1", 2) for i in range(40)] + [("t1", None, 5), ("t2", None, 6)])
+    whole = diff_of(cur, old)
+    for options in ({"in_memory_rows": 3}, {"trust_hashes": False}, {"trust_hashes": False, "in_memory_rows": 3}):
+        assert diff_of(cur, old, **options).filter(pl.col(KIND) != "unchanged").equals(whole), options
+    assert ("t1", "added", 5, None, j("back")) in as_rows(whole)
+    assert count_kinds(whole) == {"added": 1, "changed": 22, "removed": 6}
+
+
+def test_sliced_diff_reads_like_a_frame() -> None:
+    cur = [(f"k{i:02}", "new") for i in range(30)]
+    diff = compute_diff(snapshot(cur), ["id"], SENT, delivered([("k00", "old", 1), ("gone", "x", 1)]), in_memory_rows=4)
+    assert diff.select(pl.len()).collect().item() == 31
+    assert diff.filter(pl.col(KIND) == "removed").select(KEY).collect()[KEY].to_list() == ["gone"]
+    assert diff.select(KEY).head(5).collect().height == 5
+    assert count_kinds(diff) == {"added": 29, "changed": 1, "removed": 1}
