@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
+import polars as pl
+
 from segment_sync_tests.conftest import WRITE_KEY, SyncRun, Warehouse, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import SegmentEmulator
 
@@ -133,3 +136,33 @@ def test_four_sync_types_over_two_runs(warehouse: Warehouse, state_dir, emulator
     assert len(emulator.unique_events()) == len(emulator.accepted) == 21
     assert all(r.headers.get("Authorization") for r in emulator.requests)
     assert WRITE_KEY not in str(runs["lifecycle"].metadata("segment", "lifecycle"))
+
+
+def test_hashes_from_another_version_send_only_real_changes(
+    duckdb_warehouse, state_dir, emulator, instance, monkeypatch
+):
+    """A new Polars or hashing scheme changes every stored row hash: contents decide once, then hashes again."""
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute(*SEED)
+    definitions = make_definitions(PROJECT)
+    assert run_sync(definitions, "lifecycle", instance).success
+    folder = state_dir / "syncs" / "lifecycle"
+    stored = pl.read_parquet(folder / "delivered.parquet")
+    stale = stored.with_columns(pl.col("_hash") ^ pl.lit(0xDEAD, pl.UInt64))  # as another version made them
+    stale.write_parquet(folder / "delivered.parquet")
+    meta = orjson.loads((folder / "meta.json").read_bytes())
+    (folder / "meta.json").write_bytes(orjson.dumps({**meta, "hash_basis": "made-by-an-older-version"}))
+
+    duckdb_warehouse.execute("update users set plan = 'team' where id = 1")
+    before = len(emulator.accepted)
+    run = run_sync(definitions, "lifecycle", instance)
+    assert run.success, run.failure_messages()
+    assert _names(_sent(emulator, before)) == [("User Changed Plan", "u1")]
+    refreshed = pl.read_parquet(folder / "delivered.parquet").sort("_key")
+    assert refreshed["_hash"].to_list() != stale.sort("_key")["_hash"].to_list()
+    assert orjson.loads((folder / "meta.json").read_bytes())["hash_basis"] != "made-by-an-older-version"
+
+    before = len(emulator.accepted)
+    assert run_sync(definitions, "lifecycle", instance).success
+    assert _sent(emulator, before) == []
+    assert pl.read_parquet(folder / "delivered.parquet").sort("_key")["_hash"].equals(refreshed["_hash"])
