@@ -1,11 +1,13 @@
 """Diff benchmark: our keyed diff next to the Parquet read floor and the same diff in DuckDB SQL.
 
-Run: ./dev python benchmarks/diff_bench.py [--rows 1000000] [--repeat 3]
+Run: ./dev python benchmarks/diff_bench.py [--rows 1000000] [--repeat 3] [--upgrade]
 Two snapshots of a synthetic model (string key + 10 columns) differ by 1% removed, 1% added and 2%
 changed rows. The floor reads both snapshots; our diff reads the new snapshot and the sync's state as the
 first run left it (made from the old snapshot before timing) and writes the diff file the delivery reads;
 DuckDB hashes the sent columns of both snapshots and joins them on the key. Each method runs in its own
-process, so peak RSS is the method's own. Prints a table and writes benchmarks/results/diff-<rows>.json.
+process, so peak RSS is the method's own. With --upgrade, also times (once) our diff when the stored hashes
+are another version's, as after an upgrade of Polars. Prints a table and writes
+benchmarks/results/diff-<rows>.json.
 """
 
 from __future__ import annotations
@@ -55,17 +57,23 @@ def floor(old: Path, new: Path) -> int:
     return pl.read_parquet(old).height + pl.read_parquet(new).height
 
 
-def ours(old: Path, new: Path) -> int:
+def ours(old: Path, new: Path, *, trust_hashes: bool = True) -> int:
     """segment-sync's diff of the new snapshot against the sync's state, written to a Parquet file."""
     import polars as pl
 
-    from segment_sync.diff import compute_diff
+    from segment_sync.diff import KIND, UNCHANGED, compute_diff
     from segment_sync.state import sink_parquet_atomic
 
     out = new.with_name("diff.parquet")
     state = pl.scan_parquet(old.with_name("state.parquet"))
-    sink_parquet_atomic(compute_diff(pl.scan_parquet(new), ["user_id"], COLUMNS, state), out)
-    return pl.scan_parquet(out).select(pl.len()).collect().item()
+    sink_parquet_atomic(compute_diff(pl.scan_parquet(new), ["user_id"], COLUMNS, state, trust_hashes=trust_hashes), out)
+    return pl.scan_parquet(out).filter(pl.col(KIND) != UNCHANGED).select(pl.len()).collect().item()
+
+
+def ours_after_upgrade(old: Path, new: Path) -> int:
+    """The same diff when the stored hashes were made by another version (once after an upgrade): every row
+    is compared by content, in slices of keys."""
+    return ours(old, new, trust_hashes=False)
 
 
 def duckdb_sql(old: Path, new: Path) -> int:
@@ -87,6 +95,7 @@ def duckdb_sql(old: Path, new: Path) -> int:
 
 
 METHODS = {"parquet read (floor)": floor, "segment-sync diff": ours, "DuckDB SQL diff": duckdb_sql}
+UPGRADE = "segment-sync, after an upgrade"  # measured once, with --upgrade: it is slow by design
 
 
 def _child(method: str, old: str, new: str) -> None:
@@ -97,7 +106,7 @@ def _child(method: str, old: str, new: str) -> None:
     import segment_sync.diff  # noqa: F401
 
     started = time.perf_counter()
-    rows = METHODS[method](Path(old), Path(new))
+    rows = {**METHODS, UPGRADE: ours_after_upgrade}[method](Path(old), Path(new))
     seconds = time.perf_counter() - started
     rss = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "rows": rows}))
@@ -109,13 +118,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--upgrade", action="store_true", help="also time the diff against hashes of another version")
     args = parser.parse_args(argv)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         old, new = make_snapshots(Path(tmp), args.rows)
-        for method in METHODS:
+        for method in [*METHODS, *([UPGRADE] if args.upgrade else [])]:
             runs = []
-            for _ in range(args.repeat):  # the first run of each method also warms the page cache for it
+            for _ in range(
+                args.repeat if method in METHODS else 1
+            ):  # the first run of each method also warms the page cache for it
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", method, str(old), str(new)],
                     capture_output=True,
@@ -127,9 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
             results[method]["rows_out"] = runs[0]["rows"]
     floor_seconds = results["parquet read (floor)"]["seconds"]
     print(f"keyed diff, {args.rows:,} rows x {len(COLUMNS)} columns, median of {args.repeat}")
-    print(f"{'method':<24}{'seconds':>10}{'x floor':>10}{'peak RSS MB':>14}")
+    print(f"{'method':<32}{'seconds':>10}{'x floor':>10}{'peak RSS MB':>14}")
     for method, r in results.items():
-        print(f"{method:<24}{r['seconds']:>10.2f}{r['seconds'] / floor_seconds:>10.1f}{r['rss_mb']:>14,.0f}")
+        print(f"{method:<32}{r['seconds']:>10.2f}{r['seconds'] / floor_seconds:>10.1f}{r['rss_mb']:>14,.0f}")
     summary = {"rows": args.rows, "repeat": args.repeat, "results": results}
     save_results(f"diff-{args.rows}", summary)
     return summary
