@@ -13,7 +13,6 @@ import dagster as dg
 from segment_sync.alerts import (
     RejectedThreshold,
     RunOutcome,
-    SlackPoster,
     alert_state,
     has_pending,
     observe,
@@ -26,6 +25,8 @@ from segment_sync.spec import SyncSpec
 
 if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
+
+    from segment_sync.slack import SlackPoster
 
 DEFAULT_UI_URL = "http://localhost:3000"
 RETRY_INTERVAL_SECONDS = 60
@@ -104,6 +105,8 @@ def slack_from_env(log: logging.Logger) -> SlackPoster | None:
         missing = " and ".join(n for n, v in (("SLACK_BOT_TOKEN", token), ("SLACK_CHANNEL", channel)) if not v)
         log.info("Slack alerts are off: set %s to have sync failures posted to Slack", missing)
         return None
+    from segment_sync.slack import SlackPoster  # slack-sdk loads only when Slack is set up
+
     return SlackPoster(token, channel, base_url=dg.EnvVar("SLACK_API_URL").get_value() or None)
 
 

@@ -15,6 +15,7 @@ import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
+from segment_sync.batching import Joined
 from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
 STATE_FORMAT = 2
@@ -42,8 +43,8 @@ class SyncMeta:
 class SyncState:
     """Files under `<state_dir>/syncs/<sync>/`: meta.json, delivered.parquet and a journal of the current run.
 
-    Every acknowledged batch is appended to the journal and fsynced before the next one is sent; the
-    journal is folded into delivered.parquet (written to a temporary file, then renamed) when a run
+    Every acknowledged batch is appended to the journal and fsynced as soon as it is acknowledged (other
+    batches may be in flight meanwhile; they carry the same messageIds if sent again); the journal is folded into delivered.parquet (written to a temporary file, then renamed) when a run
     ends, or by the next run when one died.
     """
 
@@ -156,18 +157,19 @@ class SyncState:
         `rows` has `_key`, `_content` (null for a removed row) and `_hash`; an optional `_gen` keeps a row's
         generation (for a row whose hash is only refreshed).
         """
-        self.record_lines(self.journal_lines(rows))
+        lines = self.journal_lines(rows)
+        self.record_lines([lines.span(0, len(lines))])
 
-    def journal_lines(self, rows: pl.DataFrame) -> list[bytes]:
+    def journal_lines(self, rows: pl.DataFrame) -> Joined:
         """The journal line of each row (see `record`), made ahead so noting a batch is only a write."""
         gen = pl.col(GEN) if GEN in rows.columns else pl.lit(self.meta.generation, pl.Int64)
         entry = pl.struct(
             gen.alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).cast(pl.UInt64).alias("h")
         )
-        line = pl.concat_str([entry.struct.json_encode(), pl.lit("\n")]).cast(pl.Binary)
-        return rows.select(line).to_series().to_list()
+        line = pl.concat_str([entry.struct.json_encode(), pl.lit("\n")])
+        return Joined.from_series(rows.select(line).to_series())
 
-    def record_lines(self, lines: Iterable[bytes]) -> None:
+    def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
         """Durably append journal lines (from `journal_lines`)."""
         data = b"".join(lines)
         if not data:
@@ -259,11 +261,11 @@ class DryRunState:
     def record(self, rows: pl.DataFrame) -> None:
         """Note nothing."""
 
-    def journal_lines(self, rows: pl.DataFrame) -> list[bytes]:
+    def journal_lines(self, rows: pl.DataFrame) -> Joined:
         """No lines: nothing is noted."""
-        return [b""] * rows.height
+        return Joined(b"", [0] * (rows.height + 1))
 
-    def record_lines(self, lines: Iterable[bytes]) -> None:
+    def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
         """Note nothing."""
 
 

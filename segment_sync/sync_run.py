@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
+from segment_sync.batching import Joined, Payloads
 from segment_sync.delivery import RetryPolicy, Transport, deliver
 from segment_sync.diff import AFTER, CONTENT, DIFF_SCHEMA, HASH, KEY, KIND
 from segment_sync.event_frames import MESSAGE_ID, NAME, OUTCOME, PAYLOAD, REASON, TYPE, build_event_frame
@@ -86,11 +87,12 @@ def deliver_diff(
     )
     done = 0
 
-    def prepare(chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, list[bytes]]:
+    def prepare(chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, Payloads, Joined]:
         built = build_event_frame(sync, chunk.cast(DIFF_SCHEMA), store.meta.sync_uuid, initial=initial)  # type: ignore[arg-type]
-        return chunk, built, store.journal_lines(_state_rows(built.filter(pl.col(OUTCOME) == "event")))
+        events = built.filter(pl.col(OUTCOME) == "event")
+        return chunk, built, events, Payloads.from_series(events[PAYLOAD]), store.journal_lines(_state_rows(events))
 
-    for chunk, built, lines in _one_ahead(map(prepare, diff_chunks(diff, chunk_rows))):
+    for chunk, built, events, payloads, lines in _one_ahead(map(prepare, diff_chunks(diff, chunk_rows))):
         done += chunk.height
         skipped = built.filter(pl.col(OUTCOME) == "skipped")
         store.record(_state_rows(skipped))
@@ -103,9 +105,8 @@ def deliver_diff(
                 pl.when(pl.col(OUTCOME) == "skipped").then(skip_reason).otherwise(pl.col(REASON)).alias("reason"),
             )
         )
-        events = built.filter(pl.col(OUTCOME) == "event")
         report = deliver(
-            events[PAYLOAD].to_list(),
+            payloads,
             transport,
             _recorder(store, lines),
             policy=policy,
@@ -182,10 +183,10 @@ def _one_ahead(items: Iterator[T]) -> Iterator[T]:
             yield item
 
 
-def _recorder(store: SyncState | DryRunState, lines: Sequence[bytes]) -> Callable[[Sequence[int]], None]:
+def _recorder(store: SyncState | DryRunState, lines: Joined) -> Callable[[Sequence[int]], None]:
     """Notes acknowledged events in the state, from journal lines made ahead (one write and fsync a batch)."""
 
     def record(acknowledged: Sequence[int]) -> None:
-        store.record_lines(lines[i] for i in acknowledged)
+        store.record_lines(lines.spans(acknowledged))
 
     return record

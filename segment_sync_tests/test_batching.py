@@ -7,9 +7,18 @@ import random
 import re
 
 import orjson
+import polars as pl
 import pytest
 
-from segment_sync.batching import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, envelope_bytes, pack, request_body
+from segment_sync.batching import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    Joined,
+    Payloads,
+    envelope_bytes,
+    pack,
+    request_body,
+)
 
 SENT_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 WRITE_KEY = "wk_0123456789abcdef0123456789abcd"
@@ -170,3 +179,45 @@ def test_write_key_length_counts() -> None:
     assert [len(r) for r in with_key][:3] == [3, 3, 3]
     for r in with_key:
         assert len(request_body([payloads[i] for i in r], "k" * 500)) <= 2_060
+
+
+# --- events joined in one buffer -------------------------------------------------------------------
+
+
+def test_payloads_from_a_series_are_the_events_each_followed_by_a_comma() -> None:
+    events = [b'{"a":1}', b'{"b":"\xc3\xa9"}', b"{}"]
+    for joined in (Payloads.from_series(pl.Series(events)), Payloads.of(events)):
+        assert len(joined) == 3 and list(joined) == events
+        assert bytes(joined.events(range(0, 3))) == b",".join(events)
+        assert bytes(joined.events(range(1, 2))) == events[1]
+    assert len(Payloads.from_series(pl.Series([], dtype=pl.Binary))) == 0
+
+
+def test_joined_from_a_sliced_series_of_several_chunks() -> None:
+    chunks = [pl.Series([f"a{i}" for i in range(50)]), pl.Series([f"b{i}\n" for i in range(50)])]
+    texts = pl.concat(chunks, rechunk=False)
+    part = texts.slice(45, 10)
+    joined = Joined.from_series(part)
+    assert list(joined) == [t.encode() for t in part.to_list()]
+    assert bytes(joined.span(0, 10)) == "".join(part.to_list()).encode()
+
+
+def test_joined_refuses_nulls() -> None:
+    with pytest.raises(ValueError, match="nulls"):
+        Joined.from_series(pl.Series("lines", ["a", None]))
+
+
+@pytest.mark.parametrize(
+    ("indices", "slices"),
+    [([], []), ([0, 1, 2], [b"abc"]), ([2, 3, 0, 1], [b"cd", b"ab"]), ([1, 3], [b"b", b"d"]), ([3, 2], [b"d", b"c"])],
+)
+def test_spans_give_one_slice_per_run_of_consecutive_indices(indices: list[int], slices: list[bytes]) -> None:
+    assert [bytes(s) for s in Joined.of([b"a", b"b", b"c", b"d"]).spans(indices)] == slices
+
+
+def test_packing_joined_payloads_is_packing_the_list() -> None:
+    rng = random.Random(7)
+    events = [event_of_size(rng.randint(100, 1_500), i) for i in range(400)]
+    joined = Payloads.from_series(pl.Series(events))
+    for limits in ({"max_bytes": 5_000}, {"max_events": 7}, {}):
+        assert list(pack(joined, WRITE_KEY, **limits)) == list(pack(events, WRITE_KEY, **limits))

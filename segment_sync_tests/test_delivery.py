@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from isal import igzip
 from requests.structures import CaseInsensitiveDict
 
 from segment_sync import batching
@@ -448,6 +449,16 @@ def test_segment_http_repr_hides_the_key() -> None:
     assert "api.segment.io" in repr(http)
 
 
+def test_segment_http_reads_proxies_and_ca_bundle_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/company-ca.pem")
+    session = SegmentHttp("wk").new_session()
+    assert session.proxies["https"] == "http://proxy.example:3128" and session.verify == "/etc/company-ca.pem"
+    assert not session.trust_env  # not read again on every request
+    monkeypatch.setenv("NO_PROXY", "api.segment.io")
+    assert "https" not in SegmentHttp("wk").new_session().proxies
+
+
 def test_segment_http_basic_auth_header() -> None:
     http = SegmentHttp("abc123")
     prepared = http.new_session().prepare_request(requests.Request("POST", http.url, data=b"{}"))
@@ -632,6 +643,18 @@ def test_batches_that_finish_during_a_slow_callback_come_in_one_call() -> None:
     assert report.bytes_sent == sum(len(b) for b in transport.bodies)
 
 
+def test_finished_batches_are_replaced_before_the_callback_runs() -> None:
+    transport = ConcurrentTransport(2, hold=0.2)
+    started: list[int] = []
+
+    def slow(indices: Sequence[int]) -> None:
+        time.sleep(0.05)  # e.g. the journal's fsync: the batches that took the finished ones' places are out
+        started.append(transport._now + len(transport.bodies))  # posting or answered
+
+    report = deliver(payloads(40, size=200), transport, slow, max_batch_bytes=2_000, sleep=Sleeps())
+    assert report.batches > 4 and started[0] > 2
+
+
 def test_max_in_flight_argument_overrides_the_transport() -> None:
     transport = ConcurrentTransport(8)
     acks = Acks()
@@ -723,19 +746,23 @@ def test_an_error_in_the_callback_stops_delivery() -> None:
 
     with pytest.raises(OSError, match="disk full"):
         deliver(payloads(60, size=200), transport, fail, max_batch_bytes=2_000, sleep=Sleeps())
-    assert len(transport.bodies) <= 4  # no batch started after the failure
+    assert len(transport.bodies) <= 8  # the first 4 and those started in place of finished ones; none after
 
 
 def test_segment_http_gzip_level() -> None:
     events = [orjson.dumps({"userId": f"u{i}", "score": i * 7919 % 10007, "x": i**3}) for i in range(2_000)]
     body = b'{"batch":[' + b",".join(events) + b'],"sentAt":"x"}'
     sizes = {}
-    for level in (1, 9):
+    for level in (1, 3, 4, 9):
         http, session = _http_with(_FakeHttpResponse(200), gzip_level=level)
         http.post(body, 1)
         assert gzip.decompress(session.calls[0]["data"]) == body
         sizes[level] = len(session.calls[0]["data"])
-    assert sizes[9] < sizes[1] < len(body)
+        if level <= 3:  # ISA-L
+            assert session.calls[0]["data"] == igzip.compress(body, compresslevel=level)
+        else:
+            assert session.calls[0]["data"] == gzip.compress(body, compresslevel=level)
+    assert max(sizes.values()) < len(body) and sizes[9] < sizes[4]
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"gzip_level": 0}, "gzip_level"), ({"max_in_flight": 0}, "max_in")])

@@ -1,48 +1,10 @@
 """diff/<sync>: what changed since the sync last delivered, with its blocking guard."""
 
-from pathlib import Path
-
 import dagster as dg
-import orjson
-import polars as pl
 from pydantic import Field
 
-from segment_sync.assets.layout import (
-    SEGMENT,
-    STATE,
-    AssetOptions,
-    SyncFiles,
-    diff_key,
-    file_identity,
-    snapshot_checks_path,
-    snapshot_key,
-    snapshot_path,
-    state_errors_as_failures,
-    state_of,
-    sync_pool,
-)
-from segment_sync.diff import (
-    AFTER,
-    BEFORE_GEN,
-    CONTENT,
-    GEN,
-    HASH,
-    KEY,
-    KIND,
-    ROW,
-    UNCHANGED,
-    compute_diff,
-    count_kinds,
-    empty_diff,
-    hash_basis,
-    resync_diff,
-)
-from segment_sync.encoding import key_strings, row_contents
-from segment_sync.guards import change_size_problems, column_kinds, kind_changes
-from segment_sync.metadata import markdown_table
-from segment_sync.snapshot import split_null_keys
+from segment_sync.assets.layout import SEGMENT, STATE, AssetOptions, diff_key, snapshot_key, sync_pool
 from segment_sync.spec import ModelSpec, SyncSpec
-from segment_sync.state import SyncState, atomic_write, iter_parquet, sink_parquet_atomic, write_parquet_atomic
 
 GUARD_CHECK = "change_within_limits"
 
@@ -60,6 +22,10 @@ class DiffConfig(dg.Config):
     reset: bool = Field(
         default=False, description="Forget what was delivered, sending nothing; the next run treats every row as added."
     )
+
+
+# Built once and shared: a `config: DiffConfig` parameter would make Dagster infer it again for every sync.
+DIFF_CONFIG_SCHEMA = DiffConfig.to_config_schema()
 
 
 def build_diff_asset(
@@ -88,128 +54,13 @@ def build_diff_asset(
         pool=sync_pool(sync.name),
         description=f"Rows of `{model.name}` added, changed or removed since sync `{sync.name}` last delivered.",
         required_resource_keys={STATE, SEGMENT},
+        config_schema=DIFF_CONFIG_SCHEMA,
     )
-    def _diff(context: dg.AssetExecutionContext, config: DiffConfig) -> dg.MaterializeResult:
-        root = state_of(context).root()
-        path = snapshot_path(root, model.name)
-        if not path.exists():
-            raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
-        snapshot = pl.scan_parquet(path)
-        schema = snapshot.collect_schema()
-        missing = [c for c in sync.sent_columns if c not in schema]
-        if missing:
-            raise dg.Failure(
-                f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; "
-                f"its columns are {', '.join(schema.names())}. Fix the sync's mapping ({declared}) or the "
-                "model's query."
-            )
-        complete, null_keys = split_null_keys(snapshot, model.key_columns)
-        null_keys = null_keys.collect()
-        if _has_duplicate_keys(path, complete, model.key_columns):
-            raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has duplicate primary keys")
-        kinds = column_kinds(schema, sync.sent_columns)
-        basis = hash_basis(schema, sync.sent_columns)
-        files = SyncFiles(root, sync.name)
-        with state_errors_as_failures():
-            store = SyncState(files.folder, sync.name)
-            with store.lock():
-                store.recover()
-                if config.reset:
-                    backup = store.reset()
-                    context.log.warning(f"sync {sync.name!r}: state reset; the old state is kept at {backup}")
-                if config.reset:
-                    write_parquet_atomic(empty_diff(schema, sync.sent_columns), files.diff)
-                else:
-                    if config.full_resync:
-                        diff = resync_diff(complete, model.key_columns, sync.sent_columns, store.meta.generation)
-                    else:
-                        trusted = store.meta.hash_basis == basis
-                        diff = compute_diff(
-                            complete, model.key_columns, sync.sent_columns, store.delivered(), trust_hashes=trusted
-                        )
-                    sink_parquet_atomic(diff, files.diff)
-                    refreshed = _refresh_unchanged_hashes(store, files.diff)
-                    if refreshed:
-                        context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
-                    store.note_hash_basis(basis)
-                initial = not store.meta.baseline_done and not config.full_resync
-                written = pl.scan_parquet(files.diff)
-                counts = count_kinds(written)
-                diff_rows = written.select(pl.len()).collect().item()
-                delivered_rows = store.delivered_row_count()
-                pending = store.meta.pending
-                deliberate = initial or config.full_resync or config.reset
-                problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, pending)
-                problems += kind_changes(store.meta.column_kinds, kinds)
-                info = {
-                    "generation": store.meta.generation,
-                    "initial": initial,
-                    "reset": config.reset,
-                    "column_kinds": kinds,
-                    "null_key_rows": row_contents(null_keys, sync.sent_columns),
-                }
-                atomic_write(files.diff_info, orjson.dumps(info))
-        preview = written.head(10).drop(HASH, ROW).collect()
-        approved = bool(problems) and config.approve_large_change
-        return dg.MaterializeResult(
-            metadata={
-                **counts,
-                "dagster/row_count": diff_rows,
-                "rows_last_delivered": delivered_rows,
-                "null_key_rows": null_keys.height,
-                "initial_run": initial,
-                "full_resync": config.full_resync,
-                "reset": config.reset,
-                "preview": dg.MetadataValue.md(markdown_table(preview)),
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=GUARD_CHECK,
-                    passed=not problems or approved,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=_guard_description(sync.name, problems, approved),
-                    metadata={"problems": dg.MetadataValue.json(problems), "approved": approved, **counts},
-                )
-            ],
-        )
+    def _diff(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        # Polars and the diff load when a diff is computed, not when the definitions load.
+        from segment_sync.assets.diff_body import materialize_diff
+
+        config = DiffConfig(**context.op_execution_context.op_config)
+        return materialize_diff(context, config, sync, model, declared)
 
     return _diff
-
-
-def _guard_description(sync_name: str, problems: list[str], approved: bool) -> str | None:
-    if not problems:
-        return None
-    if approved:
-        return "Approved for this run: " + "; ".join(problems)
-    return (
-        f"Nothing was sent: {'; '.join(problems)}. If this change is intended, run the job `sync_{sync_name}` "
-        "once with `ops: {diff__" + sync_name + ": {config: {approve_large_change: true}}}`."
-    )
-
-
-def _has_duplicate_keys(path: Path, snapshot: pl.LazyFrame, key_columns: list[str]) -> bool:
-    """Whether two rows share a primary key, as the snapshot's check noted, or counted again if not noted.
-
-    Normally the snapshot's blocking check stops a sync before its diff; this covers a diff run alone.
-    """
-    checks_path = snapshot_checks_path(path)
-    if checks_path.exists():
-        checks = orjson.loads(checks_path.read_bytes())
-        if checks.get("file") == file_identity(path):
-            return bool(checks["duplicate_keys"])
-    keys = snapshot.select(key_strings(snapshot, key_columns).alias(KEY))
-    counts = keys.select(pl.col(KEY).n_unique().alias("unique"), pl.len().alias("rows")).collect(engine="streaming")
-    return counts["unique"][0] != counts["rows"][0]
-
-
-def _refresh_unchanged_hashes(store: SyncState, diff_path: Path, chunk_rows: int = 100_000) -> int:
-    """Note the new hash of rows whose content did not change, and drop them from the diff; return how many."""
-    unchanged = pl.scan_parquet(diff_path).filter(pl.col(KIND) == UNCHANGED)
-    count = unchanged.select(pl.len()).collect().item()
-    if not count:
-        return 0
-    for batch in iter_parquet(diff_path, chunk_rows, columns=[KEY, KIND, AFTER, HASH, BEFORE_GEN]):
-        notes = batch.filter(pl.col(KIND) == UNCHANGED)
-        store.record(notes.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN)))
-    sink_parquet_atomic(pl.scan_parquet(diff_path).filter(pl.col(KIND) != UNCHANGED), diff_path)
-    return count

@@ -8,8 +8,6 @@ from pathlib import Path
 import dagster as dg
 
 from segment_sync.resources import StateResource, WarehouseResource
-from segment_sync.state import StateError
-from segment_sync.sync_log import log_folders
 
 WAREHOUSE, SEGMENT, STATE = "segment_sync_warehouse", "segment_sync_segment", "segment_sync_state"
 
@@ -75,6 +73,8 @@ class SyncFiles:
 
     def dry_run_outbox(self, run_id: str) -> Path:
         """Where a dry run writes the request bodies it would have sent."""
+        from segment_sync.sync_log import log_folders  # imported at run time: sync_log.py loads Polars
+
         return log_folders(self.folder)["dry_runs"] / f"{run_id}.jsonl"
 
 
@@ -89,6 +89,8 @@ def warehouse_of(context: dg.AssetExecutionContext) -> WarehouseResource:
 @contextlib.contextmanager
 def state_errors_as_failures() -> Iterator[None]:
     """A busy lock or unusable state fails the run with its message (and sends nothing)."""
+    from segment_sync.state import StateError  # imported at run time: state.py loads Polars
+
     try:
         yield
     except StateError as exc:
