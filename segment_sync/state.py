@@ -44,8 +44,9 @@ class SyncState:
     """Files under `<state_dir>/syncs/<sync>/`: meta.json, delivered.parquet and a journal of the current run.
 
     Every acknowledged batch is appended to the journal and fsynced as soon as it is acknowledged (other
-    batches may be in flight meanwhile; they carry the same messageIds if sent again); the journal is folded into delivered.parquet (written to a temporary file, then renamed) when a run
-    ends, or by the next run when one died.
+    batches may be in flight meanwhile; they carry the same messageIds if sent again). The journal is
+    folded into delivered.parquet (written to a temporary file, then renamed) when a run ends, or by the
+    next run when one died.
     """
 
     def __init__(self, root: Path, sync_name: str):
