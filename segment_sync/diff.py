@@ -65,6 +65,7 @@ def current_rows(
 
     The sent columns are also kept under plain names (`_c0`, `_c1`, ... in order), for encoding: a model's
     own column names may clash with the diff's (`_key`) or read as patterns in a lazy plan (`*`, `^a$`).
+    Columns named in `keep` (the diff's own, such as a row position) are passed through as they are.
     """
     schema = schema_of(snapshot)
     renamed = {name: f"_s{i}" for i, name in enumerate(schema)}
@@ -72,8 +73,8 @@ def current_rows(
     keys = key_strings(frame, [renamed[c] for c in key_columns], names=key_columns).alias(KEY)
     sent = [pl.col(renamed[c]).alias(f"_c{i}") for i, c in enumerate(sent_columns)]
     values = pl.struct(_sent_names(sent_columns)).struct.rename_fields(list(sent_columns)).alias(ROW)
-    # the hash first and the struct after, so a filter on the hash runs before the struct is built
     kept = [pl.col(renamed[c]).alias(c) for c in keep]
+    # the hash first and the struct after, so a filter on the hash runs before the struct is built
     return frame.select(*kept, keys, *sent).with_columns(_row_hash(sent_columns).alias(HASH)).with_columns(values)
 
 
