@@ -232,6 +232,7 @@ def _changes(news: pl.DataFrame, olds: pl.DataFrame, *, trust_hashes: bool) -> p
         on=KEY,
         how="full",
         coalesce=True,
+        maintain_order="left",  # the snapshot's order, then the removed rows: repeatable without a sort
     )
     new, old = pl.col(HASH), pl.col(_OLD_HASH)
     differs = (new != old) if trust_hashes else pl.lit(True)
@@ -247,7 +248,6 @@ def _changes(news: pl.DataFrame, olds: pl.DataFrame, *, trust_hashes: bool) -> p
         joined.with_columns(kind.alias(KIND))
         .filter(pl.col(KIND).is_not_null())
         .select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER, HASH, ROW)
-        .sort(pl.col(KIND) == "removed", KEY)
     )
 
 

@@ -136,6 +136,10 @@ def json_value(schema: Mapping[str, pl.DataType], name: str, source: Source = co
     dtype = schema[name]
     if isinstance(dtype, pl.Decimal):
         return source(name).cast(pl.String).fill_null("null")  # a JSON number with every digit
+    if dtype == pl.Boolean or (dtype.is_integer() and dtype not in (pl.Int128, pl.UInt128)):
+        return source(name).cast(pl.String).fill_null("null")  # as JSON writes them, 3x cheaper
+    if isinstance(dtype, pl.Datetime) or dtype in (pl.Date, pl.Time):  # ISO-8601 text needs no escaping
+        return pl.concat_str([pl.lit('"'), json_ready(dtype, name, source), pl.lit('"')]).fill_null("null")
     single = pl.struct(json_ready(dtype, name, source).alias("v")).struct.json_encode()
     return single.str.slice(len('{"v":')).str.strip_suffix("}")
 

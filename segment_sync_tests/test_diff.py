@@ -111,16 +111,16 @@ def test_tombstone_still_gone_is_not_a_change() -> None:
     assert diff_of([("b", "y")], delivered([("a", None, 7), ("b", "y", 1)])).height == 0
 
 
-def test_diff_sorted_by_key_with_removed_rows_last() -> None:
+def test_diff_in_snapshot_order_with_removed_rows_last() -> None:
     old = delivered([("k9", "x", 1), ("k1", "x", 1), ("k5", "x", 1), ("k2", "x", 1)])
     diff = compute_diff(snapshot([("k9", "y"), ("k7", "y"), ("k1", "y"), ("k3", "y")]), ["id"], SENT, old).collect()
     assert diff.select(KEY, KIND).rows() == [
+        ("k9", "changed"),
+        ("k7", "added"),
         ("k1", "changed"),
         ("k3", "added"),
-        ("k7", "added"),
-        ("k9", "changed"),
-        ("k2", "removed"),
         ("k5", "removed"),
+        ("k2", "removed"),
     ]
 
 

@@ -11,8 +11,19 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from segment_sync.encoding import dumps, iter_json_lines, key_strings, loads, normalize_types, row_contents
+from segment_sync.encoding import (
+    _dumps_rows,
+    dumps,
+    iter_json_lines,
+    json_ready,
+    key_strings,
+    loads,
+    normalize_types,
+    row_contents,
+)
 
 
 def strict(raw: bytes | str) -> Any:
@@ -224,6 +235,32 @@ def test_row_contents_follows_the_given_column_order() -> None:
     frame = pl.DataFrame({"b": [1], "a": [2]})
     assert row_contents(frame, ["a", "b"]) == ['{"a":2,"b":1}']
     assert row_contents(frame, ["b"]) == ['{"b":1}']
+
+
+_NS_RANGE = {"min_value": dt.datetime(1678, 1, 1), "max_value": dt.datetime(2262, 1, 1)}
+_PLAIN_CAST = {
+    "i8": (pl.Int8, st.integers(-(2**7), 2**7 - 1)),
+    "u64": (pl.UInt64, st.integers(0, 2**64 - 1)),
+    "i64": (pl.Int64, st.integers(-(2**63), 2**63 - 1)),
+    "b": (pl.Boolean, st.booleans()),
+    "d": (pl.Date, st.dates()),
+    "t": (pl.Time, st.times()),
+    "ts": (pl.Datetime("us"), st.datetimes()),
+    "tz": (pl.Datetime("ms"), st.datetimes()),
+    "ns": (pl.Datetime("ns"), st.datetimes(**_NS_RANGE)),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries({k: st.none() | s for k, (_, s) in _PLAIN_CAST.items()}), max_size=8))
+def test_plain_columns_encode_as_the_row_by_row_path(rows: list[dict[str, Any]]) -> None:
+    """Integers, booleans, dates and times written by casts match what `dumps` writes for each row."""
+    frame = pl.DataFrame(rows, schema={k: dtype for k, (dtype, _) in _PLAIN_CAST.items()}).with_columns(
+        pl.col("tz").dt.replace_time_zone("Europe/Paris", ambiguous="earliest", non_existent="null"),
+        pl.col("ns").dt.replace_time_zone("UTC"),
+    )
+    ready = frame.select(pl.struct([json_ready(dtype, k).alias(k) for k, dtype in frame.schema.items()]).alias("r"))
+    assert row_contents(frame, frame.columns) == _dumps_rows(ready["r"]).to_list()
 
 
 def test_row_contents_empty_frame() -> None:
