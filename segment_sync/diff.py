@@ -5,15 +5,18 @@ snapshot or what was delivered) are the candidates, found by sorting the hashes 
 Only those rows are read again (by position in the snapshot), joined on the key and compared by their
 canonical JSON, so a hash that moved without the content (a new Polars, a column type that encodes alike)
 never sends an event. When the candidates are too many to hold (a mass change, or hashes made by another
-Polars), the keys are split by a hash into slices, worked out one after another.
+Polars), both sides are split by a hash of the key into slices (temporary files), worked out one after another.
 """
 
 from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 from functools import reduce
+from pathlib import Path
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -23,7 +26,7 @@ from segment_sync.encoding import content_expr, key_strings, schema_of
 KEY, CONTENT, GEN, HASH, ROW = "_key", "_content", "_gen", "_hash", "_row"
 KIND, BEFORE, AFTER, BEFORE_GEN = "_kind", "_before", "_after", "_before_gen"
 UNCHANGED = "unchanged"  # a row whose hash moved but whose content did not: only its stored hash is refreshed
-_OLD_HASH = "_old_hash"
+_OLD_HASH, _SLICE = "_old_hash", "_slice"
 HASH_SEED = 0x5E6D_5EED
 HASH_SCHEME = "xor-of-columns"  # part of the hash basis: changing how rows are hashed makes stored hashes untrusted
 
@@ -72,14 +75,18 @@ def current_rows(
     frame = snapshot.lazy().rename(renamed)
     keys = key_strings(frame, [renamed[c] for c in key_columns], names=key_columns).alias(KEY)
     sent = [pl.col(renamed[c]).alias(f"_c{i}") for i, c in enumerate(sent_columns)]
-    values = pl.struct(_sent_names(sent_columns)).struct.rename_fields(list(sent_columns)).alias(ROW)
     kept = [pl.col(renamed[c]).alias(c) for c in keep]
     # the hash first and the struct after, so a filter on the hash runs before the struct is built
-    return frame.select(*kept, keys, *sent).with_columns(_row_hash(sent_columns).alias(HASH)).with_columns(values)
+    hashed = frame.select(*kept, keys, *sent).with_columns(_row_hash(sent_columns).alias(HASH))
+    return hashed.with_columns(_row_struct(sent_columns))
 
 
 def _sent_names(sent_columns: Sequence[str]) -> list[str]:
     return [f"_c{i}" for i in range(len(sent_columns))]
+
+
+def _row_struct(sent_columns: Sequence[str]) -> pl.Expr:
+    return pl.struct(_sent_names(sent_columns)).struct.rename_fields(list(sent_columns)).alias(ROW)
 
 
 def _after_content(schema: Mapping[str, pl.DataType], sent_columns: Sequence[str]) -> pl.Expr:
@@ -138,30 +145,32 @@ def compute_diff(
     schema = schema_of(snapshot)
     if delivered.select(pl.len()).collect().item() == 0:  # a first run: every row is added
         return _all_added(current_rows(snapshot, key_columns, sent_columns), schema, sent_columns, None)
+    old_rows = delivered.select(pl.len()).collect().item()
     if not trust_hashes:
-        rows = snapshot.lazy().select(pl.len()).collect().item() + delivered.select(pl.len()).collect().item()
-        return _in_slices(snapshot, key_columns, sent_columns, delivered, None, _slices(rows, in_memory_rows))
+        rows = snapshot.lazy().select(pl.len()).collect().item() + old_rows
+        return _in_slices(snapshot, key_columns, sent_columns, delivered, _slices(rows, in_memory_rows), trust_hashes)
     position = _unused_name(schema, "_position")
     positioned = snapshot.lazy().with_row_index(position)
     hashed = current_rows(positioned, key_columns, sent_columns, keep=[position]).select(position, HASH)
     hashed = hashed.collect(engine="streaming")
     hashes = unmatched_row_hashes(hashed.lazy(), delivered)
-    if hashes.len() > in_memory_rows:
-        return _in_slices(snapshot, key_columns, sent_columns, delivered, hashes, _slices(hashes.len(), in_memory_rows))
+    if hashes.len() > in_memory_rows:  # a mass change: every row is compared, slice by slice
+        slices = _slices(hashed.height + old_rows, in_memory_rows)
+        return _in_slices(snapshot, key_columns, sent_columns, delivered, slices, trust_hashes)
     # the usual few changes: those rows are read again by position, cheaper than hashing every row again
     positions = hashed.filter(pl.col(HASH).is_in(hashes.implode()))[position].implode()
     del hashed
     rows = positioned.filter(pl.col(position).is_in(positions)).drop(position)
     news, olds, tombstones = pl.collect_all(
         [
-            _with_after(current_rows(rows, key_columns, sent_columns), schema, sent_columns),
+            current_rows(rows, key_columns, sent_columns),
             delivered.filter(_hash_in(hashes)).select(list(DELIVERED_SCHEMA)),
             delivered.filter(pl.col(HASH).is_null()).select(list(DELIVERED_SCHEMA)),  # keys only read for these
         ],
         engine="streaming",
     )
     olds = pl.concat([olds, tombstones.filter(pl.col(KEY).is_in(news[KEY].implode()))])
-    return _changes(news, olds, trust_hashes=True).lazy()
+    return _changes(news, olds, schema, sent_columns, trust_hashes=True).lazy()
 
 
 def _in_slices(
@@ -169,38 +178,55 @@ def _in_slices(
     key_columns: Sequence[str],
     sent_columns: Sequence[str],
     delivered: pl.LazyFrame,
-    hashes: pl.Series | None,
     slices: int,
+    trust_hashes: bool,
 ) -> pl.LazyFrame:
     """The diff worked out for one slice of the keys at a time (by a hash of the key), as it is read.
 
-    Only the rows whose hash is in `hashes` are candidates; with no `hashes`, every row is.
+    Both sides are first split by slice into temporary files, one pass each, so each slice reads only its rows.
     """
     schema = schema_of(snapshot)
-    current = current_rows(snapshot, key_columns, sent_columns)
+    current = current_rows(snapshot, key_columns, sent_columns).drop(ROW)  # rebuilt per slice: not written twice
 
-    def slice_diff(i: int) -> pl.DataFrame:
-        in_slice = pl.col(KEY).hash(HASH_SEED) % slices == i
-        news = current.filter(in_slice) if hashes is None else current.filter(in_slice & _hash_in(hashes))
-        news = _with_after(news, schema, sent_columns).collect(engine="streaming")
-        olds = delivered.filter(in_slice & _old_candidates(hashes, news[KEY])).collect(engine="streaming")
-        return _changes(news, olds, trust_hashes=hashes is not None)
+    def slice_diffs() -> Iterator[pl.DataFrame]:
+        with tempfile.TemporaryDirectory(prefix="segment-sync-diff-") as folder:
+            news = _split_by_key(current, slices, Path(folder, "new"))
+            olds = _split_by_key(delivered.select(list(DELIVERED_SCHEMA)), slices, Path(folder, "old"))
+            for i in range(slices):
+                part_news = news(i).with_columns(_row_struct(sent_columns))
+                yield _changes(part_news, olds(i), schema, sent_columns, trust_hashes=trust_hashes)
 
     def read(
         columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _: int | None
     ) -> Iterator[pl.DataFrame]:
-        for i in range(slices):
-            part = slice_diff(i)
-            part = part if predicate is None else part.filter(predicate)
-            part = part if columns is None else part.select(columns)
-            if n_rows is not None:
-                part = part.head(n_rows)
-                n_rows -= part.height
-            yield part
-            if n_rows == 0:
-                return
+        with closing(slice_diffs()) as parts:
+            for part in parts:
+                part = part if predicate is None else part.filter(predicate)
+                part = part if columns is None else part.select(columns)
+                if n_rows is not None:
+                    part = part.head(n_rows)
+                    n_rows -= part.height
+                yield part
+                if n_rows == 0:
+                    return
 
     return register_io_source(read, schema={**DIFF_SCHEMA, ROW: _row_dtype(schema, sent_columns)})
+
+
+def _split_by_key(frame: pl.LazyFrame, slices: int, folder: Path) -> Callable[[int], pl.DataFrame]:
+    """Write a frame's rows into one file per slice of `KEY` (in one streaming pass); return a reader of a slice."""
+    schema = frame.collect_schema()
+    slice_of = pl.col(KEY).hash(HASH_SEED) % slices
+    if slices == 1:
+        return lambda _: frame.collect(engine="streaming")
+    partition = pl.PartitionBy(folder, key=slice_of.alias(_SLICE), include_key=False)
+    frame.sink_parquet(partition, compression="lz4", mkdir=True, engine="streaming")
+
+    def read_slice(i: int) -> pl.DataFrame:
+        files = sorted(folder.glob(f"{_SLICE}={i}/*.parquet"))
+        return pl.read_parquet(files, hive_partitioning=False) if files else pl.DataFrame(schema=schema)
+
+    return read_slice
 
 
 def _slices(rows: int, in_memory_rows: int) -> int:
@@ -211,22 +237,18 @@ def _hash_in(hashes: pl.Series) -> pl.Expr:
     return pl.col(HASH).is_in(hashes.implode())
 
 
-def _old_candidates(hashes: pl.Series | None, keys: pl.Series) -> pl.Expr:
-    """Delivered rows to compare: those with a candidate hash (all with no `hashes`), and removed ones back.
+def _changes(
+    news: pl.DataFrame,
+    olds: pl.DataFrame,
+    schema: Mapping[str, pl.DataType],
+    sent_columns: Sequence[str],
+    *,
+    trust_hashes: bool,
+) -> pl.DataFrame:
+    """The diff of rows held in memory: `current_rows` of the snapshot, and delivered rows.
 
-    A row removed earlier is kept with no hash (a tombstone); its generation makes a returning key's
-    messageId new.
+    Rows are encoded as JSON only once they are found to be added or to have a hash that differs.
     """
-    candidate = pl.col(HASH).is_not_null() if hashes is None else _hash_in(hashes)
-    return candidate | (pl.col(HASH).is_null() & pl.col(KEY).is_in(keys.implode()))
-
-
-def _with_after(current: pl.LazyFrame, schema: Mapping[str, pl.DataType], sent_columns: Sequence[str]) -> pl.LazyFrame:
-    return current.with_columns(_after_content(schema, sent_columns).alias(AFTER))
-
-
-def _changes(news: pl.DataFrame, olds: pl.DataFrame, *, trust_hashes: bool) -> pl.DataFrame:
-    """The diff of candidate rows held in memory: `current_rows` with `_after`, and delivered rows."""
     joined = news.join(
         olds.select(KEY, pl.col(GEN).alias(BEFORE_GEN), pl.col(CONTENT).alias(BEFORE), pl.col(HASH).alias(_OLD_HASH)),
         on=KEY,
@@ -242,11 +264,15 @@ def _changes(news: pl.DataFrame, olds: pl.DataFrame, *, trust_hashes: bool) -> p
         .when(new.is_null() & old.is_not_null())
         .then(pl.lit("removed"))
         .when(new.is_not_null() & differs)
-        .then(pl.when(pl.col(AFTER) == pl.col(BEFORE)).then(pl.lit(UNCHANGED)).otherwise(pl.lit("changed")))
+        .then(pl.lit("changed"))
     )
+    after = pl.when(new.is_not_null()).then(_after_content(schema, sent_columns)).alias(AFTER)
+    unchanged = (pl.col(KIND) == "changed") & (pl.col(AFTER) == pl.col(BEFORE))
     return (
         joined.with_columns(kind.alias(KIND))
         .filter(pl.col(KIND).is_not_null())
+        .with_columns(after)
+        .with_columns(pl.when(unchanged).then(pl.lit(UNCHANGED)).otherwise(pl.col(KIND)).alias(KIND))
         .select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER, HASH, ROW)
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,15 @@ def test_many_candidates_are_worked_out_in_slices_alike() -> None:
         assert diff_of(cur, old, **options).filter(pl.col(KIND) != "unchanged").equals(whole), options
     assert ("t1", "added", 5, None, j("back")) in as_rows(whole)
     assert count_kinds(whole) == {"added": 1, "changed": 22, "removed": 6}
+
+
+def test_sliced_diff_leaves_no_temporary_files(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cur = [(f"k{i:02}", "new") for i in range(30)]
+    diff = compute_diff(snapshot(cur), ["id"], SENT, delivered([("k00", "old", 1), ("gone", "x", 1)]), in_memory_rows=4)
+    assert diff.select(KEY).head(3).collect().height == 3
+    assert diff.collect().height == 31
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sliced_diff_reads_like_a_frame() -> None:
