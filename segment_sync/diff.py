@@ -28,6 +28,7 @@ KIND, BEFORE, AFTER, BEFORE_GEN = "_kind", "_before", "_after", "_before_gen"
 UNCHANGED = "unchanged"  # a row whose hash moved but whose content did not: only its stored hash is refreshed
 _OLD_HASH, _SLICE = "_old_hash", "_slice"
 HASH_SEED = 0x5E6D_5EED
+SLICES_FOLDER_PREFIX = "segment-sync-diff-"  # a sliced diff's temporary folder; one left by a killed run is stale
 HASH_SCHEME = "xor-of-columns"  # part of the hash basis: changing how rows are hashed makes stored hashes untrusted
 
 DELIVERED_SCHEMA = {KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64, HASH: pl.UInt64}
@@ -134,13 +135,15 @@ def compute_diff(
     *,
     trust_hashes: bool = True,
     in_memory_rows: int = 1_000_000,
+    work_dir: Path | None = None,
 ) -> pl.LazyFrame:
     """Rows added, changed, removed (or unchanged with a stale hash) between what was delivered and a snapshot.
 
     The snapshot holds only rows with a complete primary key. With `trust_hashes` off (the stored hashes
     were made by another Polars or other column types), every row present on both sides is compared by
     content. At most about `in_memory_rows` candidate rows are held at once: beyond that, the keys are
-    split into slices worked out one after another while the result is read.
+    split into slices worked out one after another while the result is read, their rows kept in a temporary
+    folder in `work_dir` (the system's temporary folder by default) until then.
     """
     schema = schema_of(snapshot)
     if delivered.select(pl.len()).collect().item() == 0:  # a first run: every row is added
@@ -148,7 +151,8 @@ def compute_diff(
     old_rows = delivered.select(pl.len()).collect().item()
     if not trust_hashes:
         rows = snapshot.lazy().select(pl.len()).collect().item() + old_rows
-        return _in_slices(snapshot, key_columns, sent_columns, delivered, _slices(rows, in_memory_rows), trust_hashes)
+        slices = _slices(rows, in_memory_rows)
+        return _in_slices(snapshot, key_columns, sent_columns, delivered, slices, trust_hashes, work_dir)
     position = _unused_name(schema, "_position")
     positioned = snapshot.lazy().with_row_index(position)
     hashed = current_rows(positioned, key_columns, sent_columns, keep=[position]).select(position, HASH)
@@ -156,7 +160,7 @@ def compute_diff(
     hashes = unmatched_row_hashes(hashed.lazy(), delivered)
     if hashes.len() > in_memory_rows:  # a mass change: every row is compared, slice by slice
         slices = _slices(hashed.height + old_rows, in_memory_rows)
-        return _in_slices(snapshot, key_columns, sent_columns, delivered, slices, trust_hashes)
+        return _in_slices(snapshot, key_columns, sent_columns, delivered, slices, trust_hashes, work_dir)
     # the usual few changes: those rows are read again by position, cheaper than hashing every row again
     positions = hashed.filter(pl.col(HASH).is_in(hashes.implode()))[position].implode()
     del hashed
@@ -180,6 +184,7 @@ def _in_slices(
     delivered: pl.LazyFrame,
     slices: int,
     trust_hashes: bool,
+    work_dir: Path | None,
 ) -> pl.LazyFrame:
     """The diff worked out for one slice of the keys at a time (by a hash of the key), as it is read.
 
@@ -189,7 +194,7 @@ def _in_slices(
     current = current_rows(snapshot, key_columns, sent_columns).drop(ROW)  # rebuilt per slice: not written twice
 
     def slice_diffs() -> Iterator[pl.DataFrame]:
-        with tempfile.TemporaryDirectory(prefix="segment-sync-diff-") as folder:
+        with tempfile.TemporaryDirectory(prefix=SLICES_FOLDER_PREFIX, dir=work_dir) as folder:
             news = _split_by_key(current, slices, Path(folder, "new"))
             olds = _split_by_key(delivered.select(list(DELIVERED_SCHEMA)), slices, Path(folder, "old"))
             for i in range(slices):

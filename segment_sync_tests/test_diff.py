@@ -270,12 +270,22 @@ def test_many_candidates_are_worked_out_in_slices_alike() -> None:
     assert count_kinds(whole) == {"added": 1, "changed": 22, "removed": 6}
 
 
-def test_sliced_diff_leaves_no_temporary_files(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def test_sliced_diff_keeps_its_files_in_the_work_dir_while_read(tmp_path: Path, monkeypatch: Any) -> None:
+    folders: list[Path] = []
+    real = tempfile.TemporaryDirectory
+
+    def recorded(**options: Any) -> tempfile.TemporaryDirectory:
+        folder = real(**options)
+        folders.append(Path(folder.name))
+        return folder
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recorded)
     cur = [(f"k{i:02}", "new") for i in range(30)]
-    diff = compute_diff(snapshot(cur), ["id"], SENT, delivered([("k00", "old", 1), ("gone", "x", 1)]), in_memory_rows=4)
+    old = delivered([("k00", "old", 1), ("gone", "x", 1)])
+    diff = compute_diff(snapshot(cur), ["id"], SENT, old, in_memory_rows=4, work_dir=tmp_path)
     assert diff.select(KEY).head(3).collect().height == 3
     assert diff.collect().height == 31
+    assert [f.parent for f in folders] == [tmp_path, tmp_path]
     assert list(tmp_path.iterdir()) == []
 
 

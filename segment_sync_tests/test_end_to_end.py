@@ -152,12 +152,16 @@ def test_hashes_from_another_version_send_only_real_changes(
     stale.write_parquet(folder / "delivered.parquet")
     meta = orjson.loads((folder / "meta.json").read_bytes())
     (folder / "meta.json").write_bytes(orjson.dumps({**meta, "hash_basis": "made-by-an-older-version"}))
+    killed = folder / "segment-sync-diff-left-by-a-killed-run"  # a sliced diff's files, left behind
+    killed.mkdir()
+    (killed / "0.parquet").write_bytes(b"partial")
 
     duckdb_warehouse.execute("update users set plan = 'team' where id = 1")
     before = len(emulator.accepted)
     run = run_sync(definitions, "lifecycle", instance)
     assert run.success, run.failure_messages()
     assert _names(_sent(emulator, before)) == [("User Changed Plan", "u1")]
+    assert list(folder.glob("segment-sync-diff-*")) == []
     refreshed = pl.read_parquet(folder / "delivered.parquet").sort("_key")
     assert refreshed["_hash"].to_list() != stale.sort("_key")["_hash"].to_list()
     assert orjson.loads((folder / "meta.json").read_bytes())["hash_basis"] != "made-by-an-older-version"

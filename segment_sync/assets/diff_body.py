@@ -1,5 +1,6 @@
 """What diff/<sync> does when it materializes: diff the snapshot against what the sync delivered, then guard it."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +25,7 @@ from segment_sync.diff import (
     KEY,
     KIND,
     ROW,
+    SLICES_FOLDER_PREFIX,
     UNCHANGED,
     compute_diff,
     count_kinds,
@@ -77,8 +79,14 @@ def materialize_diff(
                     diff = resync_diff(complete, model.key_columns, sync.sent_columns, store.meta.generation)
                 else:
                     trusted = store.meta.hash_basis == basis
+                    _remove_stale_slices(files.folder)
                     diff = compute_diff(
-                        complete, model.key_columns, sync.sent_columns, store.delivered(), trust_hashes=trusted
+                        complete,
+                        model.key_columns,
+                        sync.sent_columns,
+                        store.delivered(),
+                        trust_hashes=trusted,
+                        work_dir=files.folder,
                     )
                 sink_parquet_atomic(diff, files.diff)
                 refreshed = _refresh_unchanged_hashes(store, files.diff)
@@ -125,6 +133,12 @@ def materialize_diff(
             )
         ],
     )
+
+
+def _remove_stale_slices(folder: Path) -> None:
+    """Remove a sliced diff's temporary folder left by a run that was killed (the state's lock is held)."""
+    for stale in folder.glob(f"{SLICES_FOLDER_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _guard_description(sync_name: str, problems: list[str], approved: bool) -> str | None:
