@@ -1,13 +1,13 @@
 """Diff benchmark: our keyed diff next to the Parquet read floor and the same diff in DuckDB SQL.
 
-Run: ./dev python benchmarks/diff_bench.py [--rows 1000000] [--repeat 3] [--upgrade]
+Run: ./dev python benchmarks/diff_bench.py [--rows 1000000] [--repeat 3] [--upgrade] [--mass]
 Two snapshots of a synthetic model (string key + 10 columns) differ by 1% removed, 1% added and 2%
 changed rows. The floor reads both snapshots; our diff reads the new snapshot and the sync's state as the
 first run left it (made from the old snapshot before timing) and writes the diff file the delivery reads;
 DuckDB hashes the sent columns of both snapshots and joins them on the key. Each method runs in its own
 process, so peak RSS is the method's own. With --upgrade, also times (once) our diff when the stored hashes
-are another version's, as after an upgrade of Polars. Prints a table and writes
-benchmarks/results/diff-<rows>.json.
+are another version's, as after an upgrade of Polars; with --mass, (once) when every row changed. Prints a
+table and writes benchmarks/results/diff-<rows>.json.
 """
 
 from __future__ import annotations
@@ -76,6 +76,20 @@ def ours_after_upgrade(old: Path, new: Path) -> int:
     return ours(old, new, trust_hashes=False)
 
 
+def make_mass_change(old: Path) -> None:
+    """Write a snapshot in which every row changed (as after a backfill of one column), beside the old one."""
+    import duckdb
+
+    with duckdb.connect() as conn:
+        changed = f"select * replace (seats + 1 as seats) from '{old}'"
+        conn.execute(f"copy ({changed}) to '{old.with_name(MASS_FILE)}' (format parquet)")
+
+
+def ours_mass_change(old: Path, new: Path) -> int:
+    """Our diff when every row changed: more candidates than are held at once, so worked out in key slices."""
+    return ours(old, new.with_name(MASS_FILE))
+
+
 def duckdb_sql(old: Path, new: Path) -> int:
     """The same keyed diff as DuckDB SQL over the files: a hash of the sent columns per row, joined on the key,
     and the changed rows (kind and new values) written to Parquet."""
@@ -96,6 +110,9 @@ def duckdb_sql(old: Path, new: Path) -> int:
 
 METHODS = {"parquet read (floor)": floor, "segment-sync diff": ours, "DuckDB SQL diff": duckdb_sql}
 UPGRADE = "segment-sync, after an upgrade"  # measured once, with --upgrade: it is slow by design
+MASS = "segment-sync, every row changed"  # measured once, with --mass
+MASS_FILE = "mass.parquet"
+ONCE = {UPGRADE: ours_after_upgrade, MASS: ours_mass_change}
 
 
 def _child(method: str, old: str, new: str) -> None:
@@ -106,7 +123,7 @@ def _child(method: str, old: str, new: str) -> None:
     import segment_sync.diff  # noqa: F401
 
     started = time.perf_counter()
-    rows = {**METHODS, UPGRADE: ours_after_upgrade}[method](Path(old), Path(new))
+    rows = {**METHODS, **ONCE}[method](Path(old), Path(new))
     seconds = time.perf_counter() - started
     rss = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "rows": rows}))
@@ -119,11 +136,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--upgrade", action="store_true", help="also time the diff against hashes of another version")
+    parser.add_argument("--mass", action="store_true", help="also time the diff when every row changed")
     args = parser.parse_args(argv)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         old, new = make_snapshots(Path(tmp), args.rows)
-        for method in [*METHODS, *([UPGRADE] if args.upgrade else [])]:
+        if args.mass:
+            make_mass_change(old)
+        once = [*([UPGRADE] if args.upgrade else []), *([MASS] if args.mass else [])]
+        for method in [*METHODS, *once]:
             runs = []
             for _ in range(
                 args.repeat if method in METHODS else 1

@@ -33,7 +33,7 @@ def run_suite(scale: str) -> dict[str, Any]:
     repeat = ["--repeat", str(s["repeat"])]
     results: dict[str, Any] = {"scale": scale, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results["read"] = read_bench.main(["--rows", str(s["rows"]), *repeat])
-    results["diff"] = [diff_bench.main(["--rows", str(s["rows"]), "--upgrade", *repeat])]
+    results["diff"] = [diff_bench.main(["--rows", str(s["rows"]), "--upgrade", "--mass", *repeat])]
     results["diff"] += [diff_bench.main(["--rows", str(s["big"]), *repeat])] if s["big"] else []
     results["send"] = send_bench.main(["--events", str(s["events"]), *repeat, *s["send"]])
     results["build"] = build_bench.main(["--rows", str(s["events"]), *repeat])
