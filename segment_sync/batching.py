@@ -62,6 +62,10 @@ class Joined:
 
     def spans(self, indices: Iterable[int]) -> Iterator[memoryview]:
         """The items at these indices, in their order: one slice per run of consecutive indices."""
+        if isinstance(indices, range) and indices.step == 1:  # one run, without a look at each index
+            if indices:
+                yield self.span(indices.start, indices.stop)
+            return
         start = stop = -1
         for i in indices:
             if i != stop:

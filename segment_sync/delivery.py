@@ -11,9 +11,10 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,7 +24,7 @@ from segment_sync.errors import first_line
 from segment_sync.pacing import Pacer
 
 if TYPE_CHECKING:
-    import requests
+    from segment_sync.connections import Connection
 
 RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
 DEFAULT_ENDPOINT = "https://api.segment.io"
@@ -51,7 +52,7 @@ class Transport(Protocol):
     write_key: str | None
 
     def post(self, body: bytes, attempt: int) -> Response:
-        """Send one body; raise OSError (requests' errors are OSErrors) when nothing was answered."""
+        """Send one body; raise OSError when nothing was answered."""
         ...
 
 
@@ -83,24 +84,18 @@ class SegmentHttp:
         self.gzip_body = gzip_body
         self.gzip_level = gzip_level
         self.max_in_flight = max_in_flight
-        self._idle_sessions: queue.SimpleQueue[requests.Session] = queue.SimpleQueue()
+        from segment_sync.connections import Connector  # imported at run time: loading the definitions needs no HTTP
 
-    def new_session(self) -> requests.Session:
-        """A session with Segment's auth and headers; each request in flight uses one of its own.
+        self._connector = Connector(self.url, write_key, f"segment-sync/{__version__}", timeout)
+        self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
 
-        Proxies and the CA bundle come from the environment as requests reads them, once per session
-        rather than on every request (which costs about as much CPU as sending 400 events).
+    def new_connection(self) -> Connection:
+        """A connection of its own for one request in flight, kept open for the next.
+
+        Proxies and the CA bundle come from the environment as requests reads them, once per client rather
+        than on every request; without a proxy, a socket of the connection's own posts (see `connections`).
         """
-        import requests  # imported at run time: keeps the Dagster code location's load fast
-
-        session = requests.Session()
-        settings = session.merge_environment_settings(self.url, {}, None, None, None)
-        session.trust_env = False
-        session.proxies.update(settings["proxies"])
-        session.verify = settings["verify"]
-        session.auth = (self.write_key, "")
-        session.headers.update({"Content-Type": "application/json", "User-Agent": f"segment-sync/{__version__}"})
-        return session
+        return self._connector.connect()
 
     def compress(self, body: bytes) -> bytes:
         """The gzip stream of a body at this client's level."""
@@ -117,20 +112,20 @@ class SegmentHttp:
             body = self.compress(body)
             headers["Content-Encoding"] = "gzip"
         try:
-            session = self._idle_sessions.get_nowait()
+            connection = self._idle.get_nowait()
         except queue.Empty:
-            session = self.new_session()
+            connection = self.new_connection()
         try:
-            resp = session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+            answer = connection.post(body, headers)
         finally:
-            self._idle_sessions.put(session)  # kept for the next request, with its open connection
-        return Response(resp.status_code, resp.text[:500], _retry_after(resp.headers))
+            self._idle.put(connection)  # kept for the next request, with its open connection
+        return Response(answer.status, answer.text[:500], _retry_after(answer.headers))
 
     def close(self) -> None:
-        """Close the idle sessions and their connections."""
+        """Close the idle connections."""
         while True:
             try:
-                self._idle_sessions.get_nowait().close()
+                self._idle.get_nowait().close()
             except queue.Empty:
                 return
 
@@ -159,8 +154,9 @@ class Outbox:
         return Response(200, '{"success":true}')
 
 
-def _retry_after(headers: requests.structures.CaseInsensitiveDict) -> float | None:
-    for name in ("Retry-After", "X-RateLimit-Reset"):
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from Retry-After, else X-RateLimit-Reset: a number of seconds or an HTTP date."""
+    for name in ("retry-after", "x-ratelimit-reset"):
         raw = headers.get(name)
         if not raw:
             continue
@@ -290,7 +286,7 @@ def deliver(
         while running or (pending and not sender.stopped.is_set()):
             start_batches()
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            acknowledged: list[int] = []
+            acknowledged: list[range] = []
             for future in [f for f in running if f in done]:  # in the order the batches started
                 batch = running.pop(future)
                 try:
@@ -303,7 +299,7 @@ def deliver(
                     report.undelivered += batch
                     continue
                 if 200 <= response.status < 300:
-                    acknowledged += batch
+                    acknowledged.append(batch)
                 elif response.status == 400 and len(batch) > 1:
                     half = len(batch) // 2
                     pending.extendleft([batch[half:], batch[:half]])  # next, first half first
@@ -313,13 +309,21 @@ def deliver(
             if acknowledged:  # batches that finished together (e.g. during a slow callback) go in one call
                 if limit > 1:
                     start_batches()  # before the callback, which may wait on a disk (an fsync) for milliseconds
-                on_acknowledged(acknowledged)
-                report.acknowledged += len(acknowledged)
+                indices = _indices(acknowledged)
+                on_acknowledged(indices)
+                report.acknowledged += len(indices)
     finally:
         sender.stopped.set()  # when the caller's callback raised, workers stop retrying
         pool.shutdown(wait=True)
     report.undelivered = sorted(report.undelivered + [i for batch in pending for i in batch])
     return report
+
+
+def _indices(batches: list[range]) -> Sequence[int]:
+    """The indices of batches in order: one range when they are back to back (the usual case), else a list."""
+    if all(a.stop == b.start for a, b in pairwise(batches)):
+        return range(batches[0].start, batches[-1].stop)
+    return [i for batch in batches for i in batch]
 
 
 class _InlinePool:
@@ -373,7 +377,7 @@ class _BatchSender:
             called = time.perf_counter()
             try:
                 response = self.transport.post(body, tries)
-            except OSError as exc:  # requests' errors are OSErrors too
+            except OSError as exc:  # every transport error is one (see connections)
                 response, problem = None, f"{type(exc).__name__}: {first_line(exc, 200)}"
             if self.on_call is not None:
                 record = CallRecord(

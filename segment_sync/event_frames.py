@@ -411,12 +411,17 @@ def _payload(sync: SyncSpec, message_type: str, names: Mapping[str, str | None])
         names_json = {kind: orjson.dumps(name).decode() for kind, name in names.items() if name is not None}
         event = pl.col(KIND).replace_strict(names_json, default=None, return_dtype=pl.String)
         parts.append(pl.concat_str([pl.lit(',"event":'), event]))
-    ids = [("userId", _UID), ("anonymousId", _AID)] + ([("groupId", _GID)] if sync.type == "group" else [])
-    parts += [optional(key, pl.col(alias), _json_text(pl.col(alias))) for key, alias in ids]
+    ids = [("userId", _UID, sync.user_id), ("anonymousId", _AID, sync.anonymous_id)]
+    ids += [("groupId", _GID, sync.group_id)] if sync.type == "group" else []
+    parts += [optional(key, pl.col(alias), _json_text(pl.col(alias))) for key, alias, name in ids if name is not None]
     parts += [pl.lit(',"traits":' if sync.type in ("identify", "group") else ',"properties":'), pl.col(_BAG)]
-    parts.append(optional("timestamp", pl.col(_TS), _quoted(pl.col(_TS))))
+    if sync.timestamp is not None:
+        parts.append(optional("timestamp", pl.col(_TS), _quoted(pl.col(_TS))))
     mid = pl.col(_MID)
-    parts.append(optional("messageId", mid, _json_text(mid) if sync.message_id is not None else _quoted(mid)))
+    if sync.message_id is None:  # every row's messageId is made here: a UUID, never null
+        parts += [pl.lit(',"messageId":"'), mid, pl.lit('"')]
+    else:
+        parts.append(optional("messageId", mid, _json_text(mid)))
     parts.append(pl.lit(',"context":' + orjson.dumps(LIBRARY).decode() + "}"))
     return pl.concat_str(parts, ignore_nulls=True)
 

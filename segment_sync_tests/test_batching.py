@@ -215,6 +215,12 @@ def test_spans_give_one_slice_per_run_of_consecutive_indices(indices: list[int],
     assert [bytes(s) for s in Joined.of([b"a", b"b", b"c", b"d"]).spans(indices)] == slices
 
 
+@pytest.mark.parametrize("indices", [range(0), range(1, 3), range(4), range(0, 4, 2), range(3, 0, -1)])
+def test_spans_of_a_range_are_the_spans_of_its_indices(indices: range) -> None:
+    joined = Joined.of([b"a", b"b", b"c", b"d"])
+    assert [bytes(s) for s in joined.spans(indices)] == [bytes(s) for s in joined.spans(list(indices))]
+
+
 def test_packing_joined_payloads_is_packing_the_list() -> None:
     rng = random.Random(7)
     events = [event_of_size(rng.randint(100, 1_500), i) for i in range(400)]

@@ -6,14 +6,13 @@ every status, exception and wait can be scripted exactly and nothing sleeps.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import gzip
 import json
 import threading
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ import orjson
 import pytest
 import requests
 from isal import igzip
-from requests.structures import CaseInsensitiveDict
 
 from segment_sync import batching
+from segment_sync.connections import Answer
 from segment_sync.delivery import (
     DEFAULT_ENDPOINT,
     RETRYABLE_STATUSES,
@@ -31,6 +30,7 @@ from segment_sync.delivery import (
     Response,
     RetryPolicy,
     SegmentHttp,
+    _indices,
     deliver,
 )
 from segment_sync.pacing import Pacer
@@ -67,9 +67,11 @@ class FakeTransport:
 class Acks:
     def __init__(self) -> None:
         self.calls: list[list[int]] = []
+        self.raw: list[Sequence[int]] = []  # as given
 
     def __call__(self, indices: Sequence[int]) -> None:
         self.calls.append(list(indices))
+        self.raw.append(indices)
 
     @property
     def all(self) -> list[int]:
@@ -387,6 +389,18 @@ def test_400_bisection_with_retry_in_between() -> None:
     assert report.retries == 1
 
 
+def test_batches_acknowledged_back_to_back_come_as_one_range() -> None:
+    acks = Acks()
+    deliver(payloads(30, size=200), FakeTransport(), acks, max_batch_bytes=2_000, pacer=Pacer(sleep=Sleeps()))
+    assert all(isinstance(call, range) for call in acks.raw) and acks.all == list(range(30))
+
+
+def test_batches_acknowledged_together_out_of_order_come_as_a_list() -> None:
+    assert _indices([range(0, 2), range(2, 5)]) == range(5)
+    assert _indices([range(4, 6), range(0, 2)]) == [4, 5, 0, 1]
+    assert _indices([range(0, 2), range(3, 4)]) == [0, 1, 3]
+
+
 # --- RetryPolicy -----------------------------------------------------------------------------------
 
 
@@ -449,66 +463,48 @@ def test_segment_http_repr_hides_the_key() -> None:
     assert "api.segment.io" in repr(http)
 
 
-def test_segment_http_reads_proxies_and_ca_bundle_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/company-ca.pem")
-    session = SegmentHttp("wk").new_session()
-    assert session.proxies["https"] == "http://proxy.example:3128" and session.verify == "/etc/company-ca.pem"
-    assert not session.trust_env  # not read again on every request
-    monkeypatch.setenv("NO_PROXY", "api.segment.io")
-    assert "https" not in SegmentHttp("wk").new_session().proxies
+class _FakeConnection:
+    """Answers every POST the same and records it."""
 
-
-def test_segment_http_basic_auth_header() -> None:
-    http = SegmentHttp("abc123")
-    prepared = http.new_session().prepare_request(requests.Request("POST", http.url, data=b"{}"))
-    assert prepared.headers["Authorization"] == "Basic " + base64.b64encode(b"abc123:").decode()
-    assert prepared.headers["Content-Type"] == "application/json"
-    assert http.write_key == "abc123"
-
-
-class _FakeHttpResponse:
-    def __init__(self, status: int, text: str = "", headers: dict[str, str] | None = None):
-        self.status_code = status
-        self.text = text
-        self.headers = CaseInsensitiveDict(headers or {})
-
-
-class _FakeSession:
-    def __init__(self, response: _FakeHttpResponse):
-        self.response = response
+    def __init__(self, answer: Answer):
+        self.answer = answer
         self.calls: list[dict[str, Any]] = []
 
-    def post(self, url: str, *, data: bytes, headers: dict[str, str], timeout: float) -> _FakeHttpResponse:
-        self.calls.append({"url": url, "data": data, "headers": headers, "timeout": timeout})
-        return self.response
+    def post(self, body: bytes, headers: Mapping[str, str]) -> Answer:
+        self.calls.append({"data": body, "headers": dict(headers)})
+        return self.answer
+
+    def close(self) -> None:
+        pass
 
 
-def _http_with(response: _FakeHttpResponse, **kwargs: Any) -> tuple[SegmentHttp, _FakeSession]:
+def _answer(status: int, text: str = "", headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, text, {name.lower(): value for name, value in (headers or {}).items()})
+
+
+def _http_with(answer: Answer, **kwargs: Any) -> tuple[SegmentHttp, _FakeConnection]:
     http = SegmentHttp("wk", "https://events.eu1.segmentapis.com", **kwargs)
-    session = _FakeSession(response)
-    http.new_session = lambda: session  # type: ignore[assignment,method-assign]
-    return http, session
+    connection = _FakeConnection(answer)
+    http.new_connection = lambda: connection  # type: ignore[method-assign]
+    return http, connection
 
 
 def test_segment_http_post_gzip_and_retry_count() -> None:
-    http, session = _http_with(_FakeHttpResponse(200, '{"success":true}'), timeout=5.0)
+    http, connection = _http_with(_answer(200, '{"success":true}'))
     body = b'{"batch":[],"sentAt":"x"}'
     assert http.post(body, 1) == Response(200, '{"success":true}', None)
     http.post(body, 3)
-    first, third = session.calls
-    assert first["url"] == "https://events.eu1.segmentapis.com/v1/batch"
+    first, third = connection.calls
     assert gzip.decompress(first["data"]) == body
     assert first["headers"] == {"Content-Encoding": "gzip"}
-    assert third["headers"] == {"Content-Encoding": "gzip", "X-Retry-Count": "2"}
-    assert first["timeout"] == 5.0
+    assert third["headers"] == {"X-Retry-Count": "2", "Content-Encoding": "gzip"}
 
 
 def test_segment_http_post_plain_body() -> None:
-    http, session = _http_with(_FakeHttpResponse(200), gzip_body=False)
+    http, connection = _http_with(_answer(200), gzip_body=False)
     http.post(b"{}", 1)
-    assert session.calls[0]["data"] == b"{}"
-    assert "Content-Encoding" not in session.calls[0]["headers"]
+    assert connection.calls[0]["data"] == b"{}"
+    assert "Content-Encoding" not in connection.calls[0]["headers"]
 
 
 @pytest.mark.parametrize(
@@ -521,25 +517,25 @@ def test_segment_http_post_plain_body() -> None:
     ],
 )
 def test_segment_http_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    http, _ = _http_with(_FakeHttpResponse(429, "slow down", headers))
+    http, _ = _http_with(_answer(429, "slow down", headers))
     assert http.post(b"{}", 1) == Response(429, "slow down", expected)
 
 
 def test_segment_http_retry_after_http_date() -> None:
     when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
     header = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
-    http, _ = _http_with(_FakeHttpResponse(503, "", {"Retry-After": header}))
+    http, _ = _http_with(_answer(503, "", {"Retry-After": header}))
     wait = http.post(b"{}", 1).retry_after
     assert wait is not None and 115 <= wait <= 121
 
 
 def test_segment_http_malformed_retry_after_is_ignored() -> None:
-    http, _ = _http_with(_FakeHttpResponse(503, "", {"Retry-After": "soon"}))
+    http, _ = _http_with(_answer(503, "", {"Retry-After": "soon"}))
     assert http.post(b"{}", 1) == Response(503, "", None)
 
 
 def test_segment_http_truncates_long_bodies() -> None:
-    http, _ = _http_with(_FakeHttpResponse(400, "x" * 5_000))
+    http, _ = _http_with(_answer(400, "x" * 5_000))
     assert http.post(b"{}", 1).text == "x" * 500
 
 
@@ -754,14 +750,15 @@ def test_segment_http_gzip_level() -> None:
     body = b'{"batch":[' + b",".join(events) + b'],"sentAt":"x"}'
     sizes = {}
     for level in (1, 3, 4, 9):
-        http, session = _http_with(_FakeHttpResponse(200), gzip_level=level)
+        http, connection = _http_with(_answer(200), gzip_level=level)
         http.post(body, 1)
-        assert gzip.decompress(session.calls[0]["data"]) == body
-        sizes[level] = len(session.calls[0]["data"])
+        sent = connection.calls[0]["data"]
+        assert gzip.decompress(sent) == body
+        sizes[level] = len(sent)
         if level <= 3:  # ISA-L
-            assert session.calls[0]["data"] == igzip.compress(body, compresslevel=level)
+            assert sent == igzip.compress(body, compresslevel=level)
         else:
-            assert session.calls[0]["data"] == gzip.compress(body, compresslevel=level)
+            assert sent == gzip.compress(body, compresslevel=level)
     assert max(sizes.values()) < len(body) and sizes[9] < sizes[4]
 
 
@@ -771,22 +768,22 @@ def test_segment_http_refuses_bad_settings(kwargs: dict[str, int], message: str)
         SegmentHttp("wk", **kwargs)
 
 
-def test_segment_http_uses_one_session_per_request_in_flight() -> None:
+def test_segment_http_uses_one_connection_per_request_in_flight() -> None:
     http = SegmentHttp("wk", max_in_flight=3)
-    made: list[_FakeSession] = []
+    made: list[_FakeConnection] = []
     inside = threading.Barrier(3, timeout=5)
 
-    class WaitingSession(_FakeSession):
-        def post(self, url: str, **kwargs: Any) -> _FakeHttpResponse:
+    class WaitingConnection(_FakeConnection):
+        def post(self, body: bytes, headers: Mapping[str, str]) -> Answer:
             if not inside.broken:
                 inside.wait()  # the first three requests are in flight at once
-            return super().post(url, **kwargs)
+            return super().post(body, headers)
 
-    def new_session() -> _FakeSession:
-        made.append(WaitingSession(_FakeHttpResponse(200)))
+    def new_connection() -> _FakeConnection:
+        made.append(WaitingConnection(_answer(200)))
         return made[-1]
 
-    http.new_session = new_session  # type: ignore[assignment,method-assign]
+    http.new_connection = new_connection  # type: ignore[method-assign]
     threads = [threading.Thread(target=http.post, args=(b"{}", 1)) for _ in range(3)]
     for t in threads:
         t.start()
