@@ -146,9 +146,9 @@ def compute_diff(
     folder in `work_dir` (the system's temporary folder by default) until then.
     """
     schema = schema_of(snapshot)
-    if delivered.select(pl.len()).collect().item() == 0:  # a first run: every row is added
-        return _all_added(current_rows(snapshot, key_columns, sent_columns), schema, sent_columns, None)
     old_rows = delivered.select(pl.len()).collect().item()
+    if old_rows == 0:  # a first run: every row is added
+        return _all_added(current_rows(snapshot, key_columns, sent_columns), schema, sent_columns, None)
     if not trust_hashes:
         rows = snapshot.lazy().select(pl.len()).collect().item() + old_rows
         slices = _slices(rows, in_memory_rows)
