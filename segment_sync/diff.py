@@ -168,7 +168,7 @@ def compute_diff(
     news, olds, tombstones = pl.collect_all(
         [
             current_rows(rows, key_columns, sent_columns),
-            delivered.filter(_hash_in(hashes)).select(list(DELIVERED_SCHEMA)),
+            delivered.filter(pl.col(HASH).is_in(hashes.implode())).select(list(DELIVERED_SCHEMA)),
             delivered.filter(pl.col(HASH).is_null()).select(list(DELIVERED_SCHEMA)),  # keys only read for these
         ],
         engine="streaming",
@@ -220,10 +220,10 @@ def _in_slices(
 
 def _split_by_key(frame: pl.LazyFrame, slices: int, folder: Path) -> Callable[[int], pl.DataFrame]:
     """Write a frame's rows into one file per slice of `KEY` (in one streaming pass); return a reader of a slice."""
-    schema = frame.collect_schema()
-    slice_of = pl.col(KEY).hash(HASH_SEED) % slices
     if slices == 1:
         return lambda _: frame.collect(engine="streaming")
+    schema = frame.collect_schema()
+    slice_of = pl.col(KEY).hash(HASH_SEED) % slices
     # small files: Polars buffers each open file's rows, 1.25 GB at 10M rows by default and 0.8 GB this way
     partition = pl.PartitionBy(
         folder, key=slice_of.alias(_SLICE), include_key=False, approximate_bytes_per_file=4_000_000
@@ -239,10 +239,6 @@ def _split_by_key(frame: pl.LazyFrame, slices: int, folder: Path) -> Callable[[i
 
 def _slices(rows: int, in_memory_rows: int) -> int:
     return max(1, -(-rows // max(1, in_memory_rows)))
-
-
-def _hash_in(hashes: pl.Series) -> pl.Expr:
-    return pl.col(HASH).is_in(hashes.implode())
 
 
 def _changes(
