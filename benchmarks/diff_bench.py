@@ -47,14 +47,47 @@ def make_snapshots(folder: Path, rows: int) -> tuple[Path, Path]:
                 from range({rows // 100}) t(i)) to '{new}' (format parquet)"""
         )
     write_parquet_atomic(delivered_rows(pl.scan_parquet(old), ["user_id"], COLUMNS, 1), folder / "state.parquet")
+    _add_row_hashes(new)
     return old, new
+
+
+def _add_row_hashes(path: Path) -> None:
+    """Add the sync's row hashes to a snapshot file, as segment-sync's snapshot writer does."""
+    import polars as pl
+
+    from segment_sync.diff import with_row_hashes
+
+    plain = path.with_name(PLAIN_PREFIX + path.name)
+    path.rename(plain)
+    with_row_hashes(pl.scan_parquet(plain), ["user_id"], [COLUMNS]).sink_parquet(path, compression="snappy")
+
+
+def snapshot_write(old: Path, new: Path, *, hashed: bool = False) -> int:
+    """Write the new snapshot as the snapshot writer does after reading it (Parquet, lz4), without row hashes."""
+    import polars as pl
+
+    from segment_sync.diff import with_row_hashes
+    from segment_sync.state import COMPRESSION
+
+    frame = pl.scan_parquet(new.with_name(PLAIN_PREFIX + new.name))
+    if hashed:
+        frame = with_row_hashes(frame, ["user_id"], [COLUMNS])
+    out = new.with_name("written.parquet")
+    frame.sink_parquet(out, compression=COMPRESSION)
+    return pl.scan_parquet(out).select(pl.len()).collect().item()
+
+
+def snapshot_write_hashed(old: Path, new: Path) -> int:
+    """The same write with the sync's row hashes added: what hashing costs the snapshot writer."""
+    return snapshot_write(old, new, hashed=True)
 
 
 def floor(old: Path, new: Path) -> int:
     """Read both snapshots, nothing else."""
     import polars as pl
 
-    return pl.read_parquet(old).height + pl.read_parquet(new).height
+    columns = ["user_id", *COLUMNS]  # the model's, not the row hashes the writer added
+    return pl.read_parquet(old, columns=columns).height + pl.read_parquet(new, columns=columns).height
 
 
 def ours(old: Path, new: Path, *, trust_hashes: bool = True) -> int:
@@ -83,6 +116,7 @@ def make_mass_change(old: Path) -> None:
     with duckdb.connect() as conn:
         changed = f"select * replace (seats + 1 as seats) from '{old}'"
         conn.execute(f"copy ({changed}) to '{old.with_name(MASS_FILE)}' (format parquet)")
+    _add_row_hashes(old.with_name(MASS_FILE))
 
 
 def ours_mass_change(old: Path, new: Path) -> int:
@@ -109,10 +143,17 @@ def duckdb_sql(old: Path, new: Path) -> int:
 
 
 METHODS = {"parquet read (floor)": floor, "segment-sync diff": ours, "DuckDB SQL diff": duckdb_sql}
+WRITES = {"snapshot write": snapshot_write, "snapshot write + row hashes": snapshot_write_hashed}
+PLAIN_PREFIX = "plain-"  # a snapshot as read, before the writer added row hashes
 UPGRADE = "segment-sync, after an upgrade"  # measured once, with --upgrade: it is slow by design
 MASS = "segment-sync, every row changed"  # measured once, with --mass
 MASS_FILE = "mass.parquet"
 ONCE = {UPGRADE: ours_after_upgrade, MASS: ours_mass_change}
+
+
+def writer_hashing_seconds(results: dict[str, dict]) -> float:
+    """What adding the row hashes costs the snapshot writer: the diff's hashing, moved there."""
+    return max(0.0, results["snapshot write + row hashes"]["seconds"] - results["snapshot write"]["seconds"])
 
 
 def _child(method: str, old: str, new: str) -> None:
@@ -123,7 +164,7 @@ def _child(method: str, old: str, new: str) -> None:
     import segment_sync.diff  # noqa: F401
 
     started = time.perf_counter()
-    rows = {**METHODS, **ONCE}[method](Path(old), Path(new))
+    rows = {**METHODS, **WRITES, **ONCE}[method](Path(old), Path(new))
     seconds = time.perf_counter() - started
     rss = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "rows": rows}))
@@ -144,26 +185,30 @@ def main(argv: list[str] | None = None) -> dict:
         if args.mass:
             make_mass_change(old)
         once = [*([UPGRADE] if args.upgrade else []), *([MASS] if args.mass else [])]
-        for method in [*METHODS, *once]:
-            runs = []
-            for _ in range(
-                args.repeat if method in METHODS else 1
-            ):  # the first run of each method also warms the page cache for it
+        runs: dict[str, list[dict]] = {method: [] for method in [*METHODS, *WRITES, *once]}
+        for repeat in range(args.repeat):  # methods take turns, so a slow spell of the machine hits them alike
+            for method in runs:
+                if method in ONCE and repeat > 0:
+                    continue
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", method, str(old), str(new)],
                     capture_output=True,
                     text=True,
                     check=True,
                 )
-                runs.append(json.loads(out.stdout))
-            results[method] = {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
-            results[method]["rows_out"] = runs[0]["rows"]
+                runs[method].append(json.loads(out.stdout))
+        for method, measured in runs.items():
+            results[method] = {k: statistics.median(r[k] for r in measured) for k in ("seconds", "rss_mb")}
+            results[method]["rows_out"] = measured[0]["rows"]
     floor_seconds = results["parquet read (floor)"]["seconds"]
     print(f"keyed diff, {args.rows:,} rows x {len(COLUMNS)} columns, median of {args.repeat}")
     print(f"{'method':<32}{'seconds':>10}{'x floor':>10}{'peak RSS MB':>14}")
     for method, r in results.items():
         print(f"{method:<32}{r['seconds']:>10.2f}{r['seconds'] / floor_seconds:>10.1f}{r['rss_mb']:>14,.0f}")
-    summary = {"rows": args.rows, "repeat": args.repeat, "results": results}
+    hashing = writer_hashing_seconds(results)
+    ours = results["segment-sync diff"]["seconds"]
+    print(f"the snapshot writer's row hashes: +{hashing:.2f} s; the diff counting them: {ours + hashing:.2f} s")
+    summary = {"rows": args.rows, "repeat": args.repeat, "results": results, "writer_hashing_seconds": hashing}
     save_results(f"diff-{args.rows}", summary)
     return summary
 

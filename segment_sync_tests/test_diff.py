@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import polars.selectors as cs
 
 from segment_sync.diff import (
     AFTER,
@@ -20,6 +21,7 @@ from segment_sync.diff import (
     KEY,
     KIND,
     ROW,
+    STORED_HASH_PREFIX,
     UNCHANGED,
     compute_diff,
     count_kinds,
@@ -28,7 +30,10 @@ from segment_sync.diff import (
     delivered_rows,
     empty_diff,
     hash_basis,
+    model_columns,
     resync_diff,
+    stored_hash_name,
+    with_row_hashes,
 )
 
 SENT = ["v"]
@@ -153,6 +158,46 @@ def test_hash_basis_follows_column_types_not_values() -> None:
     assert hash_basis(ints.schema, ["v"]) == hash_basis(ints.with_columns(v=pl.lit(2, pl.Int64)).schema, ["v"])
     assert hash_basis(ints.schema, ["v"]) != hash_basis(ints.cast({"v": pl.Float64}).schema, ["v"])
     assert hash_basis(ints.schema, ["v"]) != hash_basis(ints.schema, ["v", "id"])
+
+
+def test_row_hashes_stored_in_the_snapshot_are_read_not_made() -> None:
+    state = delivered([("a", "x", 1), ("b", "y", 1)])
+    new = snapshot([("a", "x"), ("b", "z")])
+    hashed = with_row_hashes(new.lazy(), ["id"], [SENT]).collect()
+    assert compute_diff(hashed, ["id"], SENT, state).collect()[KEY].to_list() == ["b"]
+    # planted hashes equal to the state's hide the change: proof that the stored column is what is read
+    planted = hashed.with_columns(pl.Series(stored_hash_name(new.schema, ["id"], SENT), state.collect()[HASH]))
+    assert compute_diff(planted, ["id"], SENT, state).collect().height == 0
+
+
+def test_stored_row_hashes_are_named_after_what_they_depend_on() -> None:
+    schema = {"id": pl.String, "v": pl.String, "w": pl.Int64}
+    names = {
+        stored_hash_name(schema, ["id"], ["v"]),
+        stored_hash_name(schema, ["id"], ["v", "w"]),
+        stored_hash_name({**schema, "v": pl.Int64}, ["id"], ["v"]),
+        stored_hash_name({**schema, "id": pl.Int64}, ["id"], ["v"]),
+        stored_hash_name(schema, ["w"], ["v"]),
+        stored_hash_name(schema, ["id", "w"], ["v"]),
+    }
+    assert len(names) == 6 and all(n.startswith(STORED_HASH_PREFIX) for n in names)
+    assert stored_hash_name(schema, ["id"], ["v"]) == stored_hash_name(dict(schema), ["id"], ["v"])
+
+
+def test_row_hashes_need_the_key_and_every_sent_column() -> None:
+    frame = pl.LazyFrame({"id": ["a"], "v": ["x"]})
+    assert with_row_hashes(frame, ["nope"], [["v"]]).collect_schema().names() == ["id", "v"]
+    added = with_row_hashes(frame, ["id"], [["v"], ["v", "nope"]]).collect_schema()
+    assert model_columns(added) == ["id", "v"] and len(added) == 3
+
+
+def test_row_hashes_of_columns_named_like_patterns() -> None:
+    frame = pl.DataFrame({"*": ["k1", "k2"], "^a$": [1, 2], KEY: ["x", None]})
+    for sent in (["^a$"], [KEY, "^a$"], ["*", KEY]):
+        hashed = with_row_hashes(frame.lazy(), ["*"], [sent]).collect()
+        made = current_rows(frame, ["*"], sent).collect()[HASH]
+        assert hashed[stored_hash_name(frame.schema, ["*"], sent)].to_list() == made.to_list()
+        assert hashed.select(cs.by_name(model_columns(hashed.schema))).equals(frame)
 
 
 # --- from snapshots --------------------------------------------------------------------------------

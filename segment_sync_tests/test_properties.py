@@ -36,7 +36,10 @@ from segment_sync.diff import (
     UNCHANGED,
     compute_diff,
     current_contents,
+    current_rows,
     delivered_rows,
+    stored_hash_name,
+    with_row_hashes,
 )
 from segment_sync.encoding import dumps, normalize_types
 from segment_sync.events import MAX_EVENT_BYTES, DiffRow, Outcome, build_outcomes, message_id_for
@@ -663,6 +666,12 @@ def test_diff_kinds_follow_the_keys_and_the_sent_columns(case: DiffCase) -> None
     untrusted = diff_of(case.new, case.sent, delivered.lazy(), trust_hashes=False)
     assert untrusted.equals(diff)  # hashes only ever narrow down what the contents decide
     assert diff_of(case.new, case.sent, delivered.lazy(), trust_hashes=False, in_memory_rows=2).equals(diff)
+    # the row hashes the snapshot writer stores are the diff's own, and reading them changes nothing
+    hashed = with_row_hashes(case.new.lazy(), [KEY_COLUMN], [case.sent, case.new.columns]).collect()
+    stored = hashed[stored_hash_name(case.new.schema, [KEY_COLUMN], case.sent)]
+    assert stored.to_list() == current_rows(case.new, [KEY_COLUMN], case.sent).collect()[HASH].to_list()
+    assert diff_of(hashed, case.sent, delivered.lazy()).equals(diff)
+    assert diff_of(hashed, case.sent, delivered.lazy(), in_memory_rows=2).equals(diff)
 
     expected: dict[str, str] = {}
     for key in new.keys() - old.keys():

@@ -10,10 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from segment_sync.diff import HASH, STORED_HASH_PREFIX, current_rows, stored_hash_name
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 from segment_sync.snapshot import key_problems, rows_to_drop
-from segment_sync.snapshot_file import SnapshotError, write_snapshot
+from segment_sync.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec
 from segment_sync.warehouse import WarehouseError
 from segment_sync_tests.conftest import TRACK, Warehouse, make_definitions, run_sync
@@ -153,8 +154,45 @@ def test_snapshot_metadata_names_the_read_path(
     assert run.success, run.failure_messages()
     meta = run.metadata("snapshot", "m")
     assert meta["read_path"] == read_path and meta["rows_per_second"] > 0 and meta["dagster/row_count"] == 3
-    snapshot = pl.scan_parquet(Path(meta["path"])).collect()
+    snapshot = scan_snapshot(Path(meta["path"])).collect()
     assert snapshot.sort("id").rows() == [(1, "a", "x"), (2, "b", "y"), (3, None, None)]
+    sync = ProjectSpec.model_validate(project).syncs[0]  # the file also keeps the sync's row hashes
+    assert stored_hash_name(snapshot.schema, ["id"], sync.sent_columns) in pl.read_parquet_schema(meta["path"])
+
+
+def test_row_hashes_are_kept_for_each_set_of_sent_columns(tmp_path):
+    path = tmp_path / "m.parquet"
+    frames = [
+        pl.DataFrame({"id": [1, 2], "v": ["a", None], "w": [1.5, 2.5]}),
+        pl.DataFrame({"id": [3], "v": ["c"], "w": [None]}),
+    ]
+    write_snapshot(frames, path, FAIL, [["v"], ["v", "w"], ["v"], ["nope"]])
+    written = pl.read_parquet(path)
+    model = scan_snapshot(path).collect()
+    assert model.columns == ["id", "v", "w"]
+    assert sorted(set(written.columns) - set(model.columns)) == sorted(
+        stored_hash_name(model.schema, ["id"], sent) for sent in (["v"], ["v", "w"])
+    )  # one per distinct set, none for a set naming a column the model lacks
+    for sent in (["v"], ["v", "w"]):
+        made = current_rows(model, ["id"], sent).collect()[HASH]
+        assert written[stored_hash_name(model.schema, ["id"], sent)].to_list() == made.to_list()
+
+
+def test_row_hashes_stay_with_their_rows_when_duplicates_are_dropped(tmp_path):
+    path = tmp_path / "m.parquet"
+    write_snapshot(SNAPSHOT.iter_slices(3), path, _policy("keep_last"), [["v", "seq"]])
+    model = scan_snapshot(path).collect()
+    made = current_rows(model, ["id"], ["v", "seq"]).collect()[HASH]
+    assert pl.read_parquet(path)[stored_hash_name(model.schema, ["id"], ["v", "seq"])].to_list() == made.to_list()
+
+
+def test_a_model_column_named_like_a_row_hash_is_refused(tmp_path):
+    path = tmp_path / "m.parquet"
+    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL)
+    clash = pl.DataFrame({"id": [2], f"{STORED_HASH_PREFIX}x": [1]})
+    with pytest.raises(SnapshotError, match="starts with '__segment_sync_hash_'.*rename it"):
+        write_snapshot([clash], path, FAIL)
+    assert pl.read_parquet(path)["id"].to_list() == [1]
 
 
 def test_read_path_setting_forces_sqlalchemy(duckdb_warehouse, state_dir, emulator, instance, monkeypatch):

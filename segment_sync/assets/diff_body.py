@@ -31,6 +31,7 @@ from segment_sync.diff import (
     count_kinds,
     empty_diff,
     hash_basis,
+    model_columns,
     resync_diff,
 )
 from segment_sync.encoding import key_strings, row_contents
@@ -55,7 +56,7 @@ def materialize_diff(
     if missing:
         raise dg.Failure(
             f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; "
-            f"its columns are {', '.join(schema.names())}. Fix the sync's mapping ({declared}) or the "
+            f"its columns are {', '.join(model_columns(schema))}. Fix the sync's mapping ({declared}) or the "
             "model's query."
         )
     complete, null_keys = split_null_keys(snapshot, model.key_columns)

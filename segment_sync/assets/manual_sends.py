@@ -5,7 +5,6 @@ from typing import Any
 
 import dagster as dg
 import orjson
-import polars as pl
 
 from segment_sync.assets.layout import (
     SyncFiles,
@@ -18,6 +17,7 @@ from segment_sync.encoding import key_strings
 from segment_sync.events import RowRejected
 from segment_sync.metadata import calls_table
 from segment_sync.resources import SegmentResource
+from segment_sync.snapshot_file import scan_snapshot
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.state import SyncState
 from segment_sync.sync_log import CallLog, RunLog
@@ -40,7 +40,7 @@ def send_outside_the_diff(
     files = SyncFiles(root, sync.name)
     try:
         if test_row is not None:
-            scan = pl.scan_parquet(snapshot_path(root, model.name))
+            scan = scan_snapshot(snapshot_path(root, model.name))
             snapshot = scan.filter(key_strings(scan, model.key_columns) == test_row).collect()
             payloads, missing = [test_row_event(sync, model, snapshot, test_row, run_id).payload], []
         else:

@@ -9,9 +9,16 @@ PK_CHECK = "primary_key_unique"
 
 
 def build_snapshot_asset(
-    model: ModelSpec, options: AssetOptions, upstream: list[dg.AssetKey], automation: dg.AutomationCondition | None
+    model: ModelSpec,
+    options: AssetOptions,
+    upstream: list[dg.AssetKey],
+    automation: dg.AutomationCondition | None,
+    hashed_columns: list[list[str]] | None = None,
 ) -> dg.AssetsDefinition:
-    """The asset that reads a model into a Parquet snapshot, with its blocking primary key check."""
+    """The asset that reads a model into a Parquet snapshot, with its blocking primary key check.
+
+    `hashed_columns` are the column sets the model's syncs send: the snapshot keeps a row hash for each.
+    """
     key = snapshot_key(model.name)
     check = dg.AssetCheckSpec(
         PK_CHECK, asset=key, blocking=True, description=f"No two rows share a {model.key_columns} value."
@@ -32,6 +39,6 @@ def build_snapshot_asset(
         # Polars and the warehouse drivers load when a snapshot is taken, not when the definitions load.
         from segment_sync.assets.snapshot_body import materialize_snapshot
 
-        return materialize_snapshot(context, model)
+        return materialize_snapshot(context, model, hashed_columns or [])
 
     return _snapshot

@@ -4,7 +4,6 @@ import time
 
 import dagster as dg
 import orjson
-import polars as pl
 
 from segment_sync.assets.layout import (
     file_identity,
@@ -16,28 +15,31 @@ from segment_sync.assets.layout import (
 from segment_sync.assets.snapshot_asset import PK_CHECK
 from segment_sync.metadata import markdown_table, schema_metadata
 from segment_sync.readers import read_model_batches
-from segment_sync.snapshot_file import SnapshotError, write_snapshot
+from segment_sync.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
 from segment_sync.spec import ModelSpec
 from segment_sync.state import atomic_write
 from segment_sync.warehouse import WarehouseError
 
 
-def materialize_snapshot(context: dg.AssetExecutionContext, model: ModelSpec) -> dg.MaterializeResult:
-    """Read the model into its Parquet snapshot; the result carries the primary key check."""
+def materialize_snapshot(
+    context: dg.AssetExecutionContext, model: ModelSpec, hashed_columns: list[list[str]]
+) -> dg.MaterializeResult:
+    """Read the model into its Parquet snapshot (with row hashes for each set of `hashed_columns`); the result
+    carries the primary key check."""
     root = state_of(context).root()
     warehouse = warehouse_of(context)
     path = snapshot_path(root, model.name)
     started = time.perf_counter()
     try:
         with read_model_batches(warehouse.url(root), model, read_path=warehouse.read_path) as batches:
-            summary = write_snapshot(batches, path, model)
+            summary = write_snapshot(batches, path, model, hashed_columns)
     except (WarehouseError, SnapshotError) as exc:
         raise dg.Failure(str(exc)) from None
     seconds = time.perf_counter() - started
     problems = summary.problems
     checks = {"file": file_identity(path), "duplicate_keys": problems.duplicate_keys}
     atomic_write(snapshot_checks_path(path), orjson.dumps(checks))
-    preview = pl.scan_parquet(path).head(10).collect()
+    preview = scan_snapshot(path).head(10).collect()
     policy = {
         "duplicate_rows_dropped": summary.dropped_rows,
         "duplicate_rows_dropped_keys": dg.MetadataValue.json(summary.dropped_samples),
