@@ -95,7 +95,7 @@ def deliver_diff(
     for chunk, built, events, payloads, lines in _one_ahead(map(prepare, diff_chunks(diff, chunk_rows))):
         done += chunk.height
         skipped = built.filter(pl.col(OUTCOME) == "skipped")
-        store.record(_state_rows(skipped))
+        store.record_file(_state_rows(skipped))
         result.skipped += skipped.height
         log.add_frame(
             built.filter(pl.col(OUTCOME) != "event").select(

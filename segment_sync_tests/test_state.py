@@ -182,6 +182,71 @@ def test_tombstones_kept_and_not_counted(tmp_path: Path) -> None:
     assert state.delivered_row_count() == 2
 
 
+def test_rows_noted_in_files_are_folded_at_commit(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    gen = state.begin_run()
+    state.record_file(noted([("b", '{"v":2}'), ("a", '{"v":1}')]))
+    state.record_file(noted([]))  # nothing to note: no file
+    state.record_file(pl.DataFrame({KEY: ["c"], CONTENT: [None], HASH: [None], GEN: [7]}))  # keeps its generation
+    assert len(list(state.root.glob("noted-*.parquet"))) == 2 and not state.journal_path.exists()
+    state.commit()
+    assert rows(state) == [("a", '{"v":1}', gen), ("b", '{"v":2}', gen), ("c", None, 7)]
+    assert sorted(p.name for p in state.root.iterdir()) == ["delivered.parquet", "meta.json"]
+
+
+def test_the_journal_then_the_later_file_wins_for_a_key_noted_twice(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record(noted([("a", "journal"), ("d", "journal")]))
+    state.record_file(noted([("a", "first file"), ("b", "first file"), ("c", "first file")]))
+    state.record_file(noted([("a", "second file"), ("b", "second file")]))
+    state.commit()
+    assert [(k, c) for k, c, _ in rows(state)] == [
+        ("a", "journal"),
+        ("b", "second file"),
+        ("c", "first file"),
+        ("d", "journal"),
+    ]
+
+
+def test_a_dead_run_s_files_are_folded_by_the_next_run(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([("a", "a1"), ("b", "b1")]))
+    state.commit()
+    state.begin_run()
+    state.record_file(noted([("a", "a2")]))
+    state.record(noted([("c", "c2")]))
+    (state.root / "noted-99999999999999999999-1-000009.parquet.tmp").write_bytes(b"PAR1 half written")
+    # The process dies here: no commit.
+    nxt = new_state(tmp_path)
+    assert nxt.begin_run() == 3
+    assert rows(nxt) == [("a", "a2", 2), ("b", "b1", 1), ("c", "c2", 2)]
+    assert sorted(p.name for p in nxt.root.iterdir()) == ["delivered.parquet", "meta.json"]  # the torn file too
+
+
+def test_refolding_files_after_a_crash_between_replace_and_unlink_is_harmless(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([("a", "x"), ("b", None)]))
+    [file] = state.root.glob("noted-*.parquet")
+    kept = file.read_bytes()
+    state.commit()
+    file.write_bytes(kept)
+    nxt = new_state(tmp_path)
+    nxt.begin_run()
+    assert rows(nxt) == [("a", "x", 1), ("b", None, 1)]
+
+
+def test_meta_missing_with_noted_files_is_an_error(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([("a", "x")]))
+    state.meta_path.unlink()
+    with pytest.raises(StateError, match="meta.json is missing"):
+        new_state(tmp_path)
+
+
 # --- recovery --------------------------------------------------------------------------------------
 
 

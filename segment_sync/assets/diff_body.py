@@ -176,6 +176,6 @@ def _refresh_unchanged_hashes(store: SyncState, diff_path: Path, chunk_rows: int
         return 0
     for batch in iter_parquet(diff_path, chunk_rows, columns=[KEY, KIND, AFTER, HASH, BEFORE_GEN]):
         notes = batch.filter(pl.col(KIND) == UNCHANGED)
-        store.record(notes.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN)))
+        store.record_file(notes.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN)))
     sink_parquet_atomic(pl.scan_parquet(diff_path).filter(pl.col(KIND) != UNCHANGED), diff_path)
     return count
