@@ -153,12 +153,11 @@ def unmatched_row_hashes(current: pl.LazyFrame, delivered: pl.LazyFrame) -> pl.S
     Only one 64-bit integer a row is held, and the two sides are compared by sorting them together;
     a hash collision can only hide a change with odds of about 2^-64 per changed row.
     """
-    new = current.select(HASH).collect(engine="streaming")
-    old = delivered.select(HASH).filter(pl.col(HASH).is_not_null()).collect(engine="streaming")
-    before, after = pl.col(HASH).shift(1), pl.col(HASH).shift(-1)
-    alone = pl.col(HASH).ne_missing(before).fill_null(True) & pl.col(HASH).ne_missing(after).fill_null(True)
-    # one lazy plan: comparing with the neighbours runs fused with the sort (a quarter less CPU than eagerly)
-    return pl.concat([new, old]).lazy().sort(HASH).filter(alone).collect()[HASH]
+    new = current.select(HASH).collect(engine="streaming")[HASH]
+    old = delivered.select(HASH).filter(pl.col(HASH).is_not_null()).collect(engine="streaming")[HASH]
+    both = pl.concat([new, old]).sort()  # eagerly: a lazy plan saves 0.1 CPU-s at 10M rows but holds 130 MB more
+    alone = both.ne_missing(both.shift(1)).fill_null(True) & both.ne_missing(both.shift(-1)).fill_null(True)
+    return both.filter(alone)
 
 
 def compute_diff(

@@ -159,6 +159,34 @@ def test_the_first_run_skips_everything_without_send_initial(tmp_path):
     assert log.statuses == {"skipped": 5}
 
 
+def test_a_baseline_that_dies_midway_keeps_what_it_noted_and_the_next_run_notes_the_rest(tmp_path, monkeypatch):
+    sync = SyncSpec(name="t", model="m", type="track", user_id="uid", fields=["v"], events={"added": "A"})
+    store = SyncState(tmp_path / "s", "t")
+    noted, record_file = [], SyncState.record_file
+
+    def dies_on_the_third_chunk(self, rows):
+        if len(noted) == 2:
+            raise KeyboardInterrupt("the process dies")
+        noted.append(rows.height)
+        record_file(self, rows)
+
+    monkeypatch.setattr(SyncState, "record_file", dies_on_the_third_chunk)
+    store.begin_run()
+    log = RunLog(tmp_path / "s", "t", "run-0")
+    with pytest.raises(KeyboardInterrupt):
+        deliver_diff(sync, _diff(10, store, sync=sync), store, ScriptedTransport(), log, initial=True, chunk_rows=4)
+    monkeypatch.setattr(SyncState, "record_file", record_file)
+
+    store = SyncState(tmp_path / "s", "t")  # the next run: the dead run's chunks are folded first
+    assert not store.meta.baseline_done
+    transport = ScriptedTransport()
+    store.recover()
+    assert store.delivered_row_count() == 8
+    result, _ = _run(store, _diff(10, store, sync=sync), transport, tmp_path, sync=sync)
+    assert transport.bodies == [] and result.skipped == 2 and store.delivered_row_count() == 10
+    assert store.meta.baseline_done and sorted(p.name for p in store.root.glob("noted-*")) == []
+
+
 def test_delivery_options_reach_deliver(tmp_path):
     store = SyncState(tmp_path / "s", "t")
     waits: list[float] = []
