@@ -254,11 +254,15 @@ class SyncState:
         if sources:
             notes = pl.concat([pl.scan_parquet(source) for source in sources])
             noted = notes.select(KEY).collect(engine="streaming")[KEY]
-            if noted.n_unique() != noted.len():  # a key noted twice in one run (rare, and small): the last wins
+            once = noted.n_unique() == noted.len()
+            if not once:  # a key noted twice in one run (rare, and small): the last wins
                 notes = notes.unique(KEY, keep="last", maintain_order=True)
             if self.delivered_path.exists():
                 kept = self.delivered().filter(~pl.col(KEY).is_in(noted.implode()))
                 sink_parquet_atomic(pl.concat([notes, kept]), self.delivered_path)
+            elif once and len(sources) == 1:  # a first run with one file of notes: it becomes the state
+                _fsync_file(sources[0])
+                os.replace(sources.pop(), self.delivered_path)
             else:  # a first run: the notes are all there is
                 sink_parquet_atomic(notes, self.delivered_path)
         for source in sources:  # only once delivered.parquet holds them: folding the same notes again is harmless
