@@ -3,7 +3,7 @@
 Every row gets a 64-bit hash of its key and sent columns (made by the snapshot writer while the rows pass
 through, or here for a snapshot without them); rows whose hash is found on one side only (the snapshot or
 what was delivered) are the candidates, found by sorting the hashes of both sides together.
-Only those rows are read again (by position in the snapshot), joined on the key and compared by their
+Only those rows are read again (by that hash, or by position), joined on the key and compared by their
 canonical JSON, so a hash that moved without the content (a new Polars, a column type that encodes alike)
 never sends an event. When the candidates are too many to hold (a mass change, or hashes made by another
 Polars), both sides are split by a hash of the key into slices (temporary files), worked out one after another.

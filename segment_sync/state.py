@@ -176,11 +176,12 @@ class SyncState:
             return
         self._notes_made += 1
         name = f"{_NOTES_PREFIX}{time.time_ns():020d}-{os.getpid()}-{self._notes_made:06d}{_NOTES_SUFFIX}"
-        write_parquet_atomic(self._notes(rows).cast(DELIVERED_SCHEMA), self.root / name)
+        write_parquet_atomic(self._notes(rows), self.root / name)
 
     def _notes(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Rows as the state keeps them: this run's generation unless a row brings its own."""
         gen = pl.col(GEN) if GEN in rows.columns else pl.lit(self.meta.generation, pl.Int64)
-        return rows.select(KEY, CONTENT, gen.alias(GEN), pl.col(HASH).cast(pl.UInt64))
+        return rows.select(KEY, CONTENT, gen.alias(GEN), HASH).cast(DELIVERED_SCHEMA)
 
     def _note_files(self) -> list[Path]:
         """The files of rows noted by `record_file`, oldest first (their names start with the time)."""
@@ -188,12 +189,11 @@ class SyncState:
 
     def journal_lines(self, rows: pl.DataFrame) -> Joined:
         """The journal line of each row (see `record`), made ahead so noting a batch is only a write."""
-        gen = pl.col(GEN) if GEN in rows.columns else pl.lit(self.meta.generation, pl.Int64)
         entry = pl.struct(
-            gen.alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).cast(pl.UInt64).alias("h")
+            pl.col(GEN).alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).alias("h")
         )
         line = pl.concat_str([entry.struct.json_encode(), pl.lit("\n")])
-        return Joined.from_series(rows.select(line).to_series())
+        return Joined.from_series(self._notes(rows).select(line).to_series())
 
     def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
         """Durably append journal lines (from `journal_lines`)."""
