@@ -15,6 +15,7 @@ import gc
 import multiprocessing
 import socket
 import sys
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,10 @@ class EmulatorProcesses:
         """Each process's own counts (duplicates only within it), to see how the kernel spread connections."""
         return self._ask("counts")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the processes have used so far, together."""
+        return sum(self._ask("cpu"))
+
     def reset(self) -> None:
         """Forget every count and messageId."""
         self._ask("reset")
@@ -120,6 +125,8 @@ def _serve(conn: Connection, write_key: str, port: int, latency_seconds: float) 
             elif command == "latency":
                 emulator.latency_seconds = argument
                 conn.send(None)
+            elif command == "cpu":
+                conn.send(time.process_time())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,7 @@ def track(n: int) -> dict:
 
 def test_processes_share_a_port_and_sum_their_counts() -> None:
     with EmulatorProcesses(KEY, processes=2) as emu:
+        cpu = emu.cpu_seconds()
         for i in range(30):
             assert post(emu.url, track(i), track(i + 1000)) == 200
         for i in range(30):
@@ -31,6 +32,7 @@ def test_processes_share_a_port_and_sum_their_counts() -> None:
         per_process = [c["accepted"] for c in emu.counts_by_process()]
         assert min(per_process) > 0  # both took connections
         assert emu.counts() == {"requests": 61, "accepted": 90, "discarded": 1, "duplicates": 30}
+        assert emu.cpu_seconds() > cpu  # the processes' own CPU time, which the send benchmark reports
         emu.reset()
         assert emu.counts() == {"requests": 0, "accepted": 0, "discarded": 0, "duplicates": 0}
         emu.set_latency(0.3)

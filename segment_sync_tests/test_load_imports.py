@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 # Heavy packages only asset bodies and sensor evaluations need; importing any of them slows every code-location load.
-RUN_TIME_ONLY = ("polars", "pyarrow", "duckdb", "sqlalchemy", "psycopg", "slack_sdk", "isal")
+RUN_TIME_ONLY = ("polars", "polars_hash", "pyarrow", "duckdb", "sqlalchemy", "psycopg", "slack_sdk", "isal")
 RUN_TIME_ONLY += ("requests", "urllib3", "http")  # the delivery's HTTP code: requests, urllib3, http.client
 
 ATTRIBUTES = {

@@ -10,10 +10,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from segment_sync_tests.segment_emulator import Fault, SegmentEmulator
+from segment_sync_tests.segment_emulator import SINGLE_ROUTES, Fault, SegmentEmulator
 
 KEY = "wk_emulator_0123456789abcdefghij"
 
@@ -518,3 +521,115 @@ def test_two_emulators_can_share_a_port() -> None:
                 assert post(first, batch(track(i))).status_code == 200
             counts = [first.counts()["accepted"], second.counts()["accepted"]]
     assert sum(counts) == 40 and min(counts) > 0
+
+
+# --- gzip, sizes and numbers ---
+
+
+def test_multi_member_gzip_is_one_body(emu: SegmentEmulator) -> None:
+    text = json.dumps(batch(track(1), track(2))).encode()
+    raw = gzip.compress(text[:20]) + gzip.compress(text[20:]) + b"\0\0"
+    assert post(emu, raw, headers={"Content-Encoding": "gzip"}).status_code == 200
+    assert [e["messageId"] for e in emu.accepted] == ["m-1", "m-2"]
+
+
+def test_gzip_with_a_bad_checksum_is_malformed(emu: SegmentEmulator) -> None:
+    raw = bytearray(gzip.compress(json.dumps(batch(track(1))).encode()))
+    raw[-8] ^= 0xFF  # the CRC-32 of the trailer
+    resp = post(emu, bytes(raw), headers={"Content-Encoding": "gzip"})
+    assert (resp.status_code, resp.json()["message"]) == (400, "Malformed gzip content")
+
+
+def test_a_gzip_bomb_is_cut_off_and_too_large(emu: SegmentEmulator) -> None:
+    bomb = gzip.compress(b'{"batch":[' + b" " * (80 << 20) + b"]}", compresslevel=9)
+    assert len(bomb) < 200_000
+    resp = post(emu, bomb, headers={"Content-Encoding": "gzip"}, timeout=30)
+    assert (resp.status_code, resp.text) == (400, "Bad Request\n")
+    assert len(emu.requests[0].decoded or b"") == 64 << 20  # inflated no further than the hard cap
+
+
+def test_an_event_is_measured_as_sent(emu: SegmentEmulator) -> None:
+    compact = json.dumps(track(1, properties={"pad": "x" * 32_600}), separators=(",", ":"))
+    spaced = compact.replace(",", "," + " " * 100)  # the same event, spread past 32,768 bytes by whitespace
+    assert len(compact) < 32_768 < len(spaced)
+    assert post(emu, b'{"batch":[' + compact.encode() + b"," + spaced.encode() + b"]}").status_code == 200
+    assert len(emu.accepted) == 1 and [code for _, code in emu.discarded] == ["event_too_large"]
+
+
+def test_invalid_utf8_inside_an_event_is_400(emu: SegmentEmulator) -> None:
+    resp = post(emu, b'{"batch":[{"type":"track","event":"E","userId":"u","properties":{"x":"\xff"}}]}')
+    assert (resp.status_code, resp.text) == (400, "Bad Request\n")
+
+
+def test_numbers_past_a_double_read_as_infinity(emu: SegmentEmulator) -> None:
+    assert post(emu, b'{"batch":[{"type":"track","event":"E","userId":"u","properties":{"x":1e999}}]}').ok
+    assert emu.accepted[0]["properties"] == {"x": float("inf")}
+
+
+def test_a_null_message_id_gets_one_assigned(emu: SegmentEmulator) -> None:
+    post(emu, batch(track(1, messageId=None), track(2, messageId=None)))
+    ids = [e["messageId"] for e in emu.accepted]
+    assert emu.duplicates == 0 and all(i.startswith("emulator-") for i in ids) and len(set(ids)) == 2
+
+
+# --- events judged by their types and field by field agree ---
+
+_EDGES = [None, "", "u", 7, True, [1], {}, {"a": 1}, "m" * 100, "m" * 101, "2026-01-01T00:00:00Z", "2026-01-01"]
+_EDGES += ["2026-02-30T00:00:00Z", *sorted(SINGLE_ROUTES.values()), "bogus"]
+_FIELDS = ["type", "userId", "anonymousId", "event", "groupId", "previousId", "name", "category"]
+_FIELDS += ["properties", "traits", "messageId", "timestamp", "context"]
+_DROP = object()  # a change that removes the field
+
+
+def _valid(kind: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "userId": "u",
+        "anonymousId": "a",
+        "event": "E",
+        "groupId": "g",
+        "previousId": "p",
+        "messageId": "m",
+    }
+
+
+def _assert_judged_as_field_by_field(event: Any, implied: str | None) -> None:
+    emu = SegmentEmulator(KEY, record=False)
+    raw = msgspec.Raw(json.dumps(event).encode())
+    expected = emu._discard_reason(0, event, implied, len(raw))
+    message_id = event.get("messageId") if isinstance(event, dict) else None
+    assert emu._judge(0, raw, implied) == (expected, message_id if isinstance(message_id, str) else None), event
+
+
+def test_every_single_change_is_judged_as_field_by_field() -> None:
+    for kind in sorted(SINGLE_ROUTES.values()):
+        for name in _FIELDS:
+            for value in [*_EDGES, _DROP]:
+                event = _valid(kind)
+                if value is _DROP:
+                    event.pop(name, None)
+                else:
+                    event[name] = value
+                for implied in (None, "track", "alias"):
+                    _assert_judged_as_field_by_field(event, implied)
+    for value in _EDGES:
+        _assert_judged_as_field_by_field(value, None)
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid event of some type with up to four fields changed or dropped."""
+    event = _valid(draw(st.sampled_from(sorted(SINGLE_ROUTES.values()))))
+    changes = draw(st.dictionaries(st.sampled_from(_FIELDS), st.sampled_from([*_EDGES, _DROP]), max_size=4))
+    for name, value in changes.items():
+        if value is _DROP:
+            event.pop(name, None)
+        else:
+            event[name] = value
+    return event
+
+
+@settings(max_examples=500, deadline=None)
+@given(event=_events(), implied=st.sampled_from([None, None, "track", "page", "alias"]))
+def test_typed_events_are_judged_as_field_by_field(event: dict[str, Any], implied: str | None) -> None:
+    _assert_judged_as_field_by_field(event, implied)
