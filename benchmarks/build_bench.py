@@ -3,7 +3,9 @@
 Run: ./dev python benchmarks/build_bench.py [--rows 200000] [--repeat 3]
 A synthetic model (integer key, text, numbers, a decimal, a boolean and a zoned datetime) is diffed against
 an empty state, so every row is added; an identify sync and a track sync (with a timestamp column) build
-their events chunk by chunk as `sync_run.deliver_diff` does, payloads taken out as bytes. The row-wise builder
+their events chunk by chunk as `sync_run.deliver_diff` does, payloads taken out as bytes. An audience sync
+builds `Segment Exited` for every row of a delivered state diffed against an empty snapshot: removed rows,
+read back from their delivered content. The row-wise builder
 (`events.build_outcomes`) runs on the same rows, and both are checked to give the same outcomes. Reports
 events/s of wall time and of process CPU time (Polars may use more than one core), medians of --repeat;
 prints a table and writes benchmarks/results/build.json.
@@ -24,7 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 
-from segment_sync.diff import AFTER, BEFORE, BEFORE_GEN, DELIVERED_SCHEMA, HASH, KEY, KIND, compute_diff  # noqa: E402
+from segment_sync.diff import (  # noqa: E402
+    AFTER,
+    BEFORE,
+    BEFORE_GEN,
+    DELIVERED_SCHEMA,
+    HASH,
+    KEY,
+    KIND,
+    compute_diff,
+    delivered_rows,
+)
 from segment_sync.event_frames import PAYLOAD, build_event_frame, outcome_columns  # noqa: E402
 from segment_sync.events import DiffRow, build_outcomes  # noqa: E402
 from segment_sync.spec import SyncSpec  # noqa: E402
@@ -49,6 +61,13 @@ SYNCS = {
         fields={"Plan": "plan", "Seats": "seats", "Total": "balance", "Region": "region"},
         timestamp="signed_up_at",
     ),
+    "exits": SyncSpec(
+        name="members",
+        model="users",
+        type="audience",
+        user_id="user_id",
+        fields=["plan", "seats", "score", "active", "signed_up_at", "region", "note"],
+    ),
 }
 
 
@@ -71,11 +90,20 @@ def model(rows: int) -> pl.DataFrame:
     )
 
 
+def diff_of(label: str, sync: SyncSpec, snapshot: pl.DataFrame) -> pl.DataFrame:
+    """Every row added (against an empty state), or for "exits" every delivered row removed."""
+    if label == "exits":
+        state = delivered_rows(snapshot, ["user_id"], sync.sent_columns, 1).lazy()
+        return compute_diff(snapshot.clear(), ["user_id"], sync.sent_columns, state).collect()
+    empty = pl.LazyFrame(schema=DELIVERED_SCHEMA)
+    return compute_diff(snapshot, ["user_id"], sync.sent_columns, empty).collect()
+
+
 def columnar(sync: SyncSpec, diff: pl.DataFrame) -> pl.DataFrame:
     """Build chunk by chunk as deliver_diff does, taking the payloads out as bytes."""
     frames = []
     for offset in range(0, diff.height, CHUNK_ROWS):
-        built = build_event_frame(sync, diff.slice(offset, CHUNK_ROWS), SYNC_UUID, initial=True)
+        built = build_event_frame(sync, diff.slice(offset, CHUNK_ROWS), SYNC_UUID, initial=False)
         built[PAYLOAD].to_list()
         frames.append(built)
     return pl.concat(frames)
@@ -84,7 +112,7 @@ def columnar(sync: SyncSpec, diff: pl.DataFrame) -> pl.DataFrame:
 def row_wise(sync: SyncSpec, diff: pl.DataFrame) -> pl.DataFrame:
     """The reference: one DiffRow and one dict per row, serialized by orjson."""
     rows = [DiffRow(*r) for r in diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows()]
-    outcomes = list(build_outcomes(sync, rows, SYNC_UUID, initial=True))
+    outcomes = list(build_outcomes(sync, rows, SYNC_UUID, initial=False))
     return diff.select(KEY, KIND, AFTER, HASH).hstack(outcome_columns(outcomes))
 
 
@@ -110,11 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     snapshot = model(args.rows)
     out: dict = {"rows": args.rows, "repeat": args.repeat, "cores": os.cpu_count(), "polars": pl.__version__}
-    print(f"event building, {args.rows:,} added rows, chunks of {CHUNK_ROWS:,}, median of {args.repeat}")
+    chunks = f"chunks of {CHUNK_ROWS:,}, median of {args.repeat}"
+    print(f"event building, {args.rows:,} rows (added; removed for exits), {chunks}")
     print(f"{'sync':<10}{'builder':<12}{'seconds':>9}{'CPU s':>8}{'events/s':>12}{'per CPU s':>12}{'speed-up':>10}")
     for label, sync in SYNCS.items():
-        empty = pl.LazyFrame(schema=DELIVERED_SCHEMA)
-        diff = compute_diff(snapshot, ["user_id"], sync.sent_columns, empty).collect()
+        diff = diff_of(label, sync, snapshot)
         fast, built = measure(lambda sync=sync, diff=diff: columnar(sync, diff), args.repeat)
         slow, reference = measure(lambda sync=sync, diff=diff: row_wise(sync, diff), args.repeat)
         if not built.equals(reference):

@@ -1,10 +1,12 @@
 """Diff rows into Segment payloads with Polars expressions, byte for byte what `events.build_outcomes` gives.
 
 Added and changed rows are built from the typed `_row` struct: the properties or traits are the sent columns
-encoded as `_after` encodes them, and ids, timestamps and messageIds follow `events.build_event`. The rows this
-cannot build exactly go through `build_outcomes`: removed rows (which only have `_before`), values that
-`encoding.loads` may read back as other text (floats in exponent form, decimals below 1e-6, binary, nested and
-other values), ids from fractional numbers, and timestamps that are neither text nor dates nor datetimes.
+encoded as `_after` encodes them, and ids, timestamps and messageIds follow `events.build_event`. Removed rows
+(which only have `_before`) get their typed row read back from that content, where writing it again gives the
+same content. The rows this cannot build exactly go through `build_outcomes`: values that `encoding.loads` may
+read back as other text (floats in exponent form, decimals below 1e-6, binary, nested and other values), ids
+from fractional numbers, timestamps that are neither text nor dates nor datetimes, and removed rows whose
+content does not read back exactly (decimals, narrow floats, or a column whose type changed since).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import polars as pl
 import polars_hash  # noqa: F401 - registers the `chash` expressions
 
 from segment_sync.diff import AFTER, BEFORE, BEFORE_GEN, HASH, KEY, KIND, ROW
-from segment_sync.encoding import column, is_plain, json_ready
+from segment_sync.encoding import column, content_expr, is_plain, json_ready
 from segment_sync.events import (
     LIBRARY,
     MAX_EVENT_BYTES,
@@ -108,18 +110,19 @@ def _build_columnar(
     sync: SyncSpec, rows: pl.DataFrame, sync_uuid: str, names: Mapping[str, str | None]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events or rejections of the rows the columnar path builds exactly, and the rows left for the row-wise path."""
-    plan = _Plan.of(sync, rows.schema[ROW])
-    if plan is None or rows.is_empty():
+    if rows.is_empty():
         return rows.clear(), rows
-    candidates = rows.filter((pl.col(KIND) != "removed") & pl.col(ROW).is_not_null())
-    computed = plan.expressions()  # with_columns: literals take the frame's height
-    values = candidates.select(ROW).unnest(ROW).lazy().with_columns(computed)
-    values = values.select(e.meta.output_name() for e in computed).collect(engine="in-memory")  # less CPU than "auto"
-    frame = pl.concat([candidates.drop(ROW), values], how="horizontal")
-    good = frame.filter(~(pl.col(_HAZARD) | (pl.col(_MID_HAZARD) & (pl.col(KIND) == "added"))))
+    groups: list[pl.DataFrame] = []
+    plan = _Plan.of(sync, rows.schema[ROW])
+    if plan is not None:
+        groups.append(_built_values(plan, rows.filter((pl.col(KIND) != "removed") & pl.col(ROW).is_not_null())))
+    removed = rows.filter(pl.col(KIND) == "removed")
+    if not removed.is_empty():
+        groups += _removed_values(sync, removed, rows.schema[ROW])
+    good = pl.concat([g for g in groups if not g.is_empty()] or [rows.clear()], how="diagonal").sort(_INDEX)
+    if good.is_empty():
+        return rows.clear(), rows
     rest = rows.filter(~pl.col(_INDEX).is_in(good[_INDEX].implode())) if good.height < rows.height else rows.clear()
-    if plan.python_timestamps:
-        good = good.with_columns(_python_timestamps(good[_TS_TEXT], sync.timestamp or ""))
     good = good.with_columns(_message_digests(sync, sync_uuid)).with_columns(_message_ids(sync))
     message_type = "track" if sync.type in ("track", "audience") else sync.type
     good = good.with_columns(_payload(sync, message_type, names).alias(PAYLOAD), _reason(sync).alias(REASON))
@@ -143,6 +146,71 @@ def _build_columnar(
         pl.when(event).then(pl.col(PAYLOAD)).cast(pl.Binary).alias(PAYLOAD),
     )
     return built, rest
+
+
+def _built_values(plan: _Plan, candidates: pl.DataFrame) -> pl.DataFrame:
+    """Candidate rows with the plan's columns (bag, ids, timestamp, messageId), less the rows it cannot build."""
+    computed = plan.expressions()  # with_columns: literals take the frame's height
+    values = candidates.select(ROW).unnest(ROW).lazy().with_columns(computed)
+    values = values.select(e.meta.output_name() for e in computed).collect(engine="in-memory")  # less CPU than "auto"
+    frame = pl.concat([candidates.drop(ROW), values], how="horizontal")
+    good = frame.filter(~(pl.col(_HAZARD) | (pl.col(_MID_HAZARD) & (pl.col(KIND) == "added"))))
+    if plan.python_timestamps:
+        good = good.with_columns(_python_timestamps(good[_TS_TEXT], plan.sync.timestamp or ""))
+    return good.drop(_TS_TEXT, _HAZARD, _MID_HAZARD, strict=False)
+
+
+def _removed_values(sync: SyncSpec, removed: pl.DataFrame, row_dtype: pl.DataType) -> list[pl.DataFrame]:
+    """`_built_values` of removed rows, their typed rows read back from the delivered content where that is exact.
+
+    A content is read back only when writing the row again gives the same content, byte for byte: the row is
+    then built as an added row with that content would be, and `build_event` (which reads the content with
+    `encoding.loads`) sees the same values. Other rows stay row-wise.
+    """
+    plan = _Plan.of(sync, row_dtype)
+    as_json = _content_schema(row_dtype)
+    if plan is None or not as_json:
+        return []
+    schema = {f.name: f.dtype for f in row_dtype.fields} if isinstance(row_dtype, pl.Struct) else {}
+    field = pl.col(ROW).struct.field
+    typed = pl.struct([_read_back(field(name), dtype).alias(name) for name, dtype in schema.items()])
+    try:
+        rows = removed.filter(pl.col(BEFORE).is_not_null())
+        rows = rows.with_columns(pl.col(BEFORE).str.json_decode(pl.Struct(as_json)).alias(ROW))
+        rows = rows.with_columns(typed.alias(ROW))
+    except pl.exceptions.PolarsError:  # a value of another type, e.g. the column's type changed since
+        return []
+    again = content_expr(schema, list(schema), source=field)
+    return [_built_values(plan, rows.filter(again == pl.col(BEFORE)))]
+
+
+def _content_schema(row_dtype: pl.DataType) -> dict[str, pl.DataType]:
+    """The JSON types a content holds each sent column's values as, or {} when a column's type is not read back."""
+    fields = row_dtype.fields if isinstance(row_dtype, pl.Struct) else []
+    schema: dict[str, pl.DataType] = {}
+    for f in fields:
+        kind = _kind_of(f.dtype)
+        if kind in ("text", "datetime", "date", "time") or f.dtype == pl.Null:
+            schema[f.name] = pl.String
+        elif kind == "int" and f.dtype not in (pl.Int128, pl.UInt128):
+            schema[f.name] = pl.UInt64 if f.dtype in (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64) else pl.Int64
+        elif f.dtype in (pl.Float64, pl.Boolean):
+            schema[f.name] = f.dtype
+        else:
+            return {}  # decimals, narrow floats, binary, nested: `loads` reads them back in ways kept row-wise
+    return schema
+
+
+def _read_back(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A JSON value as the column type it was written from (`encoding.json_ready`); null where it cannot be."""
+    if isinstance(dtype, pl.Datetime):
+        utc = value.str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit=dtype.time_unit, time_zone="UTC", strict=False)
+        return utc.dt.replace_time_zone(None) if dtype.time_zone is None else utc.dt.convert_time_zone(dtype.time_zone)
+    if dtype == pl.Date:
+        return value.str.to_date("%Y-%m-%d", strict=False)
+    if dtype == pl.Time:
+        return value.str.to_time("%H:%M:%S%.f", strict=False)
+    return value.cast(dtype, strict=False)
 
 
 def _size_reason(size: int) -> str:

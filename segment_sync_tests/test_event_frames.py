@@ -114,6 +114,16 @@ def test_columnar_outcomes_are_the_row_wise_outcomes(case: Case, gen: int, initi
         assert_same_outcomes(sync, diff_of(sync, case.new, case.old, gen), initial=initial)
 
 
+@settings(max_examples=150, deadline=None)
+@given(case=cases(), gen=st.integers(0, 2**40))
+def test_removed_rows_give_the_row_wise_outcomes(case: Case, gen: int) -> None:
+    assume(case.old is not None and not case.old.is_empty())
+    assume_no_diff_columns(case)
+    assert case.old is not None
+    for sync in case.syncs:  # every delivered row removed: read back from its content
+        assert_same_outcomes(sync, diff_of(sync, case.old.head(len(case.old) // 3), case.old, gen))
+
+
 @settings(max_examples=60, deadline=None)
 @given(case=cases(), gen=st.integers(0, 50), chunk=st.integers(1, 4))
 def test_building_in_chunks_gives_the_same_outcomes(case: Case, gen: int, chunk: int) -> None:
@@ -200,16 +210,48 @@ def test_rows_the_columns_cannot_build_exactly_go_row_wise(row_wise_rows: list[D
     assert sorted(r.key for r in row_wise_rows) == ["0", "1", "2", "3"]
 
 
-def test_removed_rows_that_send_go_row_wise(row_wise_rows: list[DiffRow]) -> None:
-    old = frame(uid=["u0", "u1"], plan=["a", "b"])
-    new = old.head(1).with_columns(pl.lit("c").alias("plan"))
-    sync = track(fields=["plan"])
+def test_removed_rows_are_built_by_columns_from_their_content(row_wise_rows: list[DiffRow]) -> None:
+    at = [dt.datetime(2026, 1, 1, 12, 30, 1, 123456, tzinfo=dt.UTC), None, dt.datetime(1999, 12, 31, tzinfo=dt.UTC)]
+    old = frame(
+        uid=["u0", "u1", " u2 "],
+        plan=["a", 'b "quoted" \u00e9', None],
+        seats=pl.Series([1, -(2**63), 3], dtype=pl.Int64),
+        big=pl.Series([0, 2**64 - 1, 7], dtype=pl.UInt64),
+        score=[0.5, 1e-7, float("nan")],
+        paid=[True, False, None],
+        at=pl.Series(at),
+        local=pl.Series(at).dt.convert_time_zone("Europe/Paris"),
+        naive=pl.Series(at).dt.replace_time_zone(None).dt.cast_time_unit("ns"),
+        day=[dt.date(2026, 1, 1), None, dt.date(1, 1, 1)],
+        time=[dt.time(23, 59, 59, 999999), dt.time(0), None],
+    )
+    new = old.head(1).with_columns(pl.lit("z").alias("plan"))
+    sent = ["plan", "seats", "big", "score", "paid", "at", "local", "naive", "day", "time"]
+    sync = track(fields=sent, timestamp="local")
     built = assert_same_outcomes(sync, diff_of(sync, new, old))
-    assert built[KIND].to_list() == ["changed", "removed"]
-    assert [r.kind for r in row_wise_rows] == ["removed"]
-    row_wise_rows.clear()
+    assert built[KIND].to_list() == ["changed", "removed", "removed"]
+    assert row_wise_rows == []
     assert_same_outcomes(identify(fields=["plan"]), diff_of(identify(fields=["plan"]), new, old))
     assert row_wise_rows == []  # an identify sync skips removed rows: nothing to build
+
+
+def test_removed_rows_whose_content_reads_back_otherwise_go_row_wise(row_wise_rows: list[DiffRow]) -> None:
+    sync = track(fields=["seats"])
+    old = frame(uid=["u0", "u1"], seats=[1.5, 2.0])  # delivered while the column held doubles
+    new = frame(uid=["u0"], seats=pl.Series([1], dtype=pl.Int64)).with_columns(pl.lit(9).alias(KEY_COLUMN))
+    diff = diff_of(sync, new, old)
+    assert sorted(diff[KIND].to_list()) == ["added", "removed", "removed"]
+    assert_same_outcomes(sync, diff)
+    assert sorted(r.kind for r in row_wise_rows) == ["removed", "removed"]  # 1.5 would read as 1: not exact
+    row_wise_rows.clear()
+    old = frame(uid=["u0"], seats=["many"])  # text where the column now holds integers: not read at all
+    assert_same_outcomes(sync, diff_of(sync, new, old))
+    assert [r.kind for r in row_wise_rows] == ["removed"]
+    row_wise_rows.clear()
+    sync = track(fields=["price"])
+    old = frame(uid=["u0"], price=pl.Series([Decimal("1.10")], dtype=pl.Decimal(10, 2)))
+    assert_same_outcomes(sync, diff_of(sync, old.clear(), old))
+    assert [r.kind for r in row_wise_rows] == ["removed"]  # decimals are read back by `loads` as Decimals
 
 
 def test_a_sync_with_binary_columns_and_narrow_floats_goes_row_wise(row_wise_rows: list[DiffRow]) -> None:
