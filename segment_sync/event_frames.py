@@ -110,18 +110,17 @@ def _build_columnar(
     sync: SyncSpec, rows: pl.DataFrame, sync_uuid: str, names: Mapping[str, str | None]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events or rejections of the rows the columnar path builds exactly, and the rows left for the row-wise path."""
-    if rows.is_empty():
-        return rows.clear(), rows
-    groups: list[pl.DataFrame] = []
     plan = _Plan.of(sync, rows.schema[ROW])
-    if plan is not None:
-        groups.append(_built_values(plan, rows.filter((pl.col(KIND) != "removed") & pl.col(ROW).is_not_null())))
+    if plan is None or rows.is_empty():
+        return rows.clear(), rows
+    groups = [_built_values(plan, rows.filter((pl.col(KIND) != "removed") & pl.col(ROW).is_not_null()))]
     removed = rows.filter(pl.col(KIND) == "removed")
     if not removed.is_empty():
-        groups += _removed_values(sync, removed, rows.schema[ROW])
-    good = pl.concat([g for g in groups if not g.is_empty()] or [rows.clear()], how="diagonal").sort(_INDEX)
-    if good.is_empty():
+        groups += _removed_values(plan, removed)
+    groups = [g for g in groups if not g.is_empty()]
+    if not groups:
         return rows.clear(), rows
+    good = groups[0] if len(groups) == 1 else pl.concat(groups).sort(_INDEX)
     rest = rows.filter(~pl.col(_INDEX).is_in(good[_INDEX].implode())) if good.height < rows.height else rows.clear()
     good = good.with_columns(_message_digests(sync, sync_uuid)).with_columns(_message_ids(sync))
     message_type = "track" if sync.type in ("track", "audience") else sync.type
@@ -160,18 +159,17 @@ def _built_values(plan: _Plan, candidates: pl.DataFrame) -> pl.DataFrame:
     return good.drop(_TS_TEXT, _HAZARD, _MID_HAZARD, strict=False)
 
 
-def _removed_values(sync: SyncSpec, removed: pl.DataFrame, row_dtype: pl.DataType) -> list[pl.DataFrame]:
+def _removed_values(plan: _Plan, removed: pl.DataFrame) -> list[pl.DataFrame]:
     """`_built_values` of removed rows, their typed rows read back from the delivered content where that is exact.
 
     A content is read back only when writing the row again gives the same content, byte for byte: the row is
     then built as an added row with that content would be, and `build_event` (which reads the content with
     `encoding.loads`) sees the same values. Other rows stay row-wise.
     """
-    plan = _Plan.of(sync, row_dtype)
-    as_json = _content_schema(row_dtype)
-    if plan is None or not as_json:
+    as_json = _content_schema(plan.schema)
+    if not as_json:
         return []
-    schema = {f.name: f.dtype for f in row_dtype.fields} if isinstance(row_dtype, pl.Struct) else {}
+    schema = plan.schema
     field = pl.col(ROW).struct.field
     typed = pl.struct([_read_back(field(name), dtype).alias(name) for name, dtype in schema.items()])
     try:
@@ -184,21 +182,20 @@ def _removed_values(sync: SyncSpec, removed: pl.DataFrame, row_dtype: pl.DataTyp
     return [_built_values(plan, rows.filter(again == pl.col(BEFORE)))]
 
 
-def _content_schema(row_dtype: pl.DataType) -> dict[str, pl.DataType]:
+def _content_schema(schema: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]:
     """The JSON types a content holds each sent column's values as, or {} when a column's type is not read back."""
-    fields = row_dtype.fields if isinstance(row_dtype, pl.Struct) else []
-    schema: dict[str, pl.DataType] = {}
-    for f in fields:
-        kind = _kind_of(f.dtype)
-        if kind in ("text", "datetime", "date", "time") or f.dtype == pl.Null:
-            schema[f.name] = pl.String
-        elif kind == "int" and f.dtype not in (pl.Int128, pl.UInt128):
-            schema[f.name] = pl.UInt64 if f.dtype in (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64) else pl.Int64
-        elif f.dtype in (pl.Float64, pl.Boolean):
-            schema[f.name] = f.dtype
+    as_json: dict[str, pl.DataType] = {}
+    for name, dtype in schema.items():
+        kind = _kind_of(dtype)
+        if kind in ("text", "datetime", "date", "time") or dtype == pl.Null:
+            as_json[name] = pl.String
+        elif kind == "int" and dtype not in (pl.Int128, pl.UInt128):
+            as_json[name] = pl.UInt64 if dtype in (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64) else pl.Int64
+        elif dtype in (pl.Float64, pl.Boolean):
+            as_json[name] = dtype
         else:
             return {}  # decimals, narrow floats, binary, nested: `loads` reads them back in ways kept row-wise
-    return schema
+    return as_json
 
 
 def _read_back(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
