@@ -107,6 +107,17 @@ def test_dry_run_writes_the_request_bodies_and_changes_nothing(duck, emulator, i
     assert [e["messageId"] for e in emulator.accepted] == [e["messageId"] for e in orjson.loads(body)["batch"]]
 
 
+def test_a_dry_run_with_nothing_to_send_succeeds_and_says_so(duck, emulator, instance, state_dir):
+    assert _run(instance).success  # everything delivered: the next diff has no rows
+    run = _run(instance, delivery={"dry_run": True})
+    assert run.success, run.failure_messages()
+    meta = run.metadata("segment", "t")
+    assert (meta["events_sent"], meta["rows_skipped"], meta["rows_rejected"]) == (0, 0, 1)
+    assert meta["preview"] == "Nothing to send (0 rows skipped, 1 rejected): no request body was written."
+    assert "dry_run_request_bodies" not in meta
+    assert not list((state_dir / "syncs" / "t" / "dry_runs").glob("*"))
+
+
 def test_full_resync_sends_everything_again_with_new_message_ids(duck, emulator, instance):
     assert _run(instance).success
     first = {e["userId"]: e["messageId"] for e in emulator.accepted}

@@ -129,8 +129,12 @@ def _delivery_metadata(
     if log.rejected:
         metadata["rejected_rows_file"] = dg.MetadataValue.path(str(log.rejected_path))
     if dry_run and isinstance(transport, Outbox):
-        metadata["dry_run_request_bodies"] = dg.MetadataValue.path(str(transport.path))
-        metadata["preview"] = dg.MetadataValue.md(events_preview(transport.path))
+        if transport.path.exists():
+            metadata["dry_run_request_bodies"] = dg.MetadataValue.path(str(transport.path))
+            metadata["preview"] = dg.MetadataValue.md(events_preview(transport.path))
+        else:
+            counts = f"{result.skipped} rows skipped, {log.rejected} rejected"
+            metadata["preview"] = dg.MetadataValue.md(f"Nothing to send ({counts}): no request body was written.")
     return metadata
 
 
