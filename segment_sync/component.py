@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from segment_sync.assets import AssetOptions
+from segment_sync.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
 from segment_sync.delivery import DEFAULT_ENDPOINT, DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
@@ -64,7 +65,9 @@ class SegmentSettings(BaseModel):
     timeout_seconds: float = 30.0
     max_attempts: int = 8
     max_retry_seconds: float = 600.0
-    max_batch_bytes: int = 475_000
+    max_batch_bytes: int = Field(
+        default=MAX_BATCH_BYTES, description=f"Largest request body: {MIN_BATCH_BYTES:,} to {MAX_BATCH_BYTES:,} bytes."
+    )
     max_requests_per_second: float | None = Field(
         default=None, description="Pace requests per write key (Segment asks for at most 1,000/s per workspace)."
     )

@@ -9,6 +9,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, ValidationInfo, field_validator
 
+from segment_sync.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
 from segment_sync.delivery import (
     DEFAULT_ENDPOINT,
     DEFAULT_GZIP_LEVEL,
@@ -81,18 +82,25 @@ class SegmentResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
     max_attempts: int = Field(default=8, description="Attempts per batch before the run gives up (at least 1).")
     max_retry_seconds: float = Field(default=600.0, description="Time budget for retrying one batch.")
-    max_batch_bytes: int = Field(default=475_000, description="Largest request body, at most 475,000.")
+    max_batch_bytes: int = Field(
+        default=MAX_BATCH_BYTES, description=f"Largest request body: {MIN_BATCH_BYTES:,} to {MAX_BATCH_BYTES:,} bytes."
+    )
     max_requests_per_second: float | None = Field(default=None, description="Pace requests per write key.")
     max_events_per_second: float | None = Field(default=None, description="Pace events per write key.")
 
-    @field_validator("gzip_level", "max_in_flight")
+    @field_validator("gzip_level", "max_in_flight", "max_batch_bytes")
     @classmethod
     def _in_range(cls, value: int, info: ValidationInfo) -> int:
-        """Refuse a gzip level outside 1 to 9, or fewer than 1 request in flight, when the definitions load."""
+        """Refuse a gzip level, requests in flight or batch size out of range when the definitions load."""
         if info.field_name == "gzip_level" and not 1 <= value <= 9:
             raise ValueError(f"segment.gzip_level is {value}; use 1 (fastest) to 9 (smallest)")
         if info.field_name == "max_in_flight" and value < 1:
             raise ValueError(f"segment.max_in_flight is {value}; use 1 (one request at a time) or more")
+        if info.field_name == "max_batch_bytes" and not MIN_BATCH_BYTES <= value <= MAX_BATCH_BYTES:
+            raise ValueError(
+                f"segment.max_batch_bytes is {value}; use {MIN_BATCH_BYTES:,} to {MAX_BATCH_BYTES:,}: a request must "
+                "hold one event of the largest size (32,000 bytes) and stay within Segment's 500 KB limit"
+            )
         return value
 
     def resolved_destination(self) -> Destination:

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from segment_sync.batching import MIN_BATCH_BYTES
 from segment_sync.resources import SegmentResource
 from segment_sync.state import SyncState
 from segment_sync_tests.conftest import TRACK, SyncRun, Warehouse, make_definitions, run_sync
@@ -27,10 +28,10 @@ pytestmark = pytest.mark.chaos
 
 SYNC = "t"
 PROJECT = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
-# 10 events per request, so the 50-row model goes out in 5 batches and a fault can hit the middle one.
-# One request in flight: these tests aim each fault at one numbered request (concurrency has its own tests).
+# 10 events of about 3,300 bytes per request, so the 50-row model goes out in 5 batches and a fault can hit the
+# middle one. One request in flight: these tests aim each fault at one numbered request (concurrency has its own tests).
 SEGMENT = {
-    "max_batch_bytes": 3000,
+    "max_batch_bytes": 34_000,
     "gzip": False,
     "max_attempts": 3,
     "max_retry_seconds": 5,
@@ -72,7 +73,7 @@ def uid(i: int) -> str:
 
 
 def value(i: int, tag: str = "a") -> str:
-    return f"{tag}{i}-" + "x" * 80
+    return f"{tag}{i}-" + "x" * 3_100
 
 
 def identity(event: dict) -> Identity:
@@ -406,7 +407,7 @@ def fault_plan(rng: random.Random, length: int) -> list[Fault]:
 def test_seeded_random_faults_over_three_rounds(duck, emulator, instance, state_dir, in_flight):
     rng = random.Random(7)
     model = Model(duck, {i: value(i) for i in range(1, 201)})
-    settings = {**SEGMENT, "max_batch_bytes": 2000, "gzip": True, "max_in_flight": in_flight}
+    settings = {**SEGMENT, "max_batch_bytes": MIN_BATCH_BYTES, "gzip": True, "max_in_flight": in_flight}
     definitions = make_definitions(PROJECT, segment=settings)
     next_id, runs = 201, []
     for round_ in range(3):

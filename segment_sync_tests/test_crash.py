@@ -27,7 +27,8 @@ PROJECT = {
         }
     ],
 }
-SMALL_BATCHES = {"max_batch_bytes": 2_000, "gzip": False, "max_in_flight": 1}  # batches in order: batch 3 hangs
+# Batches of 9 events of about 3,500 bytes, one in flight, in order: batch 3 hangs.
+SMALL_BATCHES = {"max_batch_bytes": 33_000, "gzip": False, "max_in_flight": 1}
 ACK = '{"success":true}'
 
 
@@ -41,7 +42,7 @@ def _wait_for(condition, seconds: float = 60.0) -> None:
 def test_sigkill_mid_delivery_then_rerun(duckdb_warehouse, state_dir, emulator, instance, monkeypatch):
     monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
     duckdb_warehouse.execute(
-        "create table src as select i as id, 'user-' || i as uid, repeat('v', 100) as v from range(1, 41) t(i)"
+        "create table src as select i as id, 'user-' || i as uid, repeat('v', 3300) as v from range(1, 41) t(i)"
     )
     # Two batches are acknowledged; the third is recorded by "Segment" but its answer never arrives.
     emulator.inject(
