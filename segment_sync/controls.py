@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
+import msgspec
 import polars as pl
 
 from segment_sync.diff import CONTENT, KEY, current_contents
-from segment_sync.encoding import dumps, loads
 from segment_sync.events import MAX_MESSAGE_ID_CHARS, DiffRow, Event, build_event, event_name
 from segment_sync.snapshot import split_null_keys
 from segment_sync.spec import ModelSpec, SyncSpec
@@ -50,21 +50,31 @@ def replay_payloads(
     suffix = f"-replay-{run_id[:8]}"
     payloads = []
     for message_id, event in sorted(found.items()):
-        event["messageId"] = (message_id + suffix)[-MAX_MESSAGE_ID_CHARS:]
-        payloads.append(dumps(event))
+        event["messageId"] = msgspec.Raw(msgspec.json.encode((message_id + suffix)[-MAX_MESSAGE_ID_CHARS:]))
+        payloads.append(msgspec.json.encode(event))
     return payloads, sorted(wanted - found.keys())
 
 
-def _sent_events(sync_folder: Path, message_ids: set[str]) -> dict[str, dict]:
-    """The events with these messageIds, from the recorded API calls that Segment accepted."""
-    found: dict[str, dict] = {}
+class _Request(msgspec.Struct):
+    batch: list[dict[str, msgspec.Raw]]
+
+
+class _Call(msgspec.Struct):
+    status: int | None
+    request: _Request
+
+
+def _sent_events(sync_folder: Path, message_ids: set[str]) -> dict[str, dict[str, msgspec.Raw]]:
+    """The events with these messageIds from the API calls Segment accepted, each field's JSON as it was sent."""
+    found: dict[str, dict[str, msgspec.Raw]] = {}
     for path in sorted(log_folders(sync_folder)["calls"].glob("*.jsonl")):
         with open(path, "rb") as f:
             for line in f:
-                call = loads(line.rstrip(b"\n"))  # keeps every digit of decimals
-                if call["status"] is None or not 200 <= call["status"] < 300:
+                call = msgspec.json.decode(line, type=_Call)
+                if call.status is None or not 200 <= call.status < 300:
                     continue
-                for event in call["request"]["batch"]:
-                    if event["messageId"] in message_ids:
-                        found.setdefault(event["messageId"], event)
+                for event in call.request.batch:
+                    message_id = msgspec.json.decode(event["messageId"])
+                    if message_id in message_ids:
+                        found.setdefault(message_id, event)
     return found

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -12,6 +11,8 @@ from typing import Any
 import orjson
 import polars as pl
 import polars.selectors as cs
+
+from segment_sync.json_column import is_json, text_of
 
 _OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 _INT64 = 2**63
@@ -42,11 +43,7 @@ def _default(value: Any) -> Any:
             return None
         return orjson.Fragment(format(value, "f") if value == value.to_integral_value() else str(value))
     if isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return base64.b64encode(raw).decode("ascii")
+        return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, set | frozenset | tuple):
@@ -68,25 +65,11 @@ def _widen(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON: NaN/Infinity as null, Decimal digits kept, datetimes with an offset."""
+    """Compact UTF-8 JSON: NaN/Infinity as null, Decimal digits kept, datetimes with an offset, bytes as base64."""
     try:
         return orjson.dumps(value, default=_default, option=_OPTIONS)
     except orjson.JSONEncodeError:
         return orjson.dumps(_widen(value), default=_default, option=_OPTIONS)
-
-
-def _parse_int(text: str) -> int | Decimal:
-    return int(text) if len(text) < 19 else Decimal(text)
-
-
-def loads(text: str | bytes) -> Any:
-    """Parse canonical JSON (from `dumps`) without losing digits."""
-    raw = text.encode() if isinstance(text, str) else text
-    fast = orjson.loads(raw)
-    # Canonical JSON re-encodes to itself unless a number would lose digits as a float (Decimal, huge int).
-    if orjson.dumps(fast, option=_OPTIONS) == raw:
-        return fast
-    return json.loads(text, parse_float=Decimal, parse_int=_parse_int)
 
 
 def row_contents(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
@@ -102,24 +85,26 @@ def content_column(frame: pl.DataFrame, columns: Sequence[str]) -> pl.Series:
 def content_expr(schema: Schema, columns: Sequence[str], source: Source = column) -> pl.Expr:
     """An expression giving one canonical JSON object per row, of the given columns (already in a stable order).
 
-    Numbers, decimals, text, booleans, dates and times are encoded by Polars, without a Python loop;
-    binary, nested and other values go through `dumps` row by row. `source` gives the expression of a
-    column by name (a struct's fields, say).
+    Numbers, decimals, text, booleans, dates, times and JSON columns are encoded by Polars, without a Python
+    loop; other values (nested, from dialects read by inference) go through `dumps` value by value. `source`
+    gives the expression of a column by name (a struct's fields, say).
     """
     schema = schema_of(schema)
-    names = list(columns)
-    if not all(is_plain(schema[n]) for n in names):
-        ready = pl.struct([json_ready(schema[n], n, source).alias(n) for n in names])
-        return ready.map_batches(_dumps_rows, return_dtype=pl.String, is_elementwise=True)
     parts: list[pl.Expr] = []
-    for i, name in enumerate(names):
+    for i, name in enumerate(columns):
         key = pl.lit(("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":")
-        parts += [key, json_value(schema, name, source)]
+        dtype = schema[name]
+        value = json_value(schema, name, source) if is_plain(dtype) else _python_json(json_ready(dtype, name, source))
+        parts += [key, value]
     return pl.concat_str([*parts, pl.lit("}")])
 
 
-def _dumps_rows(rows: pl.Series) -> pl.Series:
-    return pl.Series([dumps(row).decode() for row in rows.to_list()], dtype=pl.String)
+def _python_json(values: pl.Expr) -> pl.Expr:
+    return values.map_batches(_dumps_values, return_dtype=pl.String, is_elementwise=True)
+
+
+def _dumps_values(values: pl.Series) -> pl.Series:
+    return pl.Series([dumps(value).decode() for value in values.to_list()], dtype=pl.String)
 
 
 def schema_of(frame: Schema) -> Mapping[str, pl.DataType]:
@@ -134,9 +119,11 @@ def schema_of(frame: Schema) -> Mapping[str, pl.DataType]:
 def json_value(schema: Mapping[str, pl.DataType], name: str, source: Source = column) -> pl.Expr:
     """One plain column's values as JSON text."""
     dtype = schema[name]
+    if is_json(dtype):
+        return text_of(source(name)).fill_null("null")  # the warehouse's own JSON, as it is
     if isinstance(dtype, pl.Decimal):
         return source(name).cast(pl.String).fill_null("null")  # a JSON number with every digit
-    if dtype == pl.Boolean or (dtype.is_integer() and dtype not in (pl.Int128, pl.UInt128)):
+    if dtype == pl.Boolean or dtype.is_integer():
         return source(name).cast(pl.String).fill_null("null")  # as JSON writes them, 3x cheaper
     if isinstance(dtype, pl.Datetime) or dtype in (pl.Date, pl.Time):  # ISO-8601 text needs no escaping
         return pl.concat_str([pl.lit('"'), json_ready(dtype, name, source), pl.lit('"')]).fill_null("null")
@@ -146,10 +133,9 @@ def json_value(schema: Mapping[str, pl.DataType], name: str, source: Source = co
 
 def is_plain(dtype: pl.DataType) -> bool:
     """Whether Polars alone encodes this type's values as JSON (no Python per value)."""
-    if dtype in (pl.Int128, pl.UInt128):
-        return False
     return (
-        dtype.is_integer()
+        is_json(dtype)
+        or dtype.is_integer()
         or dtype.is_float()
         or isinstance(dtype, pl.Decimal | pl.Datetime)
         or dtype in (pl.String, pl.Boolean, pl.Date, pl.Time, pl.Null)

@@ -3,10 +3,11 @@
 Added and changed rows are built from the typed `_row` struct: the properties or traits are the sent columns
 encoded as `_after` encodes them, and ids, timestamps and messageIds follow `events.build_event`. Removed rows
 (which only have `_before`) get their typed row read back from that content, where writing it again gives the
-same content. The rows this cannot build exactly go through `build_outcomes`: values that `encoding.loads` may
-read back as other text (floats in exponent form, decimals below 1e-6, binary, nested and other values), ids
-from fractional numbers, timestamps that are neither text nor dates nor datetimes, and removed rows whose
-content does not read back exactly (decimals, narrow floats, or a column whose type changed since).
+same content. Both splice each value's JSON text as the content holds it. The rows this cannot build
+by columns go through `build_outcomes`: nested and other values Polars cannot write (from dialects read by
+inference), ids from fractional numbers or JSON columns, timestamps that are neither text nor dates nor
+datetimes, and removed rows whose content does not read back exactly (decimals, narrow floats, JSON columns,
+or a column whose type changed since).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from segment_sync.events import (
     event_name,
     segment_timestamp,
 )
+from segment_sync.json_column import is_json, text_of
 from segment_sync.spec import SyncSpec
 
 OUTCOME, TYPE, NAME, MESSAGE_ID, REASON, PAYLOAD = "outcome", "type", "name", "message_id", "reason", "payload"
@@ -225,6 +227,8 @@ def _quoted(expr: pl.Expr) -> pl.Expr:
 
 
 def _kind_of(dtype: pl.DataType) -> str:
+    if is_json(dtype):
+        return "json"
     if dtype.is_integer():
         return "int"
     if dtype.is_float():
@@ -238,15 +242,6 @@ def _kind_of(dtype: pl.DataType) -> str:
     if dtype in (pl.Date, pl.Time, pl.Boolean, pl.Null):
         return str(dtype).lower()
     return "other"
-
-
-def _exponent_form(dtype: pl.DataType, name: str) -> pl.Expr:
-    """Whether a float's JSON text has an exponent (for doubles: below 1e-5 or from 1e16 on, as Polars writes them)."""
-    col = column(name)
-    if dtype == pl.Float64:
-        size = col.abs()
-        return col.is_finite() & ((size >= 1e16) | ((size < 1e-5) & (col != 0)))
-    return _json_text(json_ready(dtype, name)).str.contains("e", literal=True)
 
 
 def _any(hazards: Sequence[pl.Expr | None]) -> pl.Expr:
@@ -265,25 +260,13 @@ class _Plan:
     def of(cls, sync: SyncSpec, row_dtype: pl.DataType) -> _Plan | None:
         """The plan for a `_row` struct type, or None when no row can be built exactly by columns."""
         schema = {f.name: f.dtype for f in row_dtype.fields} if isinstance(row_dtype, pl.Struct) else {}
-        if not schema:
-            return None
-        narrow_floats = any(d.is_float() and d != pl.Float64 for d in schema.values())
-        if narrow_floats and not all(is_plain(d) for d in schema.values()):
-            return None  # contents written by `dumps` hold narrow floats as their exact double, not their Polars text
-        return cls(sync, schema)
+        return cls(sync, schema) if schema else None
 
     @property
     def python_timestamps(self) -> bool:
         """Whether the timestamp column holds text, which `segment_timestamp` parses value by value."""
         ts = self.sync.timestamp
         return ts is not None and _kind_of(self.schema[ts]) in ("text", "time")
-
-    @property
-    def _reads_back_numbers(self) -> bool:
-        """Whether a content may hold a number orjson writes otherwise, so `loads` reads the row with Decimals."""
-        kinds = {_kind_of(d) for d in self.schema.values()}
-        wide = any(d in (pl.Int128, pl.UInt128) or (d.is_float() and d != pl.Float64) for d in self.schema.values())
-        return "decimal" in kinds or wide
 
     def expressions(self) -> list[pl.Expr]:
         """Columns computed from the unnested `_row`: the bag, ids, timestamp, messageId and the hazards."""
@@ -306,7 +289,7 @@ class _Plan:
         """The properties or traits as JSON, and the rows whose values it cannot write exactly.
 
         Runs of fields are encoded by one `json_encode` of a struct, which writes each value as the diff's
-        content does; decimals (which it would quote) are spliced in as their exact digits.
+        content does; decimals (which it would quote) and JSON columns are spliced in as their own text.
         """
         members: list[pl.Expr] = []  # JSON object members, without the braces
         run: list[pl.Expr] = []
@@ -320,20 +303,15 @@ class _Plan:
         for field, name in self.sync.field_map.items():
             dtype, col = self.schema[name], column(name)
             kind = _kind_of(dtype)
-            if kind == "decimal":
-                assert isinstance(dtype, pl.Decimal)
+            if kind in ("decimal", "json"):
                 close_run()
-                text = col.cast(pl.String).fill_null("null")
+                text = (text_of(col) if kind == "json" else col.cast(pl.String)).fill_null("null")
                 members.append(pl.concat_str([pl.lit(orjson.dumps(field).decode() + ":"), text]))
-                tiny = text.str.starts_with("0.000000") | text.str.starts_with("-0.000000")
-                hazards.append(tiny & (text != "0." + "0" * (dtype.scale or 0)))  # `Decimal.__str__` uses an exponent
             elif kind == "other":
                 run.append(pl.lit(None).alias(field))
                 hazards.append(col.is_not_null())
             else:
                 run.append((col.cast(pl.String) if kind == "text" else json_ready(dtype, name)).alias(field))
-                if kind == "float" and self._reads_back_numbers:  # a Decimal writes exponents its own way
-                    hazards.append(_exponent_form(dtype, name))
         if run and not members:
             return pl.struct(run).struct.json_encode(), hazards  # one run: its JSON is the whole object
         close_run()
@@ -363,7 +341,7 @@ class _Plan:
             return column(name).cast(pl.String), None
         if kind in ("boolean", "null"):
             return none, None
-        return none, ~self._json_null(name)  # a fraction's text depends on how `loads` read the whole row
+        return none, ~self._json_null(name)  # numbers with fractions and JSON values go row-wise
 
     def _timestamp(self) -> tuple[pl.Expr, pl.Expr | None]:
         none = pl.lit(None, pl.String)

@@ -6,11 +6,14 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
+import orjson
+
 from segment_sync import __version__
-from segment_sync.encoding import dumps, loads
+from segment_sync.encoding import dumps
 from segment_sync.spec import ChangeKind, SyncSpec
 
 MAX_EVENT_BYTES = 32_000
@@ -94,7 +97,7 @@ def build_outcomes(sync: SyncSpec, rows: Iterable[DiffRow], sync_uuid: str, *, i
 def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
     """The Segment message for one diff row; raises RowRejected when Segment would drop it."""
     content = row.before if row.kind == "removed" else row.after
-    values: dict[str, Any] = loads(content or "{}")
+    values = content_values(content or "{}")
     message: dict[str, Any] = {"type": "track" if sync.type in ("track", "audience") else sync.type}
     name = event_name(sync, row.kind)
     if message["type"] == "track":
@@ -113,10 +116,11 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
         if group_id is None:
             raise RowRejected(f"no group id: {sync.group_id!r} is null or empty")
         message["groupId"] = group_id
-    fields = {name: values.get(column) for name, column in sync.field_map.items()}
+    fields = {name: orjson.Fragment(values.get(column, b"null")) for name, column in sync.field_map.items()}
     message["traits" if sync.type in ("identify", "group") else "properties"] = fields
-    if sync.timestamp is not None and values.get(sync.timestamp) is not None:
-        message["timestamp"] = segment_timestamp(values[sync.timestamp], sync.timestamp)
+    stamp = _value(values, sync.timestamp)
+    if sync.timestamp is not None and stamp is not None:
+        message["timestamp"] = segment_timestamp(stamp, sync.timestamp)
     message_id = _message_id(sync, row, values, sync_uuid)
     message["messageId"] = message_id
     message["context"] = LIBRARY
@@ -126,19 +130,60 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
     return Event(row=row, message_id=message_id, type=message["type"], name=name, payload=payload)
 
 
-def _id_value(values: dict[str, Any], column: str | None, setting: str) -> str | None:
-    if column is None:
+def content_values(content: str | bytes) -> dict[str, bytes]:
+    """Each sent column's JSON text in a row's content, exactly as the content holds it."""
+    raw = msgspec.json.decode(content, type=dict[str, msgspec.Raw])
+    return {name: bytes(value) for name, value in raw.items()}
+
+
+class _Number:
+    """A JSON number, as its text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _value(values: dict[str, bytes], column: str | None) -> Any:
+    """A column's value: strings, booleans, lists and objects decoded, numbers as their text (`_Number`)."""
+    text = values.get(column) if column is not None else None
+    if text is None or text == b"null":
         return None
-    value = values.get(column)
+    if text[:1] in b'"tf[{':
+        return orjson.loads(text)
+    return _Number(text.decode())
+
+
+def _id_value(values: dict[str, bytes], column: str | None, setting: str) -> str | None:
+    value = _value(values, column)
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | str):
-        text = str(value).strip()
-    elif isinstance(value, Decimal | float):
-        text = str(int(value)) if value == int(value) else str(value)
+    if isinstance(value, _Number):
+        text = _number_id(value)
+    elif isinstance(value, str):
+        text = value.strip()
     else:
-        raise RowRejected(f"{setting} column {column!r} holds a {type(value).__name__}, not a string or number")
+        raise RowRejected(f"{setting} column {column!r} holds a {_json_kind(value)}, not a string or number")
     return text or None
+
+
+def _number_id(number: _Number) -> str:
+    """A number as an id: its digits when it is whole (42.00 is "42"), else its text."""
+    try:
+        value = Decimal(number.text)
+    except InvalidOperation:
+        return number.text
+    return str(int(value)) if value.is_finite() and value == value.to_integral_value() else number.text
+
+
+def _json_kind(value: Any) -> str:
+    """What a decoded value is, in JSON's words."""
+    kinds = {dict: "JSON object", list: "JSON array", bool: "boolean", _Number: "number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def segment_timestamp(value: Any, column: str) -> str:
@@ -154,15 +199,15 @@ def segment_timestamp(value: Any, column: str) -> str:
             raise RowRejected(
                 f"timestamp column {column!r} holds {value[:40]!r}, not an ISO-8601 time in years 1 to 9999"
             ) from None
-    raise RowRejected(f"timestamp column {column!r} holds a {type(value).__name__}, not a time")
+    raise RowRejected(f"timestamp column {column!r} holds a {_json_kind(value)}, not a time")
 
 
-def _message_id(sync: SyncSpec, row: DiffRow, values: dict[str, Any], sync_uuid: str) -> str:
+def _message_id(sync: SyncSpec, row: DiffRow, values: dict[str, bytes], sync_uuid: str) -> str:
     # The column is the identity of the row's *added* event; a change or removal of the same row is a
     # different event and must not reuse it, or Segment would drop it as a duplicate.
     if sync.message_id is None or row.kind != "added":
         return message_id_for(sync_uuid, row)
-    value = values.get(sync.message_id)
+    value = _value(values, sync.message_id)
     if value is None or str(value).strip() == "":
         raise RowRejected(f"message_id column {sync.message_id!r} is null or empty")
     text = str(value)

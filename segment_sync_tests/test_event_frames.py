@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from segment_sync import event_frames
@@ -25,7 +25,7 @@ from segment_sync.diff import (
     delivered_rows,
     resync_diff,
 )
-from segment_sync.encoding import json_value, normalize_types
+from segment_sync.encoding import normalize_types
 from segment_sync.event_frames import (
     EVENT_FRAME_SCHEMA,
     OUTCOME,
@@ -144,21 +144,6 @@ def test_a_full_resync_builds_the_same_outcomes(case: Case, generation: int) -> 
         assert_same_outcomes(sync, diff)
 
 
-@settings(max_examples=300, deadline=None)
-@example(value=1e16)
-@example(value=9999999999999998.0)
-@example(value=1e-5)
-@example(value=9.999999999999999e-06)
-@example(value=-0.0)
-@given(value=st.floats())
-def test_exponent_form_of_doubles_matches_their_text(value: float) -> None:
-    values = pl.DataFrame({"v": [value]})
-    text, exponent = values.select(
-        json_value(values.schema, "v").alias("text"), event_frames._exponent_form(pl.Float64, "v").alias("exponent")
-    ).row(0)
-    assert exponent == ("e" in text)
-
-
 def test_python_whitespace_is_what_str_strip_removes() -> None:
     everything = "".join(map(chr, range(0x110000))).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     assert set(PY_WHITESPACE) == {c for c in everything if c.isspace()}
@@ -200,14 +185,14 @@ def test_typical_rows_are_built_by_columns(row_wise_rows: list[DiffRow]) -> None
 def test_rows_the_columns_cannot_build_exactly_go_row_wise(row_wise_rows: list[DiffRow]) -> None:
     new = frame(
         uid=["u0", "u1", "u2", "u3", "u4"],
-        score=[1e-7, 1.0, 2.0, 3.0, 4.0],  # an exponent, in a row that `loads` reads with Decimals
+        score=[1e-7, 1.0, 2.0, 3.0, 4.0],  # an exponent: spliced as its text by both builders
         paid=pl.Series([Decimal("1.5"), Decimal("0.0000001"), Decimal("2"), Decimal("3"), Decimal("4")]),
         tags=[None, None, [1], None, None],
         fuzzy=[None, None, None, 1.5, None],  # a fractional id
     )
     sync = identify(fields=["score", "paid", "tags"], anonymous_id="fuzzy")
     assert_same_outcomes(sync, diff_of(sync, new))
-    assert sorted(r.key for r in row_wise_rows) == ["0", "1", "2", "3"]
+    assert sorted(r.key for r in row_wise_rows) == ["2", "3"]  # a list (Polars cannot write it), a fractional id
 
 
 def test_removed_rows_are_built_by_columns_from_their_content(row_wise_rows: list[DiffRow]) -> None:
@@ -254,11 +239,16 @@ def test_removed_rows_whose_content_reads_back_otherwise_go_row_wise(row_wise_ro
     assert [r.kind for r in row_wise_rows] == ["removed"]  # decimals are read back by `loads` as Decimals
 
 
-def test_a_sync_with_binary_columns_and_narrow_floats_goes_row_wise(row_wise_rows: list[DiffRow]) -> None:
+def test_binary_columns_go_row_wise_and_narrow_floats_keep_their_width(row_wise_rows: list[DiffRow]) -> None:
     new = frame(uid=["u0"], blob=[b"\xff"], ratio=pl.Series([0.1], dtype=pl.Float32))
     sync = identify(fields=["blob", "ratio"])
-    assert_same_outcomes(sync, diff_of(sync, new))
+    built = assert_same_outcomes(sync, diff_of(sync, new))
     assert [r.key for r in row_wise_rows] == ["0"]
+    assert b'"traits":{"blob":"/w==","ratio":0.1}' in built[PAYLOAD][0]
+    row_wise_rows.clear()
+    sync = identify(fields=["ratio"])
+    built = assert_same_outcomes(sync, diff_of(sync, new))
+    assert row_wise_rows == [] and b'"traits":{"ratio":0.1}' in built[PAYLOAD][0]
 
 
 # --- the rules of `build_event`, case by case ------------------------------------------------------------------
