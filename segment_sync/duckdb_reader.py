@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 import duckdb
 import polars as pl
-import pyarrow as pa
 import sqlalchemy as sa
+from duckdb.sqltypes import DuckDBPyType
 
-from segment_sync.encoding import normalize_types
+from segment_sync.column_types import ReadAs, duckdb_read_as, render
 from segment_sync.spec import ModelSpec
 from segment_sync.warehouse import WarehouseError, read_failed
 
@@ -22,28 +22,37 @@ def native_database(url: str) -> str | None:
     return None if parsed.query else parsed.database or MEMORY
 
 
-def duckdb_batches(url: str, database: str, model: ModelSpec, batch_size: int) -> Generator[pl.DataFrame, None, None]:
-    """The model's rows as Polars frames of one schema, datetimes in UTC; opens the file read-only when it can."""
+def duckdb_batches(
+    url: str, database: str, model: ModelSpec, batch_size: int
+) -> Generator[tuple[pl.DataFrame, dict[str, ReadAs]], None, None]:
+    """The model's rows as Polars frames of one schema, with the plan they were read by; opens the file read-only."""
     try:
         conn = _connect(database)
     except duckdb.Error as exc:
         raise read_failed(model, url, exc) from None
     try:
+        conn.execute("set TimeZone = 'UTC'")  # how to_json writes instants inside lists and structs
         relation = conn.sql(model.query)
         if relation is None:
             raise WarehouseError(f"model {model.name!r}: the query returns no rows; it must be a SELECT")
-        reader = relation.to_arrow_reader(batch_size)
-        _check_readable(reader.schema, model)
+        plan = duckdb_plan(relation.columns, relation.types)
+        reader = conn.sql(f"select {', '.join(render(plan))} from ({model.query.strip().rstrip(';')}) as q")
+        reader = reader.to_arrow_reader(batch_size)
         empty = True
         for batch in reader:
             empty = False
-            yield normalize_types(pl.from_arrow(batch))
+            yield pl.from_arrow(batch), plan
         if empty:
-            yield normalize_types(pl.from_arrow(reader.schema.empty_table()))
+            yield pl.from_arrow(reader.schema.empty_table()), plan
     except duckdb.Error as exc:
         raise read_failed(model, url, exc) from None
     finally:
         conn.close()
+
+
+def duckdb_plan(names: Sequence[str], types: Sequence[DuckDBPyType]) -> dict[str, ReadAs]:
+    """How each result column of a DuckDB query is read."""
+    return {name: duckdb_read_as(str(t.id), str(t)) for name, t in zip(names, types, strict=True)}
 
 
 def _connect(database: str) -> duckdb.DuckDBPyConnection:
@@ -53,13 +62,3 @@ def _connect(database: str) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(database, read_only=True)
     except duckdb.ConnectionException:  # this process already has the file open for writing, so share that
         return duckdb.connect(database)
-
-
-def _check_readable(schema: pa.Schema, model: ModelSpec) -> None:
-    """Polars cannot load Arrow intervals (it aborts), so name the column instead."""
-    for field in schema:
-        if pa.types.is_interval(field.type):
-            raise WarehouseError(
-                f"model {model.name!r}: column {field.name!r} is an INTERVAL, which Polars cannot read; "
-                "convert it in the query, e.g. epoch(x) for seconds or x::varchar for text"
-            )

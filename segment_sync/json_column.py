@@ -29,7 +29,7 @@ def is_json(dtype: pl.DataType) -> bool:
     return isinstance(dtype, Json)
 
 
-def text_of(column: pl.Expr) -> pl.Expr:
+def text_of(column: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
     """A JSON column's texts as strings."""
     return column.ext.storage()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -11,6 +11,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
+from segment_sync.column_types import ReadAs, postgres_read_as, postgres_type_name
 from segment_sync.encoding import column
 from segment_sync.errors import first_line
 from segment_sync.spec import ModelSpec
@@ -22,30 +23,6 @@ _EPOCH_MICROS = "(extract(epoch from {}) * 1000000)::int8"
 
 
 @dataclass(frozen=True)
-class _Mapping:
-    """How one PostgreSQL type travels: the SQL that prints it, how Polars reads that, and the final conversion."""
-
-    sql: str
-    csv_dtype: pl.DataType
-    finish: Callable[[pl.Expr], pl.Expr] | None = None
-
-
-# Each gives the dtype and value that psycopg + pl.read_database give (the SQLAlchemy path), checked by the tests.
-_MAPPINGS = {
-    **dict.fromkeys(["int2", "int4", "int8"], _Mapping("{}", pl.Int64())),
-    **dict.fromkeys(["float4", "float8"], _Mapping("{}", pl.Float64())),
-    **dict.fromkeys(["text", "varchar", "bpchar", "name", "uuid"], _Mapping("{}", pl.String())),
-    "bool": _Mapping("{}", pl.String(), lambda c: c == "t"),
-    "date": _Mapping("{} - date '1970-01-01'", pl.Int32(), lambda c: c.cast(pl.Date)),
-    "timestamp": _Mapping(_EPOCH_MICROS, pl.Int64(), lambda c: c.cast(pl.Datetime("us", "UTC"))),
-    "timestamptz": _Mapping(_EPOCH_MICROS, pl.Int64(), lambda c: c.cast(pl.Datetime("us", "UTC"))),
-    "time": _Mapping(_EPOCH_MICROS, pl.Int64(), lambda c: (c * 1000).cast(pl.Time)),
-    "bytea": _Mapping("encode({}, 'hex')", pl.String(), lambda c: c.str.decode("hex")),
-}
-_TYPE_NAMES = {info.oid: info.name for info in psycopg.postgres.types if info.name in {*_MAPPINGS, "numeric"}}
-
-
-@dataclass(frozen=True)
 class CopyColumn:
     """One result column: its name, the SQL that prints it for COPY, and how Polars turns that into its value."""
 
@@ -53,22 +30,25 @@ class CopyColumn:
     sql: str
     csv_dtype: pl.DataType
     finish: pl.Expr | None
+    read_as: ReadAs
 
 
-def copy_column(name: str, type_oid: int, precision: int | None, scale: int | None) -> CopyColumn | None:
-    """How a result column is copied, or None when its type has no exact mapping (the model then uses SQLAlchemy)."""
-    ref = "q." + '"' + name.replace('"', '""') + '"'
-    type_name = _TYPE_NAMES.get(type_oid)
-    if type_name == "numeric":
-        # numeric(p, s) comes back as Decimal(38, s); NaN, which Polars decimals cannot hold, becomes null.
-        if precision is None or scale is None or precision > 38:
-            return None
-        return CopyColumn(name, f"nullif({ref}, 'NaN')", pl.Decimal(38, scale), None)
-    mapping = _MAPPINGS.get(type_name or "")
-    if mapping is None:
-        return None
-    finish = mapping.finish(column(name)).alias(name) if mapping.finish else None
-    return CopyColumn(name, mapping.sql.format(ref), mapping.csv_dtype, finish)
+def copy_column(name: str, type_oid: int) -> CopyColumn:
+    """How a result column is copied: read as `column_types` says, printed in a form Polars parses exactly."""
+    read_as = postgres_read_as(postgres_type_name(type_oid))
+    value = read_as.sql.format("q." + '"' + name.replace('"', '""') + '"')
+    col, target = column(name), read_as.read
+    if target == pl.Boolean:
+        return CopyColumn(name, value, pl.String(), (col == "t").alias(name), read_as)
+    if target == pl.Date:
+        return CopyColumn(name, f"({value}) - date '1970-01-01'", pl.Int32(), col.cast(pl.Date).alias(name), read_as)
+    if isinstance(target, pl.Datetime):
+        micros = _EPOCH_MICROS.format(value)
+        return CopyColumn(name, micros, pl.Int64(), col.cast(target).alias(name), read_as)
+    if target == pl.Time:
+        micros = _EPOCH_MICROS.format(value)
+        return CopyColumn(name, micros, pl.Int64(), (col * 1000).cast(pl.Time).alias(name), read_as)
+    return CopyColumn(name, value, target, None, read_as)
 
 
 def handles(url: str) -> bool:
@@ -77,8 +57,11 @@ def handles(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def open_copy(url: str, model: ModelSpec, batch_size: int) -> Iterator[Generator[pl.DataFrame, None, None] | None]:
-    """The model's rows as Polars batches over COPY, or None when a column's type needs the SQLAlchemy path."""
+def open_copy(
+    url: str, model: ModelSpec, batch_size: int
+) -> Iterator[Generator[tuple[pl.DataFrame, dict[str, ReadAs]], None, None] | None]:
+    """The model's rows as Polars batches over COPY with the plan they were read by; None when the server is older
+    than PostgreSQL 14 or the query returns two columns of one name (the model then uses SQLAlchemy)."""
     query = model.query.strip().rstrip(";")
     try:
         conn = _connect(url)
@@ -106,6 +89,7 @@ def _plan(conn: psycopg.Connection, query: str) -> list[CopyColumn] | None:
     if conn.info.server_version < MIN_SERVER_VERSION:
         return None
     conn.execute("set client_encoding to 'UTF8'")
+    conn.execute("set time zone 'UTC'")  # how to_jsonb writes instants inside arrays and JSON
     # A server-side cursor describes the result without running the query, and errors read as they do on the
     # SQLAlchemy path, which declares one too.
     with conn.cursor(name="segment_sync_describe") as cur:
@@ -114,21 +98,21 @@ def _plan(conn: psycopg.Connection, query: str) -> list[CopyColumn] | None:
     names = [c.name for c in description]
     if len(set(names)) != len(names):
         return None
-    columns = [copy_column(c.name, c.type_code, c.precision, c.scale) for c in description]
-    return None if any(c is None for c in columns) else columns  # type: ignore[return-value]
+    return [copy_column(c.name, c.type_code) for c in description]
 
 
 def _batches(
     conn: psycopg.Connection, query: str, columns: list[CopyColumn], batch_size: int, url: str, model: ModelSpec
-) -> Generator[pl.DataFrame, None, None]:
+) -> Generator[tuple[pl.DataFrame, dict[str, ReadAs]], None, None]:
     schema = {c.name: c.csv_dtype for c in columns}
+    plan = {c.name: c.read_as for c in columns}
     finish = [c.finish for c in columns if c.finish is not None]
     statement = f"copy (select {', '.join(c.sql for c in columns)} from (\n{query}\n) as q) to stdout (format csv)"
 
-    def parse(data: bytes) -> pl.DataFrame:
+    def parse(data: bytes) -> tuple[pl.DataFrame, dict[str, ReadAs]]:
         # In PostgreSQL's CSV an unquoted empty field is NULL and "" is the empty string, as Polars reads them.
         frame = pl.read_csv(data, has_header=False, schema=schema) if data else pl.DataFrame(schema=schema)
-        return frame.with_columns(finish)
+        return frame.with_columns(finish), plan
 
     try:
         with conn.cursor() as cur, cur.copy(statement) as copy:

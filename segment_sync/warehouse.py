@@ -7,10 +7,17 @@ from collections.abc import Generator
 from typing import Literal
 
 import polars as pl
-import polars.selectors as cs
 import sqlalchemy as sa
 
-from segment_sync.encoding import normalize_types
+from segment_sync.column_types import (
+    ReadAs,
+    bigquery_read_as,
+    duckdb_read_as,
+    postgres_read_as,
+    postgres_type_name,
+    render,
+    snowflake_read_as,
+)
 from segment_sync.errors import first_line
 from segment_sync.spec import ModelSpec
 
@@ -58,39 +65,66 @@ def read_failed(model: ModelSpec, url: str, exc: BaseException) -> WarehouseErro
     )
 
 
-def sqlalchemy_batches(url: str, model: ModelSpec, batch_size: int) -> Generator[pl.DataFrame, None, None]:
-    """The model's rows through SQLAlchemy and a server-side cursor; each batch's dtypes are inferred on its own."""
+def sqlalchemy_batches(
+    url: str, model: ModelSpec, batch_size: int
+) -> Generator[tuple[pl.DataFrame, dict[str, ReadAs] | None], None, None]:
+    """The model's rows through SQLAlchemy and a server-side cursor, each batch with the plan it was read by.
+
+    Dialects that declare result types (PostgreSQL, DuckDB, Snowflake, BigQuery) are read by `column_types`;
+    others (SQLite, ...) have no plan, and each batch's dtypes are inferred from its values.
+    """
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
         raise unusable_url(model, url, exc) from None
+    query = model.query.strip().rstrip(";")
     try:
         with engine.connect() as conn:
+            plan = _plan(conn, query)
+            overrides = {name: read_as.read for name, read_as in plan.items()} if plan is not None else None
+            if plan is not None:
+                quote = "`" if conn.dialect.name == "bigquery" else '"'
+                query = f"select {', '.join(render(plan, quote, 'q.'))} from (\n{query}\n) as q"
             streaming = conn.execution_options(stream_results=True)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-                frames = pl.read_database(model.query, streaming, iter_batches=True, batch_size=batch_size)
-            empty = True
-            for frame in frames:
-                empty = False
-                yield _storable(frame)
-            if empty:  # an empty result yields no batch, so ask again for the column names
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
-                    frame = pl.read_database(model.query, conn)
-                yield _storable(frame)
+                frames = pl.read_database(
+                    query, streaming, iter_batches=True, batch_size=batch_size, schema_overrides=overrides
+                )
+                empty = True
+                for frame in frames:
+                    empty = False
+                    yield frame, plan
+                if empty:  # an empty result yields no batch, so ask again for the column names
+                    yield pl.read_database(query, conn, schema_overrides=overrides), plan
     except sa.exc.SQLAlchemyError as exc:
         raise read_failed(model, url, getattr(exc, "orig", None) or exc) from None
     finally:
         engine.dispose()
 
 
-def _storable(frame: pl.DataFrame) -> pl.DataFrame:
-    """Datetimes in UTC, and Python objects the driver returned (e.g. UUIDs) as their text, which Parquet can hold."""
-    objects = [name for name, dtype in frame.schema.items() if dtype == pl.Object]
-    if objects:
-        frame = frame.with_columns(cs.by_name(objects).map_elements(str, return_dtype=pl.String))
-    return normalize_types(frame)
+def _plan(conn: sa.Connection, query: str) -> dict[str, ReadAs] | None:
+    """How each result column is read, from the types the database declares; None for a dialect without them."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql("set time zone 'UTC'")
+    elif dialect == "duckdb":
+        conn.exec_driver_sql("set TimeZone = 'UTC'")
+    elif dialect not in ("snowflake", "bigquery"):
+        return None
+    if dialect in ("postgresql", "duckdb"):  # a server-side cursor describes the query without running it all
+        result = conn.execution_options(stream_results=True).exec_driver_sql(query)
+    else:
+        result = conn.exec_driver_sql(f"select * from (\n{query}\n) as q limit 0")
+    description = result.cursor.description or []
+    result.close()
+    if dialect == "postgresql":
+        return {d[0]: postgres_read_as(postgres_type_name(d[1])) for d in description}
+    if dialect == "duckdb":
+        return {d[0]: duckdb_read_as(str(d[1].id), str(d[1])) for d in description}
+    if dialect == "snowflake":
+        return {d[0]: snowflake_read_as(d[1], d[4], d[5]) for d in description}
+    return {d[0]: bigquery_read_as(str(d[1])) for d in description}
 
 
 def append_to_table(url: str, table: str, frame: pl.DataFrame, *, chunk_rows: int = 10_000) -> None:

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from segment_sync.json_column import JSON, text_of
 from segment_sync.readers import read_model, read_model_batches
 from segment_sync.spec import ModelSpec
 from segment_sync.warehouse import WarehouseError
@@ -86,9 +87,11 @@ def test_duckdb_url_options_go_through_sqlalchemy(duck):
         assert sum(f.height for f in batches) == 3
 
 
-def test_duckdb_interval_is_named_not_a_crash(duck):
-    with pytest.raises(WarehouseError, match="column 'gap' is an INTERVAL"):
-        read_model(duck.url, _model("select 1 as id, interval 1 day as gap"))
+def test_duckdb_interval_arrives_as_duckdbs_json(duck):
+    slow, fast, path = _both_paths(duck.url, "select 1 as id, interval 1 day as gap")
+    assert path == "duckdb_arrow"
+    assert_frame_equal(fast, slow)
+    assert fast.schema["gap"] == JSON and text_of(fast["gap"]).to_list() == ['"1 day"']
 
 
 def _errors_on_both_paths(url: str, sql: str) -> list[str]:
@@ -142,8 +145,8 @@ def test_postgres_copy_path_matches_sqlalchemy(postgres_warehouse):
     slow, fast, path = _both_paths(postgres_warehouse.url, "select * from t order by id")
     assert path == "postgres_copy"
     assert_frame_equal(fast, slow)
-    assert fast.schema["dec"] == pl.Decimal(38, 9) and fast.schema["uid"] == pl.String
-    assert str(fast["dec"][0]) == "12345678901234567890.123456789"
+    assert fast.schema["dec"] == JSON and fast.schema["uid"] == pl.String and fast.schema["f4"] == pl.Float32
+    assert text_of(fast["dec"]).to_list()[0] == "12345678901234567890.123456789"
 
 
 @pytest.mark.postgres
@@ -170,8 +173,8 @@ def test_postgres_session_time_zone_does_not_shift_values(postgres_warehouse):
 @pytest.mark.postgres
 def test_postgres_empty_result_and_computed_columns(postgres_warehouse):
     _pg_seed(postgres_warehouse)
-    _, fast, path = _both_paths(postgres_warehouse.url, "select id, dec * 2 as doubled from t where id < 0")
-    assert path == "sqlalchemy"  # unconstrained numeric: its scale depends on the values, so no exact mapping
+    slow, fast, path = _both_paths(postgres_warehouse.url, "select id, dec * 2 as doubled from t where id < 0")
+    assert path == "postgres_copy" and fast.schema == slow.schema == pl.Schema({"id": pl.Int64, "doubled": JSON})
     _, fast, path = _both_paths(postgres_warehouse.url, "select id, day, flag from t where false;")
     assert path == "postgres_copy" and fast.height == 0
     assert fast.schema == pl.Schema({"id": pl.Int64, "day": pl.Date, "flag": pl.Boolean})
@@ -179,10 +182,11 @@ def test_postgres_empty_result_and_computed_columns(postgres_warehouse):
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("column", ["'{\"a\": 1}'::jsonb", "array[1, 2]", "interval '1 day'", "'a'::\"char\""])
-def test_postgres_types_without_exact_mapping_use_sqlalchemy(postgres_warehouse, column):
+def test_postgres_types_polars_cannot_hold_arrive_as_to_jsonb_writes_them(postgres_warehouse, column):
     slow, fast, path = _both_paths(postgres_warehouse.url, f"select 1 as id, {column} as v")
-    assert path == "sqlalchemy"
+    assert path == "postgres_copy"
     assert_frame_equal(fast, slow)
+    assert fast.schema["v"] == JSON
 
 
 @pytest.mark.postgres
