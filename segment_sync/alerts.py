@@ -17,17 +17,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
-
-if TYPE_CHECKING:
-    from segment_sync.slack import SlackPoster
 
 ALERTS_FILE = "alerts.json"
 ALERTS_FORMAT = 1
 FAILING, REJECTING = "failing", "rejecting"
 ERROR_CHARS = 300
+
+
+class Poster(Protocol):
+    """Where the messages go (slack.SlackPoster): True when the message was taken."""
+
+    def post(self, text: str, sync: str, log: logging.Logger) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def _queue(state: AlertState, kind: str, now: bool, on: Callable[[], str], off: 
         state.pending[kind] = {"status": now, "text": on() if now else off()}
 
 
-def post_pending(state: AlertState, slack: SlackPoster, sync: str, log: logging.Logger) -> None:
+def post_pending(state: AlertState, slack: Poster, sync: str, log: logging.Logger) -> None:
     """Post the queued messages; those Slack took become what it was told, the others stay queued."""
     for kind, message in list(state.pending.items()):
         if slack.post(message["text"], sync, log):

@@ -74,7 +74,6 @@ def build_definitions(
     if alerts.enabled:
         sensors += build_alert_sensors(
             project.syncs,
-            jobs,
             state,
             rejected_rows_threshold=alerts.rejected_rows_threshold,
             ui_url=alerts.ui_url,

@@ -1,10 +1,11 @@
-"""Slack alerts as sensors: on each sync run that fails or succeeds, and a retry of alerts Slack did not take."""
+"""Slack alerts as sensors: each run that touches a sync, judged per sync, and a retry of what Slack did not take."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from segment_sync.alerts import (
     parse_thresholds,
     post_pending,
 )
-from segment_sync.assets import SyncFiles, diff_key, segment_key
+from segment_sync.assets import SyncFiles, diff_key, segment_key, snapshot_key
 from segment_sync.resources import StateResource
 from segment_sync.spec import SyncSpec
 
@@ -31,11 +32,15 @@ if TYPE_CHECKING:
 DEFAULT_UI_URL = "http://localhost:3000"
 RETRY_INTERVAL_SECONDS = 60
 MANUAL_RUN_OPTIONS = ("dry_run", "test_row", "replay_keys", "replay_run")  # of the delivery's run configuration
+_EVENTS = {
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+}
 
 
 def build_alert_sensors(
     syncs: Sequence[SyncSpec],
-    jobs: Sequence[dg.UnresolvedAssetJobDefinition],
     state: StateResource,
     *,
     rejected_rows_threshold: Mapping[str, str] | None = None,
@@ -44,40 +49,44 @@ def build_alert_sensors(
 ) -> list[dg.SensorDefinition]:
     """Sensors, running by default, that tell Slack when a sync starts failing, recovers, or rejects too many rows.
 
-    `rejected_rows_threshold` maps a sync to "25" (more than 25 rejected rows) or "5%" (more than 5% of the rows
-    a run tried to send); a sync left out warns on any rejected row. Run links start with `ui_url`, else
-    DAGSTER_UI_URL, else http://localhost:3000. Sensor names start with `prefix`.
+    They watch every run of the code location, whatever its job (a sync's job, the UI's Materialize, `dg launch
+    --assets`, a user's job, declarative automation), and judge each sync whose assets the run planned by its own
+    steps (see `_verdict`). `rejected_rows_threshold` maps a sync to "25" (more than 25 rejected rows) or "5%" (more
+    than 5% of the rows a run tried to send); a sync left out warns on any rejected row. Run links start with
+    `ui_url`, else DAGSTER_UI_URL, else http://localhost:3000. Sensor names start with `prefix`.
     """
-    by_job = {f"sync_{s.name}": s for s in syncs}
     thresholds = parse_thresholds([s.name for s in syncs], rejected_rows_threshold)
+    assets = {key for sync in syncs for key in _assets(sync)}
 
-    def on_run(context: dg.RunStatusSensorContext, succeeded: bool) -> None:
-        sync = by_job.get(context.dagster_run.job_name)
-        if sync is None or _is_manual_run(context.dagster_run, sync.name):
+    def on_run(context: dg.RunStatusSensorContext, run_failed: bool) -> None:
+        run = _FinishedRun.read(context.instance, context.dagster_run, assets)
+        verdicts = [(sync, _verdict(run, sync, run_failed)) for sync in syncs] if run else []
+        judged = [(sync, succeeded) for sync, succeeded in verdicts if succeeded is not None]
+        if not judged:
             return
         slack = slack_from_env(context.log)
-        if slack is not None:
-            outcome = _outcome(context, sync, succeeded, ui_url)
+        if slack is None:
+            return
+        for sync, succeeded in judged:
+            outcome = _outcome(context, run, sync, succeeded, ui_url)
             _alert(context, outcome, slack, _folder(state, sync.name), thresholds[sync.name])
 
     @dg.run_failure_sensor(
         name=f"{prefix}_slack_on_failure",
-        monitored_jobs=list(jobs),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Posts to Slack when a sync starts failing (once, not at every failed run).",
     )
     def slack_on_failure(context: dg.RunFailureSensorContext) -> None:
-        on_run(context, succeeded=False)
+        on_run(context, run_failed=True)
 
     @dg.run_status_sensor(
         run_status=dg.DagsterRunStatus.SUCCESS,
         name=f"{prefix}_slack_on_success",
-        monitored_jobs=list(jobs),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Posts to Slack when a failing sync recovers, or a sync's rejected rows cross its threshold.",
     )
     def slack_on_success(context: dg.RunStatusSensorContext) -> None:
-        on_run(context, succeeded=True)
+        on_run(context, run_failed=False)
 
     @dg.sensor(
         name=f"{prefix}_slack_retry",
@@ -124,44 +133,99 @@ def _alert(
             context.log.info("Run %s of sync %r is older than one already seen; no alert", outcome.run_id, outcome.sync)
 
 
-def _outcome(context: dg.RunStatusSensorContext, sync: SyncSpec, succeeded: bool, ui_url: str | None) -> RunOutcome:
-    run, instance = context.dagster_run, context.instance
-    materialized = _materializations(instance, run.run_id)
-    failures = [] if succeeded else _step_failures(instance, run.run_id)
-    delivery = materialized.get(segment_key(sync.name)) or _failure_metadata(failures, sync.name)
-    record = instance.get_run_record_by_id(run.run_id)
+@dataclass(frozen=True)
+class _FinishedRun:
+    """A finished run as the alerts read it: the assets it planned, how their steps ended, what they materialized."""
+
+    dagster_run: dg.DagsterRun
+    steps: dict[dg.AssetKey, str]  # each planned asset -> the key of the step that materializes it
+    succeeded: set[str]  # step keys
+    failures: list[dg.DagsterEvent]  # step failures
+    materialized: dict[dg.AssetKey, dict[str, Any]]  # metadata of each asset materialized
+    finished_at: float
+
+    @classmethod
+    def read(cls, instance: dg.DagsterInstance, run: dg.DagsterRun, assets: set[dg.AssetKey]) -> _FinishedRun | None:
+        """The run, from its execution plan and event log; None when it planned none of `assets`."""
+        if run.execution_plan_snapshot_id is None:
+            return None
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        chosen = set(plan.step_keys_to_execute or (step.key for step in plan.steps))
+        steps = {
+            output.properties.asset_key: step.key
+            for step in plan.steps
+            if step.key in chosen
+            for output in step.outputs
+            if output.properties is not None and output.properties.asset_key in assets
+        }
+        if not steps:
+            return None
+        succeeded, failures, materialized = set(), [], {}
+        for record in instance.get_records_for_run(run.run_id, of_type=_EVENTS).records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                succeeded.add(event.step_key)
+            elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                failures.append(event)
+            elif (materialization := entry.asset_materialization) is not None:
+                materialized[materialization.asset_key] = {k: v.value for k, v in materialization.metadata.items()}
+        record = instance.get_run_record_by_id(run.run_id)
+        finished_at = record.end_time if record and record.end_time else time.time()
+        return cls(run, steps, succeeded, failures, materialized, finished_at)
+
+
+def _assets(sync: SyncSpec) -> tuple[dg.AssetKey, ...]:
+    return snapshot_key(sync.model), diff_key(sync.name), segment_key(sync.name)
+
+
+def _sync_steps(run: _FinishedRun, sync: SyncSpec) -> list[str]:
+    return [run.steps[key] for key in _assets(sync) if key in run.steps]
+
+
+def _verdict(run: _FinishedRun, sync: SyncSpec, run_failed: bool) -> bool | None:
+    """Whether the run says the sync succeeded (True) or failed (False); None when it says nothing of the sync.
+
+    A sync failed when one of its planned steps failed (a failed snapshot fails every sync of its model), or when
+    the run failed before they all succeeded. It succeeded when they all succeeded and include its delivery, even
+    if another sync's step failed the run. A run that planned none of its assets, that planned only its snapshot or
+    diff and they succeeded, or that is a manual run of its delivery (dry run, test row, replay) says nothing.
+    """
+    steps = _sync_steps(run, sync)
+    if not steps or _is_manual_run(run.dagster_run, sync.name):
+        return None
+    if any(event.step_key in steps for event in run.failures):
+        return False
+    if all(step in run.succeeded for step in steps):
+        return True if segment_key(sync.name) in run.steps else None
+    return False if run_failed else None
+
+
+def _outcome(
+    context: dg.RunStatusSensorContext, run: _FinishedRun, sync: SyncSpec, succeeded: bool, ui_url: str | None
+) -> RunOutcome:
+    steps = _sync_steps(run, sync)
+    failures = [] if succeeded else [e for e in run.failures if e.step_key in steps] or run.failures
+    delivery_step = run.steps.get(segment_key(sync.name))
+    run_id = run.dagster_run.run_id
     base = (ui_url or dg.EnvVar("DAGSTER_UI_URL").get_value() or DEFAULT_UI_URL).rstrip("/")
     return RunOutcome(
         sync=sync.name,
         model=sync.model,
-        run_id=run.run_id,
-        run_url=f"{base}/runs/{run.run_id}",
-        finished_at=record.end_time if record and record.end_time else time.time(),
+        run_id=run_id,
+        run_url=f"{base}/runs/{run_id}",
+        finished_at=run.finished_at,
         succeeded=succeeded,
         error=None if succeeded else _error(failures, context.dagster_event),
-        diff=materialized.get(diff_key(sync.name)),
-        delivery=delivery,
+        diff=run.materialized.get(diff_key(sync.name)),
+        delivery=run.materialized.get(segment_key(sync.name)) or _failure_metadata(failures, delivery_step),
     )
 
 
-def _materializations(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, dict[str, Any]]:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    out = {}
-    for record in records:
-        materialization = record.event_log_entry.asset_materialization
-        if materialization is not None:
-            out[materialization.asset_key] = {k: v.value for k, v in materialization.metadata.items()}
-    return out
-
-
-def _step_failures(instance: dg.DagsterInstance, run_id: str) -> list[dg.DagsterEvent]:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
-    return [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event is not None]
-
-
-def _failure_metadata(failures: list[dg.DagsterEvent], sync: str) -> dict[str, Any] | None:
-    """What a failed delivery recorded in its dg.Failure (sent, rejected and undelivered rows)."""
-    step = segment_key(sync).to_python_identifier()
+def _failure_metadata(failures: list[dg.DagsterEvent], step: str | None) -> dict[str, Any] | None:
+    """What a failed delivery step recorded in its dg.Failure (sent, rejected and undelivered rows)."""
     for event in failures:
         data = event.step_failure_data.user_failure_data
         if event.step_key == step and data is not None and data.metadata:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from segment_sync.alerts import RejectedThreshold, parse_thresholds
 from segment_sync_tests.conftest import TRACK, SyncRun, make_definitions, run_sync
@@ -22,10 +24,17 @@ WRONG_TOKEN = "xoxb-9999-OTHERsecretVALUE"
 CHANNEL = "#sync-alerts"
 UI = "http://dagster.test:3000"
 MISSING_COLUMN = {**TRACK, "fields": ["v", "plan"]}
+PROJECT_ENV = "SEGMENT_SYNC_TEST_PROJECT"  # the project that `project_definitions` loads in the step processes
 
 
 def _project(sync: dict) -> dict:
     return {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [sync]}
+
+
+@dg.definitions
+def project_definitions() -> dg.Definitions:
+    """The definitions of the project in SEGMENT_SYNC_TEST_PROJECT, as a code location holds them."""
+    return make_definitions(json.loads(os.environ[PROJECT_ENV]))
 
 
 class _Records(logging.Handler):
@@ -47,10 +56,36 @@ class Alerts:
     project: dict
     instance: dg.DagsterInstance
     threshold: dict[str, str] | None = None
+    cursors: dict[str, str | None] = field(default_factory=dict, init=False)  # each run sensor's, between ticks
 
     def __post_init__(self) -> None:
         self.definitions = make_definitions(self.project, alerts={"rejected_rows_threshold": self.threshold or {}})
         self.sensors = [s for s in self.definitions.sensors if "_slack_" in s.name]
+        self.tick()  # the daemon's first tick: the run sensors start after the runs already finished
+
+    def tick(self) -> None:
+        """One daemon tick of the failure and success sensors: each finds the runs that finished since its last."""
+        repository = self.definitions.get_repository_def()
+        for sensor in self.sensors[:2]:
+            cursor = self.cursors.get(sensor.name)
+            context = dg.build_sensor_context(instance=self.instance, repository_def=repository, cursor=cursor)
+            result = sensor.evaluate_tick(context)
+            assert [r.error for r in result.dagster_run_reactions if r.error] == []
+            self.cursors[sensor.name] = result.cursor
+
+    def run_users_job(self) -> dg.ExecuteInProcessResult:
+        """Run a job of the user's own over the whole group, defined beside the syncs' jobs."""
+        nightly = dg.define_asset_job("nightly", selection=dg.AssetSelection.groups("segment_sync"))
+        job = dg.Definitions.merge(self.definitions, dg.Definitions(jobs=[nightly])).resolve_job_def("nightly")
+        return job.execute_in_process(instance=self.instance, raise_on_error=False)
+
+    def materialize(self, *assets: str) -> SyncRun:
+        """Materialize assets in process as a selection of the implicit asset job (not a sync's job)."""
+        job = self.definitions.resolve_implicit_global_asset_job_def()
+        selection = {dg.AssetKey.from_user_string(a) for a in assets}
+        return SyncRun(
+            job.get_subset(asset_selection=selection).execute_in_process(instance=self.instance, raise_on_error=False)
+        )
 
     def run(self, instance: dg.DagsterInstance | None = None, sync: str = "t") -> SyncRun:
         """Run a sync's job."""
@@ -103,8 +138,28 @@ def duck(duckdb_warehouse, state_dir, monkeypatch):
     return duckdb_warehouse
 
 
-def _alert_file(state_dir: Path) -> dict:
-    return json.loads((state_dir / "syncs" / "t" / "alerts.json").read_text())
+@pytest.fixture
+def launch(monkeypatch: pytest.MonkeyPatch) -> Callable[[Alerts, list[str]], dg.DagsterRun]:
+    """Materialize assets as `dg launch --assets` does: the implicit asset job, each step in a process of its own."""
+
+    def launch(alerts: Alerts, assets: list[str]) -> dg.DagsterRun:
+        monkeypatch.setenv(PROJECT_ENV, json.dumps(alerts.project))
+        repository = ReconstructableRepository.for_module(__name__, "project_definitions")
+        keys = [dg.AssetKey.from_user_string(a) for a in assets]
+        job = repository.get_reconstructable_job("__ASSET_JOB")
+        with dg.execute_job(job, alerts.instance, asset_selection=keys, raise_on_error=False) as result:
+            return result.dagster_run
+
+    return launch
+
+
+def _alert_file(state_dir: Path, sync: str = "t") -> dict:
+    return json.loads((state_dir / "syncs" / sync / "alerts.json").read_text())
+
+
+def _said(slack: SlackStub) -> list[str]:
+    """Each posted message as its first words: the kind of message and the sync."""
+    return [t.split(" (model")[0] for t in slack.texts()]
 
 
 def test_failure_alert_names_the_sync_model_error_counts_and_run(duck, emulator, instance, slack, state_dir):
@@ -247,11 +302,8 @@ def test_sensors_run_by_default_and_load(duck, instance):
 def test_a_daemon_tick_of_the_failure_sensor_finds_the_failed_run(duck, emulator, instance, slack):
     duck.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
     alerts = Alerts(_project(MISSING_COLUMN), instance)
-    failure = alerts.sensors[0]
-    repository = alerts.definitions.get_repository_def()
-    first = failure.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repository))
     run = alerts.run()
-    failure.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repository, cursor=first.cursor))
+    alerts.tick()
     [text] = slack.texts()
     assert run.result.run_id in text
 
@@ -353,12 +405,9 @@ def test_a_refused_alert_does_not_hold_up_another_syncs(duck, emulator, instance
     slack.script(Reply(error="channel_not_found"))
     alerts.run_and_evaluate(sync="t")
     alerts.run_and_evaluate(sync="u")
-    assert [t.split(" (model")[0] for t in slack.texts()] == [":red_circle: Segment sync *u*"]
+    assert _said(slack) == [":red_circle: Segment sync *u*"]
     assert alerts.retry()[0].skip_message == "Tried again the alerts of t"
-    assert [t.split(" (model")[0] for t in slack.texts()] == [
-        ":red_circle: Segment sync *u*",
-        ":red_circle: Segment sync *t*",
-    ]
+    assert _said(slack) == [":red_circle: Segment sync *u*", ":red_circle: Segment sync *t*"]
 
 
 def test_a_run_reported_after_a_newer_one_is_ignored(duck, emulator, instance, slack):
@@ -388,3 +437,86 @@ def test_dry_runs_and_test_rows_say_nothing_about_the_sync(config, duck, emulato
     assert len(slack.texts()) == 1  # still failing, as far as Slack knows
     alerts.run_and_evaluate()
     assert "has recovered" in slack.texts()[1]
+
+
+def test_assets_materialized_outside_the_syncs_job_alert_and_recover_through_another_job(
+    duck, emulator, instance, slack, launch
+):
+    duck.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
+    alerts = Alerts(_project(MISSING_COLUMN), instance)
+    run = launch(alerts, ["snapshot/m", "diff/t", "segment/t"])
+    assert (run.job_name, run.status) == ("__ASSET_JOB", dg.DagsterRunStatus.FAILURE)
+    alerts.tick()
+    [text] = slack.texts()
+    assert text.startswith(":red_circle: Segment sync *t* (model `m`) failed.")
+    assert "> diff__t: sync 't': model 'm' has no column 'plan'" in text and run.run_id in text
+
+    duck.execute("alter table src add column plan varchar")
+    recovered = alerts.run_users_job()
+    assert recovered.success
+    alerts.tick()
+    assert slack.texts()[1].startswith(":large_green_circle: Segment sync *t* (model `m`) has recovered.")
+    assert recovered.run_id in slack.texts()[1] and len(slack.texts()) == 2
+
+
+def test_a_run_over_two_syncs_judges_each_by_its_own_steps(duck, emulator, instance, slack, state_dir):
+    duck.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
+    project = _project({**TRACK, "name": "a"})
+    project["syncs"].append({**MISSING_COLUMN, "name": "b"})
+    alerts = Alerts(project, instance)
+    both = ["snapshot/m", "diff/a", "segment/a", "diff/b", "segment/b"]
+    run = alerts.materialize(*both)
+    assert not run.success and run.materialized() == {"snapshot/m", "diff/a", "segment/a"}  # b has no column plan
+    alerts.tick()
+    assert _said(slack) == [":red_circle: Segment sync *b*"]  # a's steps succeeded: the failed run does not fail a
+    assert _alert_file(state_dir, "a")["told"]["failing"] is False
+
+    duck.execute("alter table src drop column v")
+    assert not alerts.materialize(*both).success  # both diffs fail
+    alerts.tick()
+    assert _said(slack)[1:] == [":red_circle: Segment sync *a*"]  # b was failing already
+
+    duck.execute("alter table src add column v varchar")
+    assert not alerts.materialize(*both).success
+    alerts.tick()
+    assert _said(slack)[2:] == [":large_green_circle: Segment sync *a*"]  # recovered, in a run b failed
+    assert _alert_file(state_dir, "b")["told"]["failing"] is True
+
+
+def test_a_failed_snapshot_alerts_every_sync_of_its_model(duck, emulator, instance, slack):
+    duck.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
+    project = {
+        "models": [
+            {"name": "m", "table": "src", "primary_key": "id"},
+            {"name": "n", "table": "src_n", "primary_key": "id"},
+        ],
+        "syncs": [
+            {**TRACK, "name": name, "model": model} for name, model in [("a", "m"), ("b", "m"), ("c", "n"), ("d", "n")]
+        ],
+    }
+    alerts = Alerts(project, instance)
+    assert not alerts.materialize("snapshot/n").success  # table src_n does not exist
+    alerts.tick()
+    assert sorted(_said(slack)) == [":red_circle: Segment sync *c*", ":red_circle: Segment sync *d*"]
+    assert all("> snapshot__n: model 'n': reading from duckdb" in text for text in slack.texts())
+
+    duck.execute("create table src_n as select 1 as id, 'a' as uid, 'x' as v")
+    assert alerts.run_users_job().success  # the whole group: four syncs
+    alerts.tick()
+    assert sorted(_said(slack)[2:]) == [
+        ":large_green_circle: Segment sync *c*",
+        ":large_green_circle: Segment sync *d*",
+    ]
+
+
+def test_runs_of_other_assets_in_the_code_location_say_nothing(duck, emulator, instance, slack, caplog):
+    @dg.asset
+    def unrelated() -> None:
+        raise RuntimeError("not a sync")
+
+    alerts = Alerts(_project(TRACK), instance)
+    result = dg.materialize([unrelated], instance=instance, raise_on_error=False)
+    assert not result.success
+    with caplog.at_level(logging.DEBUG):
+        alerts.tick()
+    assert slack.requests == [] and "Slack" not in caplog.text
