@@ -19,6 +19,7 @@ from contextlib import closing
 from functools import reduce
 from pathlib import Path
 
+import msgspec
 import polars as pl
 from polars.io.plugins import register_io_source
 
@@ -96,12 +97,14 @@ def current_rows(
     sent_columns: Sequence[str],
     *,
     keep: Sequence[str] = (),
+    compared_columns: Sequence[str] | None = None,
 ) -> pl.LazyFrame:
     """A snapshot as the diff sees it: the key as one string, the sent columns in a struct, the row hash.
 
     The sent columns are also kept under plain names (`_c0`, `_c1`, ... in order), for encoding: a model's
     own column names may clash with the diff's (`_key`) or read as patterns in a lazy plan (`*`, `^a$`).
-    Columns named in `keep` (the diff's own, such as a row position) are passed through as they are.
+    Columns named in `keep` (the diff's own, such as a row position) are passed through as they are. The hash
+    covers the key and the `compared_columns` (all sent columns by default).
     """
     schema = schema_of(snapshot)
     renamed = {name: f"_s{i}" for i, name in enumerate(schema)}
@@ -110,7 +113,8 @@ def current_rows(
     sent = [pl.col(renamed[c]).alias(f"_c{i}") for i, c in enumerate(sent_columns)]
     kept = [pl.col(renamed[c]).alias(c) for c in keep]
     # the hash first and the struct after, so a filter on the hash runs before the struct is built
-    row_hash = _row_hash(pl.col(KEY), [pl.col(c) for c in _sent_names(sent_columns)])
+    compared = set(sent_columns if compared_columns is None else compared_columns)
+    row_hash = _row_hash(pl.col(KEY), [pl.col(f"_c{i}") for i, c in enumerate(sent_columns) if c in compared])
     hashed = frame.select(*kept, keys, *sent).with_columns(row_hash.alias(HASH))
     return hashed.with_columns(_row_struct(sent_columns))
 
@@ -129,12 +133,16 @@ def _after_content(schema: Mapping[str, pl.DataType], sent_columns: Sequence[str
 
 
 def delivered_rows(
-    snapshot: pl.DataFrame | pl.LazyFrame, key_columns: Sequence[str], sent_columns: Sequence[str], gen: int
+    snapshot: pl.DataFrame | pl.LazyFrame,
+    key_columns: Sequence[str],
+    sent_columns: Sequence[str],
+    gen: int,
+    compared_columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """What a sync's state holds after delivering every row of a snapshot in generation `gen`."""
     schema = schema_of(snapshot)
     return (
-        current_rows(snapshot, key_columns, sent_columns)
+        current_rows(snapshot, key_columns, sent_columns, compared_columns=compared_columns)
         .select(KEY, _after_content(schema, sent_columns).alias(CONTENT), pl.lit(gen, pl.Int64).alias(GEN), HASH)
         .collect()
     )
@@ -169,8 +177,12 @@ def compute_diff(
     trust_hashes: bool = True,
     in_memory_rows: int = 1_000_000,
     work_dir: Path | None = None,
+    compared_columns: Sequence[str] | None = None,
 ) -> pl.LazyFrame:
     """Rows added, changed, removed (or unchanged with a stale hash) between what was delivered and a snapshot.
+
+    Only the `compared_columns` (all sent columns by default) make a row changed: a row whose other sent
+    columns (its timestamp, its messageId column) alone changed is unchanged.
 
     The snapshot holds only rows with a complete primary key. With `trust_hashes` off (the stored hashes
     were made by another Polars or other column types), every row present on both sides is compared by
@@ -180,25 +192,28 @@ def compute_diff(
     are read from its column named by `stored_hash_name` when the writer added it, and made here otherwise.
     """
     schema = schema_of(snapshot)
+    compared = list(sent_columns if compared_columns is None else compared_columns)
     old_rows = delivered.select(pl.len()).collect().item()
     if old_rows == 0:  # a first run: every row is added
-        return _all_added(current_rows(snapshot, key_columns, sent_columns), schema, sent_columns, None)
+        current = current_rows(snapshot, key_columns, sent_columns, compared_columns=compared)
+        return _all_added(current, schema, sent_columns, None)
     if not trust_hashes:
         rows = snapshot.lazy().select(pl.len()).collect().item() + old_rows
         slices = _slices(rows, in_memory_rows)
-        return _in_slices(snapshot, key_columns, sent_columns, delivered, slices, trust_hashes, work_dir)
-    stored = stored_hash_name(schema, key_columns, sent_columns)
+        return _in_slices(snapshot, key_columns, sent_columns, compared, delivered, slices, trust_hashes, work_dir)
+    stored = stored_hash_name(schema, key_columns, compared)
     position = _unused_name(schema, "_position")
     positioned = snapshot.lazy().with_row_index(position)
     if stored in schema:  # hashed by the snapshot's writer
         hashed = snapshot.lazy().select(pl.col(stored).alias(HASH))
     else:
-        hashed = current_rows(positioned, key_columns, sent_columns, keep=[position]).select(position, HASH)
+        hashed = current_rows(positioned, key_columns, sent_columns, keep=[position], compared_columns=compared)
+        hashed = hashed.select(position, HASH)
     hashed = hashed.collect(engine="streaming")
     hashes = unmatched_row_hashes(hashed.lazy(), delivered)
     if hashes.len() > in_memory_rows:  # a mass change: every row is compared, slice by slice
         slices = _slices(hashed.height + old_rows, in_memory_rows)
-        return _in_slices(snapshot, key_columns, sent_columns, delivered, slices, trust_hashes, work_dir)
+        return _in_slices(snapshot, key_columns, sent_columns, compared, delivered, slices, trust_hashes, work_dir)
     # the usual few changes: those rows are read again, by their stored hash or else by position
     if stored in schema:
         rows = snapshot.lazy().filter(pl.col(stored).is_in(hashes.implode()))
@@ -208,20 +223,21 @@ def compute_diff(
     del hashed
     news, olds, tombstones = pl.collect_all(
         [
-            current_rows(rows, key_columns, sent_columns),
+            current_rows(rows, key_columns, sent_columns, compared_columns=compared),
             delivered.filter(pl.col(HASH).is_in(hashes.implode())).select(list(DELIVERED_SCHEMA)),
             delivered.filter(pl.col(HASH).is_null()).select(list(DELIVERED_SCHEMA)),  # keys only read for these
         ],
         engine="streaming",
     )
     olds = pl.concat([olds, tombstones.filter(pl.col(KEY).is_in(news[KEY].implode()))])
-    return _changes(news, olds, schema, sent_columns, trust_hashes=True).lazy()
+    return _changes(news, olds, schema, sent_columns, compared, trust_hashes=True).lazy()
 
 
 def _in_slices(
     snapshot: pl.DataFrame | pl.LazyFrame,
     key_columns: Sequence[str],
     sent_columns: Sequence[str],
+    compared_columns: Sequence[str],
     delivered: pl.LazyFrame,
     slices: int,
     trust_hashes: bool,
@@ -232,7 +248,8 @@ def _in_slices(
     Both sides are first split by slice into temporary files, one pass each, so each slice reads only its rows.
     """
     schema = schema_of(snapshot)
-    current = current_rows(snapshot, key_columns, sent_columns).drop(ROW)  # rebuilt per slice: not written twice
+    current = current_rows(snapshot, key_columns, sent_columns, compared_columns=compared_columns)
+    current = current.drop(ROW)  # rebuilt per slice: not written twice
 
     def slice_diffs() -> Iterator[pl.DataFrame]:
         with tempfile.TemporaryDirectory(prefix=SLICES_FOLDER_PREFIX, dir=work_dir) as folder:
@@ -240,7 +257,7 @@ def _in_slices(
             olds = _split_by_key(delivered.select(list(DELIVERED_SCHEMA)), slices, Path(folder, "old"))
             for i in range(slices):
                 part_news = news(i).with_columns(_row_struct(sent_columns))
-                yield _changes(part_news, olds(i), schema, sent_columns, trust_hashes=trust_hashes)
+                yield _changes(part_news, olds(i), schema, sent_columns, compared_columns, trust_hashes=trust_hashes)
 
     def read(
         columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _: int | None
@@ -287,12 +304,14 @@ def _changes(
     olds: pl.DataFrame,
     schema: Mapping[str, pl.DataType],
     sent_columns: Sequence[str],
+    compared_columns: Sequence[str],
     *,
     trust_hashes: bool,
 ) -> pl.DataFrame:
     """The diff of rows held in memory: `current_rows` of the snapshot, and delivered rows.
 
-    Rows are encoded as JSON only once they are found to be added or to have a hash that differs.
+    Rows are encoded as JSON only once they are found to be added or to have a hash that differs; a changed row
+    whose compared columns hold what was delivered is unchanged.
     """
     joined = news.join(
         olds.select(KEY, pl.col(GEN).alias(BEFORE_GEN), pl.col(CONTENT).alias(BEFORE), pl.col(HASH).alias(_OLD_HASH)),
@@ -312,7 +331,11 @@ def _changes(
         .then(pl.lit("changed"))
     )
     after = pl.when(new.is_not_null()).then(_after_content(schema, sent_columns)).alias(AFTER)
-    unchanged = (pl.col(KIND) == "changed") & (pl.col(AFTER) == pl.col(BEFORE))
+    same = pl.col(AFTER) == pl.col(BEFORE)
+    if list(compared_columns) != list(sent_columns):
+        compared = [_compared_part(pl.col(side), compared_columns) for side in (AFTER, BEFORE)]
+        same = same | (compared[0] == compared[1])
+    unchanged = (pl.col(KIND) == "changed") & same
     return (
         joined.with_columns(kind.alias(KIND))
         .filter(pl.col(KIND).is_not_null())
@@ -329,11 +352,32 @@ def _unused_name(schema: Mapping[str, pl.DataType], name: str) -> str:
     return name
 
 
+def _compared_part(contents: pl.Expr, columns: Sequence[str]) -> pl.Expr:
+    """The members of each content that are compared, as one JSON text (read by msgspec, values as they stand)."""
+    names = list(columns)
+
+    def part(texts: pl.Series) -> pl.Series:
+        out = []
+        for text in texts.to_list():
+            if text is None:
+                out.append(None)
+                continue
+            values = msgspec.json.decode(text, type=dict[str, msgspec.Raw])
+            out.append(b"\x1f".join(bytes(values.get(name, b"")) for name in names).decode())
+        return pl.Series(out, dtype=pl.String)
+
+    return contents.map_batches(part, return_dtype=pl.String, is_elementwise=True)
+
+
 def resync_diff(
-    snapshot: pl.DataFrame | pl.LazyFrame, key_columns: Sequence[str], sent_columns: Sequence[str], generation: int
+    snapshot: pl.DataFrame | pl.LazyFrame,
+    key_columns: Sequence[str],
+    sent_columns: Sequence[str],
+    generation: int,
+    compared_columns: Sequence[str] | None = None,
 ) -> pl.LazyFrame:
     """Every current row as added, for a full resync; the generation makes its messageIds new."""
-    current = current_rows(snapshot, key_columns, sent_columns)
+    current = current_rows(snapshot, key_columns, sent_columns, compared_columns=compared_columns)
     return _all_added(current, schema_of(snapshot), sent_columns, generation)
 
 

@@ -196,7 +196,7 @@ def _content_schema(schema: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]
         elif dtype in (pl.Float64, pl.Boolean):
             as_json[name] = dtype
         else:
-            return {}  # decimals, narrow floats, binary, nested: `loads` reads them back in ways kept row-wise
+            return {}  # decimals, narrow floats, JSON, nested: their text is not read back by type
     return as_json
 
 

@@ -47,7 +47,7 @@ def build_definitions(
         upstream = sorted({a for s in project.syncs if s.model == model.name for a in s.after})
         keys = [dg.AssetKey.from_user_string(a) for a in upstream]
         automation = _after(dg.AssetSelection.assets(*keys)) if keys else None
-        hashed = [s.sent_columns for s in project.syncs if s.model == model.name]
+        hashed = [s.compared_columns for s in project.syncs if s.model == model.name]
         assets.append(build_snapshot_asset(model, options, keys, automation, hashed))
     jobs, schedules = [], []
     for i, sync in enumerate(project.syncs):

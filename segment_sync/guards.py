@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from segment_sync.json_column import is_json
 from segment_sync.spec import SyncSpec
 
 
@@ -36,6 +37,8 @@ def column_kind(dtype: pl.DataType) -> str:
     """The kind of JSON value a column becomes: types that encode alike share a kind."""
     if dtype == pl.Null:
         return "null"
+    if is_json(dtype):
+        return "json"
     if dtype.is_integer():
         return "integer"
     if dtype.is_float():
@@ -46,7 +49,7 @@ def column_kind(dtype: pl.DataType) -> str:
         return "string"
     if isinstance(dtype, pl.Datetime):
         return "datetime"
-    for kind, types in (("boolean", pl.Boolean), ("date", pl.Date), ("time", pl.Time), ("binary", pl.Binary)):
+    for kind, types in (("boolean", pl.Boolean), ("date", pl.Date), ("time", pl.Time)):
         if dtype == types:
             return kind
     if isinstance(dtype, pl.Duration):
@@ -56,6 +59,9 @@ def column_kind(dtype: pl.DataType) -> str:
     if isinstance(dtype, pl.Struct):
         return "struct"
     return str(dtype)
+
+
+READ_AS_JSON_SINCE = {("decimal", "json")}  # numerics are read as the warehouse's JSON numbers: the same text
 
 
 def column_kinds(schema: Mapping[str, pl.DataType], columns: list[str]) -> dict[str, str]:
@@ -70,5 +76,8 @@ def kind_changes(previous: Mapping[str, str] | None, current: Mapping[str, str])
     return [
         f"column {column!r} changed from {previous[column]} to {kind}: every row would look changed"
         for column, kind in current.items()
-        if column in previous and "null" not in (kind, previous[column]) and kind != previous[column]
+        if column in previous
+        and "null" not in (kind, previous[column])
+        and kind != previous[column]
+        and (previous[column], kind) not in READ_AS_JSON_SINCE
     ]

@@ -9,12 +9,13 @@ import dagster as dg
 import orjson
 import polars as pl
 
+from segment_sync.json_column import is_json
 from segment_sync.tables import markdown_table
 
 
 def schema_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     """The snapshot's column schema as Dagster shows it."""
-    columns = [dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    columns = [dg.TableColumn(name, "json" if is_json(dtype) else str(dtype)) for name, dtype in frame.schema.items()]
     return {"dagster/column_schema": dg.TableSchema(columns=columns)}
 
 

@@ -157,9 +157,13 @@ class SyncSpec(_Strict):
 
     @cached_property
     def sent_columns(self) -> list[str]:
-        """Every model column this sync sends, in a stable order; only these count as changes."""
-        cols = [self.user_id, self.anonymous_id, self.group_id, self.timestamp, self.message_id]
-        cols += list(self.field_map.values())
+        """Every model column this sync sends, in a stable order."""
+        return sorted({*self.compared_columns, *(c for c in (self.timestamp, self.message_id) if c is not None)})
+
+    @cached_property
+    def compared_columns(self) -> list[str]:
+        """The sent columns whose change is a change of the row: ids and fields, not the timestamp or messageId."""
+        cols = [self.user_id, self.anonymous_id, self.group_id, *self.field_map.values()]
         return sorted({c for c in cols if c is not None})
 
     @property

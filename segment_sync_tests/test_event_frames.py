@@ -25,7 +25,6 @@ from segment_sync.diff import (
     delivered_rows,
     resync_diff,
 )
-from segment_sync.encoding import normalize_types
 from segment_sync.event_frames import (
     EVENT_FRAME_SCHEMA,
     OUTCOME,
@@ -36,6 +35,8 @@ from segment_sync.event_frames import (
     outcome_columns,
 )
 from segment_sync.events import MAX_EVENT_BYTES, DiffRow, build_outcomes
+from segment_sync.json_column import from_texts
+from segment_sync.readers import finish_batch
 from segment_sync.spec import SyncSpec
 from segment_sync_tests.test_properties import KEY_COLUMN, SETTINGS, SYNC_UUID, Case, cases
 
@@ -50,8 +51,8 @@ def diff_of(
     keys = keys or [KEY_COLUMN]
     state = pl.LazyFrame(schema=DELIVERED_SCHEMA)
     if old is not None:
-        state = delivered_rows(normalize_types(old), keys, sent, gen).lazy()
-    diff = compute_diff(normalize_types(new), keys, sent, state)
+        state = delivered_rows(finish_batch(old, None), keys, sent, gen).lazy()
+    diff = compute_diff(finish_batch(new, None), keys, sent, state)
     return diff.filter(pl.col(KIND) != UNCHANGED).collect()  # the diff asset refreshes their hashes and drops them
 
 
@@ -140,7 +141,7 @@ def test_building_in_chunks_gives_the_same_outcomes(case: Case, gen: int, chunk:
 def test_a_full_resync_builds_the_same_outcomes(case: Case, generation: int) -> None:
     assume_no_diff_columns(case)
     for sync in case.syncs:
-        diff = resync_diff(normalize_types(case.new), [KEY_COLUMN], sync.sent_columns, generation).collect()
+        diff = resync_diff(finish_batch(case.new, None), [KEY_COLUMN], sync.sent_columns, generation).collect()
         assert_same_outcomes(sync, diff)
 
 
@@ -239,16 +240,27 @@ def test_removed_rows_whose_content_reads_back_otherwise_go_row_wise(row_wise_ro
     assert [r.kind for r in row_wise_rows] == ["removed"]  # decimals are read back by `loads` as Decimals
 
 
-def test_binary_columns_go_row_wise_and_narrow_floats_keep_their_width(row_wise_rows: list[DiffRow]) -> None:
+def test_binary_as_base64_and_narrow_floats_are_built_by_columns(row_wise_rows: list[DiffRow]) -> None:
     new = frame(uid=["u0"], blob=[b"\xff"], ratio=pl.Series([0.1], dtype=pl.Float32))
     sync = identify(fields=["blob", "ratio"])
     built = assert_same_outcomes(sync, diff_of(sync, new))
-    assert [r.key for r in row_wise_rows] == ["0"]
+    assert row_wise_rows == []
     assert b'"traits":{"blob":"/w==","ratio":0.1}' in built[PAYLOAD][0]
-    row_wise_rows.clear()
-    sync = identify(fields=["ratio"])
-    built = assert_same_outcomes(sync, diff_of(sync, new))
-    assert row_wise_rows == [] and b'"traits":{"ratio":0.1}' in built[PAYLOAD][0]
+
+
+def test_json_columns_are_spliced_as_they_are_and_ids_from_them_go_row_wise(row_wise_rows: list[DiffRow]) -> None:
+    texts, _ = from_texts(pl.Series(['{"a": [1, 2.50]}', "3", None, '"u9"', "[true]"]))
+    new = frame(uid=["u0", "u1", "u2", "u3", "u4"], props=texts, jid=texts)  # as a read path stores JSON
+    state = pl.LazyFrame(schema=DELIVERED_SCHEMA)
+    for sync in (identify(fields=["props"]), identify(fields=["props"], user_id="jid")):
+        diff = compute_diff(new, [KEY_COLUMN], sync.sent_columns, state).collect()
+        built = assert_same_outcomes(sync, diff)
+        traits = [p.split(b'"traits":')[1].split(b',"messageId"')[0] if p else None for p in built[PAYLOAD]]
+    assert sorted(r.key for r in row_wise_rows) == ["0", "1", "3", "4"]  # the non-null ids of the second sync
+    assert built["outcome"].to_list() == ["rejected", "event", "rejected", "event", "rejected"]
+    assert built["reason"][0] == "user_id column 'jid' holds a JSON object, not a string or number"
+    assert traits[1] == b'{"props":3}' and traits[3] == b'{"props":"u9"}'
+    assert b'"userId":"3"' in built[PAYLOAD][1] and b'"userId":"u9"' in built[PAYLOAD][3]
 
 
 # --- the rules of `build_event`, case by case ------------------------------------------------------------------

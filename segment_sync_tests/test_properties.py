@@ -1,7 +1,7 @@
 """Property-based tests: any row the warehouse can return becomes a valid Segment event or a rejected row.
 
 Frames are generated the way a warehouse returns them (every dtype, extremes, nulls everywhere), go
-through `normalize_types`, `current_contents`, `compute_diff` and `build_outcomes`, and every outcome
+through `finish_batch`, `current_contents`, `compute_diff` and `build_outcomes`, and every outcome
 is checked against Segment's rules and against the values it came from. Further properties cover the
 keyed diff, messageIds and batch packing.
 """
@@ -41,8 +41,9 @@ from segment_sync.diff import (
     stored_hash_name,
     with_row_hashes,
 )
-from segment_sync.encoding import dumps, normalize_types
+from segment_sync.encoding import dumps
 from segment_sync.events import MAX_EVENT_BYTES, DiffRow, Outcome, build_outcomes, message_id_for
+from segment_sync.readers import finish_batch
 from segment_sync.spec import SyncSpec
 
 SYNC_UUID = "0b9d6c1e-4f3a-4c55-9d0e-3c1f2a4b5c6d"
@@ -211,7 +212,7 @@ class Schema:
         return st.fixed_dictionaries({c.name: st.one_of(st.none(), c.values, c.values, c.values) for c in self.columns})
 
     def frame(self, keys: list[Any], rows: list[dict[str, Any]]) -> pl.DataFrame:
-        """The frame as a warehouse returns it (before `normalize_types`)."""
+        """The frame as a warehouse returns it (before `finish_batch`)."""
         data = [self.key_series(keys)] + [c.series([r[c.name] for r in rows]) for c in self.columns]
         return pl.DataFrame(data)
 
@@ -286,8 +287,8 @@ def delivered_from(frame: pl.DataFrame | None, sent_columns: list[str], gen: int
 
 def run_sync(sync: SyncSpec, new: pl.DataFrame, old: pl.DataFrame | None) -> list[Outcome]:
     """Snapshot (normalized), diff against what `old` delivered, and build outcomes as a non-initial run does."""
-    delivered = delivered_from(None if old is None else normalize_types(old), sync.sent_columns)
-    diff = diff_of(normalize_types(new), sync.sent_columns, delivered)
+    delivered = delivered_from(None if old is None else finish_batch(old, None), sync.sent_columns)
+    diff = diff_of(finish_batch(new, None), sync.sent_columns, delivered)
     rows = [DiffRow(*r) for r in diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows()]
     return list(build_outcomes(sync, rows, SYNC_UUID, initial=False))
 
@@ -605,9 +606,9 @@ def diff_cases(draw: st.DrawFn) -> DiffCase:
     spare = [key_text(k) for k in pool if k not in old_keys]
     tombstones = {k: draw(st.integers(1, 50)) for k in spare if draw(st.booleans())}
     gens = {key_text(k): draw(st.integers(1, 50)) for k in old_keys}
-    old = normalize_types(schema.frame(old_keys, list(old_rows.values())))
-    new = normalize_types(schema.frame(new_keys, new_rows))
-    unsent_change = normalize_types(schema.frame(old_keys, unsent_rows))
+    old = finish_batch(schema.frame(old_keys, list(old_rows.values())), None)
+    new = finish_batch(schema.frame(new_keys, new_rows), None)
+    unsent_change = finish_batch(schema.frame(old_keys, unsent_rows), None)
     return DiffCase(schema, old, new, unsent_change, sent, tombstones, gens, draw(st.integers(0, 2**32)))
 
 

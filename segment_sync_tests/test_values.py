@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
-import orjson
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -22,7 +21,6 @@ from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync_tests.conftest import Warehouse
 from segment_sync_tests.test_event_frames import row_wise
 from segment_sync_tests.test_properties import SYNC_UUID
-
 
 PG_CORPUS = """
 create type mood as enum ('calm', 'busy');

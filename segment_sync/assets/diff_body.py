@@ -64,7 +64,7 @@ def materialize_diff(
     if _has_duplicate_keys(path, complete, model.key_columns):
         raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has duplicate primary keys")
     kinds = column_kinds(schema, sync.sent_columns)
-    basis = hash_basis(schema, sync.sent_columns)
+    basis = hash_basis(schema, sync.compared_columns)
     files = SyncFiles(root, sync.name)
     with state_errors_as_failures():
         store = SyncState(files.folder, sync.name)
@@ -77,7 +77,9 @@ def materialize_diff(
                 write_parquet_atomic(empty_diff(schema, sync.sent_columns), files.diff)
             else:
                 if config.full_resync:
-                    diff = resync_diff(complete, model.key_columns, sync.sent_columns, store.meta.generation)
+                    diff = resync_diff(
+                        complete, model.key_columns, sync.sent_columns, store.meta.generation, sync.compared_columns
+                    )
                 else:
                     trusted = store.meta.hash_basis == basis
                     _remove_stale_slices(files.folder)
@@ -88,6 +90,7 @@ def materialize_diff(
                         store.delivered(),
                         trust_hashes=trusted,
                         work_dir=files.folder,
+                        compared_columns=sync.compared_columns,
                     )
                 sink_parquet_atomic(diff, files.diff)
                 refreshed = _refresh_unchanged_hashes(store, files.diff)

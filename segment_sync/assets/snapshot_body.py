@@ -45,12 +45,14 @@ def materialize_snapshot(
         "duplicate_rows_dropped_keys": dg.MetadataValue.json(summary.dropped_samples),
         "null_key_rows": problems.null_rows,
     }
+    non_finite = dict(batches.non_finite)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary.rows,
             **schema_metadata(preview),
             **policy,
             "read_path": batches.path,
+            "non_finite_values": dg.MetadataValue.json(non_finite),  # NaN and ±Infinity per column, sent as null
             "rows_per_second": round(summary.rows / seconds) if seconds else 0,
             "preview": dg.MetadataValue.md(markdown_table(preview)),
             "path": dg.MetadataValue.path(str(path)),
