@@ -30,6 +30,7 @@ RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600
 DEFAULT_ENDPOINT = "https://api.segment.io"
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_GZIP_LEVEL = 1  # level 6 costs about 8x the CPU for bodies only about 1.04x smaller (benchmarks/send_bench.py)
+PROBE_SPLITS = 2  # a 400 is the request's when the parts of a batch this many splits down are all answered 400
 ISAL_LEVELS = range(1, 4)  # gzip by ISA-L (igzip): at level 1 about 4x faster than zlib's and 10% smaller
 
 
@@ -119,7 +120,8 @@ class SegmentHttp:
             answer = connection.post(body, headers)
         finally:
             self._idle.put(connection)  # kept for the next request, with its open connection
-        return Response(answer.status, answer.text[:500], _retry_after(answer.headers))
+        text = answer.text.replace(self.write_key, "<write key>")  # in case a proxy echoes the request
+        return Response(answer.status, text[:500], _retry_after(answer.headers))
 
     def close(self) -> None:
         """Close the idle connections."""
@@ -226,6 +228,90 @@ class CallRecord:
         return batch_body(self.events_json, None, sent_at=self.sent_at)
 
 
+class _Probe:
+    """A batch answered 400, split to tell a request Segment refuses from an event in it that Segment refuses.
+
+    When the batch's halves and their halves (or its single events, for fewer than four) are all answered 400
+    too, the answer does not depend on which events are sent: the request itself is refused. Once any part is
+    answered otherwise, an event is at fault, and each part answered 400 is split until its bad events are alone.
+    """
+
+    def __init__(self, size: int, answer: Response):
+        self.size, self.answer = size, answer
+        self.open = 2  # parts sent or to be sent whose answer is still needed
+        self.held: list[tuple[range, int, Response]] = []  # parts answered 400, with their depth and answer
+        self.event_at_fault = False
+
+    def refusal(self) -> str:
+        """Why the batch's events were not delivered."""
+        return (
+            f"Segment refused the request itself, not an event in it: it answered {_answer(self.answer)} to a batch "
+            f"of {self.size} events and to each part it was split into; check the write key and the endpoint"
+        )
+
+
+class _Splits:
+    """The parts of the batches split after a 400, each with its probe and depth (splits from its batch)."""
+
+    def __init__(self, pending: collections.deque[range], report: DeliveryReport):
+        self.pending, self.report = pending, report
+        self.parts: dict[range, tuple[_Probe, int]] = {}
+        self.probes: list[_Probe] = []
+
+    def on_400(self, batch: range, response: Response) -> _Probe | None:
+        """Split or reject a batch answered 400; its probe when this answer shows the request itself is refused."""
+        probe, depth = self.parts.pop(batch, (None, 0))
+        if probe is None:
+            if len(batch) == 1:
+                self.reject(batch, response)
+            else:
+                probe = _Probe(len(batch), response)
+                self.probes.append(probe)
+                self._split(batch, probe, 1)
+            return None
+        if probe.event_at_fault or (depth < PROBE_SPLITS and len(batch) > 1):
+            probe.open += not probe.event_at_fault  # this part's answer is in; its two halves' are needed
+            self._split_or_reject(batch, response, probe, depth + 1)
+            return None
+        probe.held.append((batch, depth, response))
+        probe.open -= 1
+        return probe if probe.open == 0 else None
+
+    def settle(self, batch: range) -> None:
+        """A batch answered other than 400: if it is a part of a split batch, an event is at fault there."""
+        probe, _ = self.parts.pop(batch, (None, 0))
+        if probe is not None and not probe.event_at_fault:
+            probe.event_at_fault = True
+            for part, depth, answer in probe.held:
+                self._split_or_reject(part, answer, probe, depth + 1)
+            probe.held = []
+
+    def held(self) -> list[int]:
+        """The events of parts answered 400 whose probe did not settle: the request was refused, or sending stopped."""
+        return [i for probe in self.probes for part, _, _ in probe.held for i in part]
+
+    def reject(self, batch: range, response: Response) -> None:
+        """Record every event of a batch as rejected with Segment's answer."""
+        reason = f"Segment answered {_answer(response)}"
+        self.report.rejected += [(i, reason) for i in batch]
+
+    def _split_or_reject(self, batch: range, response: Response, probe: _Probe, depth: int) -> None:
+        if len(batch) == 1:
+            self.reject(batch, response)
+        else:
+            self._split(batch, probe, depth)
+
+    def _split(self, batch: range, probe: _Probe, depth: int) -> None:
+        half = len(batch) // 2
+        first, second = batch[:half], batch[half:]
+        self.pending.extendleft([second, first])  # next, first half first
+        self.parts[first] = self.parts[second] = (probe, depth)
+
+
+def _answer(response: Response) -> str:
+    return f"{response.status}: {response.text.strip()[:200] or 'no body'}"
+
+
 class _GaveUp(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -257,11 +343,11 @@ def deliver(
     from a worker thread. `on_acknowledged` runs in the calling thread, one call at a time, once the batches
     that take the acknowledged ones' places have started; batches that finished while it was busy come
     together in the next call. `on_call` (which sees every request) runs under a lock. A 400 splits the
-    batch in halves until the offending events are isolated; other 4xx reject the batch. When a batch
-    cannot be delivered after the retries, no new batch starts, the batches in flight finish their current
-    request without further retries, and every index neither acknowledged nor rejected is reported as
-    undelivered (to be sent by the next run with the same messageIds). `sleep` (for tests) replaces the
-    waits between retries.
+    batch in halves until the offending events are isolated, unless Segment refuses the request itself (see
+    `_Probe`); other 4xx reject the batch. When a batch cannot be delivered after the retries, or a request
+    is refused, no new batch starts, the batches in flight finish their current request without further
+    retries, and every index neither acknowledged nor rejected is reported as undelivered (to be sent by
+    the next run with the same messageIds). `sleep` (for tests) replaces the waits between retries.
     """
     policy = policy or RetryPolicy()
     pacer = pacer or Pacer(sleep=sleep or time.sleep)
@@ -273,6 +359,7 @@ def deliver(
     events = payloads if isinstance(payloads, Payloads) else Payloads.of(payloads)
     pending = collections.deque(pack(events, transport.write_key, **limits))
     sender = _BatchSender(transport, events, policy, pacer, report, sleep, on_call)
+    splits = _Splits(pending, report)
     running: dict[Future[Response], range] = {}
     pool = ThreadPoolExecutor(limit, thread_name_prefix="segment-delivery") if limit > 1 else _InlinePool()
 
@@ -298,14 +385,16 @@ def deliver(
                 except _Stopped:
                     report.undelivered += batch
                     continue
+                if response.status == 400:
+                    if refused := splits.on_400(batch, response):  # its parts are reported as undelivered below
+                        report.undelivered_reason = report.undelivered_reason or refused.refusal()
+                        sender.stopped.set()  # as when a batch gives up
+                    continue
+                splits.settle(batch)
                 if 200 <= response.status < 300:
                     acknowledged.append(batch)
-                elif response.status == 400 and len(batch) > 1:
-                    half = len(batch) // 2
-                    pending.extendleft([batch[half:], batch[:half]])  # next, first half first
                 else:
-                    reason = f"Segment answered {response.status}: {response.text.strip()[:200] or 'no body'}"
-                    report.rejected += [(i, reason) for i in batch]
+                    splits.reject(batch, response)
             if acknowledged:  # batches that finished together (e.g. during a slow callback) go in one call
                 if limit > 1:
                     start_batches()  # before the callback, which may wait on a disk (an fsync) for milliseconds
@@ -315,7 +404,7 @@ def deliver(
     finally:
         sender.stopped.set()  # when the caller's callback raised, workers stop retrying
         pool.shutdown(wait=True)
-    report.undelivered = sorted(report.undelivered + [i for batch in pending for i in batch])
+    report.undelivered = sorted(report.undelivered + [i for batch in pending for i in batch] + splits.held())
     return report
 
 

@@ -32,6 +32,8 @@ class SyncResult:
     skipped: int = 0
     undelivered_by_kind: Counter[str] = field(default_factory=Counter)
     undelivered_reason: str | None = None
+    rejected_by_segment: int = 0  # events Segment answered with a 4xx
+    rejected_reason: str | None = None  # the first such answer
     batches: int = 0
     requests: int = 0
     retries: int = 0
@@ -41,6 +43,11 @@ class SyncResult:
     def undelivered(self) -> int:
         """Rows of the diff neither acknowledged nor rejected, because sending stopped."""
         return sum(self.undelivered_by_kind.values())
+
+    @property
+    def all_rejected(self) -> bool:
+        """Whether Segment rejected every event it was sent (and was sent at least one)."""
+        return self.rejected_by_segment > 0 and not self.sent
 
 
 def diff_chunks(diff: pl.DataFrame | pl.LazyFrame, chunk_rows: int) -> Iterator[pl.DataFrame]:
@@ -118,6 +125,9 @@ def deliver_diff(
         sent = _event_log(events, report.rejected, report.undelivered, report.undelivered_reason)
         log.add_frame(sent)
         result.sent.update(_counts(sent.filter(pl.col("status") == "delivered"), "event"))
+        result.rejected_by_segment += len(report.rejected)
+        if report.rejected and result.rejected_reason is None:
+            result.rejected_reason = report.rejected[0][1]
         result.batches += report.batches
         result.requests += report.requests
         result.retries += report.retries

@@ -146,6 +146,7 @@ class SegmentEmulator:
         max_body_bytes: int = 512_000,
         max_event_bytes: int = 32_768,
         max_batch_events: int = 2_500,
+        min_write_key_chars: int = 0,
         latency_seconds: float = 0.0,
         record: bool = True,
         port: int = 0,
@@ -155,6 +156,8 @@ class SegmentEmulator:
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
         self.max_batch_events = max_batch_events
+        # Segment answers 400 to some very short keys ("abc123", segment_api.md §2); where it draws the line is unknown.
+        self.min_write_key_chars = min_write_key_chars
         self.latency_seconds = latency_seconds  # added to every answer, like the round trip to Segment
         self.record = record  # False keeps only counts and messageIds (benchmarks), with the same checks
         self.port, self.reuse_port = port, reuse_port  # reuse_port: several processes share one port
@@ -338,12 +341,11 @@ class SegmentEmulator:
                 events, body_key = [msgspec.Raw(decoded.strip())], single.get("writeKey")
         except (UnicodeDecodeError, msgspec.DecodeError):
             raise _BadRequest(bad) from None
-        keys = [_basic_auth_key(request.headers.get("Authorization")), body_key]
-        if self.write_key in keys:
-            return events, True
-        if not any(isinstance(k, str) and k for k in keys):
-            raise _BadRequest(bad)  # no key, or only empty ones
-        return events, False
+        presented = (_basic_auth_key(request.headers.get("Authorization")), body_key)
+        keys = [k for k in presented if isinstance(k, str) and k]
+        if not keys or any(len(k) < self.min_write_key_chars for k in keys):
+            raise _BadRequest(bad)  # no key, only empty ones, or a malformed one
+        return events, self.write_key in keys
 
     def _judge(self, index: int, raw: msgspec.Raw, implied_type: str | None) -> tuple[str | None, str | None]:
         """The discard code of an event (None when kept) and its messageId (None when it has none)."""

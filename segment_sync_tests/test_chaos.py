@@ -21,7 +21,8 @@ import pytest
 from segment_sync.batching import MIN_BATCH_BYTES
 from segment_sync.resources import SegmentResource
 from segment_sync.state import SyncState
-from segment_sync_tests.conftest import TRACK, SyncRun, Warehouse, make_definitions, run_sync
+from segment_sync.sync_log import read_row_log
+from segment_sync_tests.conftest import TRACK, WRITE_KEY, SyncRun, Warehouse, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault, RecordedRequest, SegmentEmulator
 
 pytestmark = pytest.mark.chaos
@@ -92,6 +93,12 @@ def delivered_rows(state_dir: Path) -> int:
     return SyncState(state_dir / "syncs" / SYNC, SYNC).delivered_row_count()
 
 
+def statuses(state_dir: Path, run: SyncRun) -> dict[str, int]:
+    """How many rows of a run's row log have each status."""
+    log = read_row_log(state_dir / "syncs" / SYNC, run.result.run_id).collect()
+    return dict(log.group_by("status").len().iter_rows())
+
+
 def assert_exactly_once(emulator: SegmentEmulator, expected: list[Identity]) -> None:
     """Every expected event accepted once by messageId; repeats only ever with the same messageId."""
     assert emulator.discarded == []
@@ -124,7 +131,8 @@ def sync_until_done(definitions, instance, *, max_runs: int = 4) -> list[SyncRun
         runs.append(run)
         if run.success and run.metadata("segment", SYNC)["rows_rejected"] == 0:
             return runs
-        assert run.success or "not delivered" in " ".join(run.failure_messages()), run.failure_messages()
+        failures = " ".join(run.failure_messages())
+        assert run.success or "not delivered" in failures or "rejected every event" in failures, failures
         assert len(runs) < max_runs, f"not done after {max_runs} runs: {run.failure_messages()}"
 
 
@@ -235,11 +243,17 @@ def test_an_initial_delivery_interrupted_early_is_completed_by_the_next_run(mode
     assert_state_complete(state_dir, model50)
 
 
-def test_an_initial_delivery_refused_with_401_is_delivered_by_the_next_run(model50, emulator, instance, state_dir):
+def test_a_run_whose_every_sent_event_is_rejected_fails_and_the_next_run_delivers(
+    model50, emulator, instance, state_dir
+):
     definitions = make_definitions(PROJECT, segment=SEGMENT)
     emulator.inject(*[Fault(401, body='{"code":"unauthorized"}')] * 5)  # e.g. a write key not yet enabled
     run = run_sync(definitions, SYNC, instance)
-    assert run.success and run.metadata("segment", SYNC)["rows_rejected"] == N_ROWS
+    assert not run.success
+    [message] = run.failure_messages()
+    assert 'Segment rejected every event this run sent (50; Segment answered 401: {"code":"unauthorized"})' in message
+    assert "check the write key (SEGMENT_WRITE_KEY) and the endpoint" in message
+    assert statuses(state_dir, run) == {"rejected": N_ROWS}  # recorded as rejected, so the next run retries them
     assert delivered_rows(state_dir) == 0 and emulator.accepted == []
 
     run = run_sync(definitions, SYNC, instance)
@@ -261,6 +275,29 @@ def test_a_400_splits_the_batch_and_the_halves_go_through(model50, emulator, ins
     ids = message_ids(refused)
     assert message_ids(first_half) == ids[: len(ids) // 2] and message_ids(second_half) == ids[len(ids) // 2 :]
     assert emulator.duplicates == 0
+    assert_exactly_once(emulator, model50.expected)
+    assert_state_complete(state_dir, model50)
+
+
+def test_a_400_to_the_whole_request_fails_the_run_without_splitting_it_into_single_events(
+    model50, emulator, instance, state_dir, monkeypatch
+):
+    emulator.min_write_key_chars = 8
+    monkeypatch.setenv("SEGMENT_WRITE_KEY", "abc123")  # Segment answers 400 to every request with this key
+    definitions = make_definitions(PROJECT, segment=SEGMENT)
+    run = run_sync(definitions, SYNC, instance)
+    assert not run.success
+    [message] = run.failure_messages()
+    assert "50 rows were not delivered (Segment refused the request itself, not an event in it" in message
+    assert "it answered 400: Bad Request to a batch of 10 events and to each part it was split into" in message
+    assert "abc123" not in run.error_text()
+    assert [len(batch(r)) for r in emulator.requests] == [10, 5, 2, 3, 5, 2, 3]  # then no other batch
+    assert statuses(state_dir, run) == {"undelivered": N_ROWS}
+    assert delivered_rows(state_dir) == 0 and emulator.accepted == []
+
+    monkeypatch.setenv("SEGMENT_WRITE_KEY", WRITE_KEY)
+    run = run_sync(definitions, SYNC, instance)
+    assert run.success, run.failure_messages()
     assert_exactly_once(emulator, model50.expected)
     assert_state_complete(state_dir, model50)
 

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import types
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from isal import igzip
 
 from segment_sync import batching
@@ -389,6 +392,72 @@ def test_400_bisection_with_retry_in_between() -> None:
     assert report.retries == 1
 
 
+def test_400_finds_bad_events_in_three_quarters_of_a_batch() -> None:
+    transport = FakeTransport(default=rejects_bad)
+    report, acks, _ = run(payloads(16, bad=[1, 5, 13]), transport)
+    assert sorted(i for i, _ in report.rejected) == [1, 5, 13]
+    assert sorted(acks.all) == sorted(set(range(16)) - {1, 5, 13}) and report.undelivered == []
+
+
+REFUSED = "Segment refused the request itself, not an event in it: it answered 400: Bad Request"
+
+
+@pytest.mark.parametrize(
+    ("n", "sizes"),
+    [(50, [50, 25, 12, 13, 25, 12, 13]), (3, [3, 1, 2, 1, 1]), (2, [2, 1, 1])],
+)
+def test_a_400_to_every_half_and_quarter_refuses_the_request_without_splitting_further(
+    n: int, sizes: list[int]
+) -> None:
+    transport = FakeTransport(default=Response(400, "Bad Request\n"))
+    report, acks, _ = run(payloads(n), transport)
+    assert [len(json.loads(b)["batch"]) for b in transport.bodies] == sizes  # the batch, its halves, their halves
+    assert acks.calls == [] and report.rejected == [] and report.undelivered == list(range(n))
+    assert report.undelivered_reason is not None and report.undelivered_reason.startswith(REFUSED)
+
+
+def test_a_refused_request_stops_the_delivery() -> None:
+    transport = FakeTransport(default=Response(400, "Bad Request\n"))
+    report, acks, _ = run(payloads(30, size=200), transport, max_batch_bytes=2_000)
+    assert len(transport.bodies) == 7 and len(transport.sent_ids(0)) < 30
+    assert all(set(transport.sent_ids(n)) <= set(transport.sent_ids(0)) for n in range(7))  # no other batch started
+    assert acks.calls == [] and report.undelivered == list(range(30))
+
+
+def test_a_400_on_a_single_event_batch_rejects_it_and_the_delivery_goes_on() -> None:
+    transport = FakeTransport([OK, Response(400, "Bad Request")])
+    big = payloads(3, size=1_000)
+    report, acks, _ = run(big, transport, max_batch_bytes=1_200)
+    assert acks.all == [0, 2] and report.rejected == [(1, "Segment answered 400: Bad Request")]
+
+
+def test_parts_held_when_another_part_gives_up_are_undelivered() -> None:
+    # The batch, its first half and that half's first half are refused; the second quarter's service goes away.
+    transport = FakeTransport([Response(400), Response(400), Response(400)], default=Response(503))
+    report, acks, _ = run(payloads(10), transport, policy=RetryPolicy(max_attempts=1))
+    assert [len(json.loads(b)["batch"]) for b in transport.bodies] == [10, 5, 2, 3]
+    assert acks.calls == [] and report.rejected == [] and report.undelivered == list(range(10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([200, 200, 400, 400, 413, 503]), min_size=1, max_size=40),
+    st.integers(1, 40),
+    st.sampled_from([1, 3]),
+)
+def test_every_event_ends_acknowledged_rejected_or_undelivered_once(answers: list[int], n: int, in_flight: int) -> None:
+    def answer(body: bytes) -> Response:  # the same answer for the same events, whatever the order of requests
+        ids = ",".join(e["userId"] for e in json.loads(body)["batch"])
+        return Response(answers[zlib.crc32(ids.encode()) % len(answers)], "Bad Request")
+
+    transport = ConcurrentTransport(in_flight, hold=0, default=answer)
+    acks = Acks()
+    report = deliver(payloads(n, size=200), transport, acks, max_batch_bytes=1_000, policy=RetryPolicy(max_attempts=1))
+    outcomes = acks.all + [i for i, _ in report.rejected] + report.undelivered
+    assert sorted(outcomes) == list(range(n))
+    assert report.acknowledged == len(acks.all)
+
+
 def test_batches_acknowledged_back_to_back_come_as_one_range() -> None:
     acks = Acks()
     deliver(payloads(30, size=200), FakeTransport(), acks, max_batch_bytes=2_000, pacer=Pacer(sleep=Sleeps()))
@@ -482,8 +551,8 @@ def _answer(status: int, text: str = "", headers: dict[str, str] | None = None) 
     return Answer(status, text, {name.lower(): value for name, value in (headers or {}).items()})
 
 
-def _http_with(answer: Answer, **kwargs: Any) -> tuple[SegmentHttp, _FakeConnection]:
-    http = SegmentHttp("wk", "https://events.eu1.segmentapis.com", **kwargs)
+def _http_with(answer: Answer, write_key: str = "wk", **kwargs: Any) -> tuple[SegmentHttp, _FakeConnection]:
+    http = SegmentHttp(write_key, "https://events.eu1.segmentapis.com", **kwargs)
     connection = _FakeConnection(answer)
     http.new_connection = lambda: connection  # type: ignore[method-assign]
     return http, connection
@@ -532,6 +601,12 @@ def test_segment_http_retry_after_http_date() -> None:
 def test_segment_http_malformed_retry_after_is_ignored() -> None:
     http, _ = _http_with(_answer(503, "", {"Retry-After": "soon"}))
     assert http.post(b"{}", 1) == Response(503, "", None)
+
+
+def test_segment_http_never_passes_on_the_write_key() -> None:
+    echo = 'unknown writeKey "wk_secret" in {"writeKey":"wk_secret"}'
+    http, _ = _http_with(_answer(400, echo), write_key="wk_secret")
+    assert http.post(b"{}", 1).text == 'unknown writeKey "<write key>" in {"writeKey":"<write key>"}'
 
 
 def test_segment_http_truncates_long_bodies() -> None:

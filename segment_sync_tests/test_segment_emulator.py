@@ -159,6 +159,16 @@ def test_no_key_or_empty_key_is_400(emu: SegmentEmulator, auth: str | None, body
     assert emu.accepted == [] and emu.discarded == []
 
 
+@pytest.mark.parametrize(("auth", "body_key"), [("abc123", None), (None, "abc123"), (KEY, "abc123")])
+def test_a_key_shorter_than_the_minimum_is_400(auth: str | None, body_key: str | None) -> None:
+    body = batch(track()) if body_key is None else batch(track(), writeKey=body_key)
+    with SegmentEmulator(KEY, min_write_key_chars=8) as emu:
+        resp = post(emu, body, auth=auth)
+        assert (resp.status_code, resp.text) == (400, "Bad Request\n")
+        assert emu.accepted == [] and emu.discarded == []
+        assert post(emu, batch(track(), writeKey="wrong-but-long"), auth=None).status_code == 200
+
+
 # --- encoding, content type, JSON ---
 
 

@@ -96,6 +96,14 @@ def materialize_delivery(
             f"{sum(result.sent.values())} events were. The next run sends the rest with the same messageIds.",
             metadata=metadata,
         )
+    if result.all_rejected:
+        raise dg.Failure(
+            f"sync {sync.name!r}: Segment rejected every event this run sent ({result.rejected_by_segment}; "
+            f"{result.rejected_reason}), so nothing was delivered. The rows are recorded as rejected in "
+            f"{log.rejected_path} and the next run sends them again; check the write key ({segment.write_key_env}) "
+            "and the endpoint.",
+            metadata=metadata,
+        )
     return dg.MaterializeResult(metadata=metadata)
 
 
