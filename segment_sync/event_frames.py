@@ -155,7 +155,7 @@ def _built_values(plan: _Plan, candidates: pl.DataFrame) -> pl.DataFrame:
     values = candidates.select(ROW).unnest(ROW).lazy().with_columns(computed)
     values = values.select(e.meta.output_name() for e in computed).collect(engine="in-memory")  # less CPU than "auto"
     frame = pl.concat([candidates.drop(ROW), values], how="horizontal")
-    good = frame.filter(~(pl.col(_HAZARD) | (pl.col(_MID_HAZARD) & (pl.col(KIND) == "added"))))
+    good = frame.filter(~(pl.col(_HAZARD) | (pl.col(_MID_HAZARD) & _uses_message_id_column())))
     if plan.python_timestamps:
         good = good.with_columns(_python_timestamps(good[_TS_TEXT], plan.sync.timestamp or ""))
     return good.drop(_TS_TEXT, _HAZARD, _MID_HAZARD, strict=False)
@@ -405,8 +405,8 @@ def _message_digests(sync: SyncSpec, sync_uuid: str) -> pl.Expr:
         pl.col(AFTER).fill_null(""),
     ]
     hashed = pl.concat_str(parts, separator="\x1f")
-    if sync.message_id is not None:  # added rows take the column's value
-        hashed = pl.when(pl.col(KIND) != "added").then(hashed).otherwise(pl.lit(""))
+    if sync.message_id is not None:  # first deliveries take the column's value
+        hashed = pl.when(_uses_message_id_column()).then(pl.lit("")).otherwise(hashed)
     return hashed.chash.sha2_256().alias(_DIGEST)
 
 
@@ -416,7 +416,12 @@ def _message_ids(sync: SyncSpec) -> pl.Expr:
     generated = pl.concat_str([digest.str.slice(start, digits) for start, digits in _UUID_GROUPS], separator="-")
     if sync.message_id is None:
         return generated.alias(_MID)
-    return pl.when(pl.col(KIND) == "added").then(pl.col(_MID)).otherwise(generated).alias(_MID)
+    return pl.when(_uses_message_id_column()).then(pl.col(_MID)).otherwise(generated).alias(_MID)
+
+
+def _uses_message_id_column() -> pl.Expr:
+    """`events.uses_message_id_column` of each row, for a sync with a message_id column."""
+    return (pl.col(KIND) == "added") & pl.col(BEFORE_GEN).is_null()
 
 
 def _payload(sync: SyncSpec, message_type: str, names: Mapping[str, str | None]) -> pl.Expr:
@@ -456,7 +461,7 @@ def _reason(sync: SyncSpec) -> pl.Expr:
     if sync.timestamp is not None:
         reason = reason.when(pl.col(_TS_REASON).is_not_null()).then(pl.col(_TS_REASON))
     if sync.message_id is not None:
-        added, mid = pl.col(KIND) == "added", pl.col(_MID)
+        added, mid = _uses_message_id_column(), pl.col(_MID)
         label = f"message_id column {sync.message_id!r}"
         too_long = [pl.lit(f"{label} holds "), mid.str.len_chars().cast(pl.String), pl.lit(" characters; ")]
         reason = (

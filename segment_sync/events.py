@@ -202,12 +202,19 @@ def segment_timestamp(value: Any, column: str) -> str:
     raise RowRejected(f"timestamp column {column!r} holds a {_json_kind(value)}, not a time")
 
 
+def uses_message_id_column(sync: SyncSpec, row: DiffRow) -> bool:
+    """Whether the row's messageId is its message_id column: only for its first delivery, as added.
+
+    A change, a removal, a row added again after a removal or a full resync (all of which have a generation
+    before) is another event, and reusing the id would make Segment drop it as a duplicate.
+    """
+    return sync.message_id is not None and row.kind == "added" and row.before_gen is None
+
+
 def _message_id(sync: SyncSpec, row: DiffRow, values: dict[str, bytes], sync_uuid: str) -> str:
-    # The column is the identity of the row's *added* event; a change or removal of the same row is a
-    # different event and must not reuse it, or Segment would drop it as a duplicate.
-    if sync.message_id is None or row.kind != "added":
+    if not uses_message_id_column(sync, row):
         return message_id_for(sync_uuid, row)
-    value = _value(values, sync.message_id)
+    value = _value(values, sync.message_id or "")
     if value is None or str(value).strip() == "":
         raise RowRejected(f"message_id column {sync.message_id!r} is null or empty")
     text = str(value)

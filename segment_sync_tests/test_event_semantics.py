@@ -63,3 +63,36 @@ def test_a_change_only_in_the_timestamp_or_message_id_column_is_not_a_change(
     assert [(e["userId"], e["properties"], e["timestamp"]) for e in changed] == [
         ("u1", {"plan": "team"}, "2026-03-01T00:00:00.000Z")
     ]
+
+
+def _run(definitions: dg.Definitions, instance: dg.DagsterInstance, **ops: dict[str, Any]) -> Any:
+    config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}, "ops": ops}
+    result = definitions.resolve_job_def("sync_t").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=config
+    )
+    assert result.success
+    return result
+
+
+def test_a_message_id_column_is_used_only_for_its_rows_first_delivery(
+    state_dir: Path, emulator: SegmentEmulator, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path = _warehouse(
+        tmp_path,
+        monkeypatch,
+        "create table users (id int, uid varchar, plan varchar, event_id varchar)",
+        "insert into users values (1, 'u1', 'free', 'e1'), (2, 'u2', 'pro', 'e2')",
+    )
+    definitions = make_definitions(_project(path, message_id="event_id"))
+    _run(definitions, instance)
+    assert sorted(e["messageId"] for e in emulator.accepted) == ["e1", "e2"]
+    _run(definitions, instance, segment__t={"config": {"test_row": "1"}})
+    _run(definitions, instance, diff__t={"config": {"full_resync": True}})
+    _execute(path, "delete from users where id = 2")
+    _run(definitions, instance)
+    _execute(path, "insert into users values (2, 'u2', 'pro', 'e2')")
+    _run(definitions, instance)
+    ids = [e["messageId"] for e in emulator.accepted]
+    assert len(ids) == 7 and len(set(ids)) == 7, "the test row, the resync and the return of u2 are new events"
+    assert ids[2] not in ("e1", "e2") and {"e1", "e2"}.isdisjoint(ids[3:])
+    assert [e["event"] for e in emulator.accepted[5:]] == ["Removed", "Added"]
