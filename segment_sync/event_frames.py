@@ -30,6 +30,7 @@ from segment_sync.events import (
     RowRejected,
     build_outcomes,
     event_name,
+    identity,
     segment_timestamp,
 )
 from segment_sync.json_column import is_json, text_of
@@ -52,15 +53,19 @@ KINDS = ("added", "changed", "removed")
 PY_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())  # what str.strip() removes
 _INDEX, _BAG, _UID, _AID, _GID, _MID, _DIGEST = "_i", "_bag", "_uid", "_aid", "_gid", "_mid", "_digest"
 _TS, _TS_TEXT, _TS_REASON = "_ts", "_ts_text", "_ts_reason"
+_SECOND = "_second"  # the added half of a split row comes after its removed half
 _HAZARD, _MID_HAZARD = "_hazard", "_mid_hazard"  # rows left to the row-wise path (the second only if added)
 _UUID_GROUPS = ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))  # (first hex digit, digits) of each group
 
 
-def build_event_frame(sync: SyncSpec, diff: pl.DataFrame, sync_uuid: str, *, initial: bool) -> pl.DataFrame:
+def build_event_frame(
+    sync: SyncSpec, diff: pl.DataFrame, sync_uuid: str, *, initial: bool, removed_at: str | None = None
+) -> pl.DataFrame:
     """The outcome of each diff row, in the diff's order (see EVENT_FRAME_SCHEMA): an event, a skip or a rejection.
 
     An event has its type, name (track only), messageId and payload; a rejection its reason. `diff` has the
-    diff's columns including `_row`; `_after` and `_hash` are passed through for the state.
+    diff's columns including `_row`; `_after` and `_hash` are passed through for the state. Removed rows are
+    timed at `removed_at` (see `events.build_event`).
     """
     unknown = set(diff[KIND].unique().to_list()) - set(KINDS)
     if unknown:
@@ -70,14 +75,40 @@ def build_event_frame(sync: SyncSpec, diff: pl.DataFrame, sync_uuid: str, *, ini
     names = {kind: event_name(sync, kind) for kind in KINDS} if send_rows else {}
     sending = pl.col(KIND).is_in([kind for kind, name in names.items() if name is not None])
     skipped = rows.filter(~sending).with_columns(pl.lit("skipped").alias(OUTCOME))
-    built, rest = _build_columnar(sync, rows.filter(sending), sync_uuid, names)
-    row_wise = rest.select(_INDEX, KEY, KIND, AFTER, HASH).hstack(
-        outcome_columns(list(build_outcomes(sync, _diff_rows(rest), sync_uuid, initial=initial)))
-    )
+    built, rest = _build_columnar(sync, rows.filter(sending), sync_uuid, names, removed_at)
+    outcomes = build_outcomes(sync, _diff_rows(rest), sync_uuid, initial=initial, removed_at=removed_at)
+    row_wise = rest.select(_INDEX, KEY, KIND, AFTER, HASH).hstack(outcome_columns(list(outcomes)))
     parts = [_shaped(part) for part in (skipped, built, row_wise) if not part.is_empty()]
     if len(parts) == 1:  # the common case: every row sent and built by columns, already in order
         return parts[0].drop(_INDEX)
     return pl.concat([_shaped(rows.clear()), *parts]).sort(_INDEX).drop(_INDEX)
+
+
+def split_identity_changes(sync: SyncSpec, diff: pl.DataFrame, generation: int) -> pl.DataFrame:
+    """An audience diff where a member whose user or anonymous id changed exits as the identity that entered and
+    enters as the new one: its changed row becomes a removed row, then an added row of this `generation`."""
+    if sync.type != "audience" or diff.is_empty():
+        return diff
+    rows = diff.with_row_index(_INDEX)
+    changed = rows.filter(pl.col(KIND) == "changed").select(_INDEX, BEFORE, AFTER)
+    moved = [i for i, before, after in changed.iter_rows() if identity(sync, before) != identity(sync, after)]
+    if not moved:
+        return diff
+    is_moved = pl.col(_INDEX).is_in(moved)
+    exits = rows.filter(is_moved).with_columns(
+        pl.lit("removed").alias(KIND),
+        pl.lit(None, pl.String).alias(AFTER),
+        pl.lit(None, pl.UInt64).alias(HASH),
+        pl.lit(None, diff.schema[ROW]).alias(ROW),
+    )
+    enters = rows.filter(is_moved).with_columns(
+        pl.lit("added").alias(KIND),
+        pl.lit(generation, pl.Int64).alias(BEFORE_GEN),
+        pl.lit(None, pl.String).alias(BEFORE),
+    )
+    first = pl.lit(0, pl.Int8).alias(_SECOND)
+    parts = [rows.filter(~is_moved).with_columns(first), exits.with_columns(first), enters.with_columns(first + 1)]
+    return pl.concat(parts).sort(_INDEX, _SECOND).select(diff.columns)
 
 
 def outcome_columns(outcomes: Sequence[Outcome]) -> pl.DataFrame:
@@ -109,7 +140,7 @@ def _shaped(part: pl.DataFrame) -> pl.DataFrame:
 
 
 def _build_columnar(
-    sync: SyncSpec, rows: pl.DataFrame, sync_uuid: str, names: Mapping[str, str | None]
+    sync: SyncSpec, rows: pl.DataFrame, sync_uuid: str, names: Mapping[str, str | None], removed_at: str | None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events or rejections of the rows the columnar path builds exactly, and the rows left for the row-wise path."""
     plan = _Plan.of(sync, rows.schema[ROW])
@@ -117,8 +148,10 @@ def _build_columnar(
         return rows.clear(), rows
     groups = [_built_values(plan, rows.filter((pl.col(KIND) != "removed") & pl.col(ROW).is_not_null()))]
     removed = rows.filter(pl.col(KIND) == "removed")
-    if not removed.is_empty():
-        groups += _removed_values(plan, removed)
+    if not removed.is_empty():  # timed by the snapshot, not by their timestamp column
+        untimed = _Plan(sync.model_copy(update={"timestamp": None}), plan.schema)
+        stamp = None if removed_at is None else segment_timestamp(removed_at, "snapshot time")
+        groups += [g.with_columns(pl.lit(stamp, pl.String).alias(_TS)) for g in _removed_values(untimed, removed)]
     groups = [g for g in groups if not g.is_empty()]
     if not groups:
         return rows.clear(), rows

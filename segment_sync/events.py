@@ -81,21 +81,27 @@ def event_name(sync: SyncSpec, kind: ChangeKind) -> str | None:
     return None if kind == "removed" else sync.type
 
 
-def build_outcomes(sync: SyncSpec, rows: Iterable[DiffRow], sync_uuid: str, *, initial: bool) -> Iterator[Outcome]:
-    """The outcome of each diff row for this sync."""
+def build_outcomes(
+    sync: SyncSpec, rows: Iterable[DiffRow], sync_uuid: str, *, initial: bool, removed_at: str | None = None
+) -> Iterator[Outcome]:
+    """The outcome of each diff row for this sync (`removed_at`: when the snapshot that saw removals was taken)."""
     send_rows = sync.sends_initial or not initial
     for row in rows:
         if not send_rows or event_name(sync, row.kind) is None:
             yield Outcome(row)
             continue
         try:
-            yield Outcome(row, event=build_event(sync, row, sync_uuid))
+            yield Outcome(row, event=build_event(sync, row, sync_uuid, removed_at))
         except RowRejected as exc:
             yield Outcome(row, rejected=str(exc))
 
 
-def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
-    """The Segment message for one diff row; raises RowRejected when Segment would drop it."""
+def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | None = None) -> Event:
+    """The Segment message for one diff row; raises RowRejected when Segment would drop it.
+
+    A removed row's event carries the content last delivered, and is timed when the snapshot that saw the
+    removal was taken (`removed_at`), not by its old timestamp column.
+    """
     content = row.before if row.kind == "removed" else row.after
     values = content_values(content or "{}")
     message: dict[str, Any] = {"type": "track" if sync.type in ("track", "audience") else sync.type}
@@ -118,7 +124,7 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
         message["groupId"] = group_id
     fields = {name: orjson.Fragment(values.get(column, b"null")) for name, column in sync.field_map.items()}
     message["traits" if sync.type in ("identify", "group") else "properties"] = fields
-    stamp = _value(values, sync.timestamp)
+    stamp = removed_at if row.kind == "removed" else _value(values, sync.timestamp)
     if sync.timestamp is not None and stamp is not None:
         message["timestamp"] = segment_timestamp(stamp, sync.timestamp)
     message_id = _message_id(sync, row, values, sync_uuid)
@@ -128,6 +134,18 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str) -> Event:
     if len(payload) > MAX_EVENT_BYTES:
         raise RowRejected(f"event is {len(payload):,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event")
     return Event(row=row, message_id=message_id, type=message["type"], name=name, payload=payload)
+
+
+def identity(sync: SyncSpec, content: str) -> tuple[str | None, ...]:
+    """The user and anonymous id a content gives, as its events carry them (None where it gives none)."""
+    values = content_values(content)
+    ids = []
+    for column, setting in ((sync.user_id, "user_id"), (sync.anonymous_id, "anonymous_id")):
+        try:
+            ids.append(_id_value(values, column, setting))
+        except RowRejected:
+            ids.append(None)
+    return tuple(ids)
 
 
 def content_values(content: str | bytes) -> dict[str, bytes]:

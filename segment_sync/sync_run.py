@@ -12,8 +12,17 @@ import polars as pl
 
 from segment_sync.batching import Joined, Payloads
 from segment_sync.delivery import RetryPolicy, Transport, deliver
-from segment_sync.diff import AFTER, CONTENT, DIFF_SCHEMA, HASH, KEY, KIND
-from segment_sync.event_frames import MESSAGE_ID, NAME, OUTCOME, PAYLOAD, REASON, TYPE, build_event_frame
+from segment_sync.diff import AFTER, BEFORE, CONTENT, DIFF_SCHEMA, HASH, KEY, KIND
+from segment_sync.event_frames import (
+    MESSAGE_ID,
+    NAME,
+    OUTCOME,
+    PAYLOAD,
+    REASON,
+    TYPE,
+    build_event_frame,
+    split_identity_changes,
+)
 from segment_sync.pacing import Pacer
 from segment_sync.spec import SyncSpec
 from segment_sync.state import DryRunState, SyncState
@@ -79,12 +88,14 @@ def deliver_diff(
     pacer: Pacer | None = None,
     calls: CallLog | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    removed_at: str | None = None,
     **delivery_options: Any,
 ) -> SyncResult:
     """Build and send the events of a diff chunk by chunk; record each acknowledged or skipped row in the state.
 
     Every row's outcome goes to `log`, every API call to `calls`; `delivery_options` go to `delivery.deliver`.
-    The caller holds the state's lock and has started the run (`store.begin_run()`); it commits after.
+    `removed_at` is when the snapshot was taken (the time of removed rows' events). The caller holds the state's
+    lock and has started the run (`store.begin_run()`); it commits after.
     """
     result = SyncResult()
     skip_reason = (
@@ -94,13 +105,16 @@ def deliver_diff(
     )
     done = 0
 
-    def prepare(chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, Payloads, Joined]:
-        built = build_event_frame(sync, chunk.cast(DIFF_SCHEMA), store.meta.sync_uuid, initial=initial)  # type: ignore[arg-type]
+    def prepare(chunk: pl.DataFrame) -> tuple[int, pl.DataFrame, pl.DataFrame, Payloads, Joined, dict[int, int]]:
+        rows = split_identity_changes(sync, chunk.cast(DIFF_SCHEMA), store.meta.generation)  # type: ignore[arg-type]
+        built = build_event_frame(sync, rows, store.meta.sync_uuid, initial=initial, removed_at=removed_at)
+        built = built.with_columns(rows[BEFORE])
         events = built.filter(pl.col(OUTCOME) == "event")
-        return chunk, built, events, Payloads.from_series(events[PAYLOAD]), store.journal_lines(_state_rows(events))
+        lines = store.journal_lines(_state_rows(events))
+        return chunk.height, built, events, Payloads.from_series(events[PAYLOAD]), lines, _enters_after_exits(events)
 
-    for chunk, built, events, payloads, lines in _one_ahead(map(prepare, diff_chunks(diff, chunk_rows))):
-        done += chunk.height
+    for height, built, events, payloads, lines, waits in _one_ahead(map(prepare, diff_chunks(diff, chunk_rows))):
+        done += height
         skipped = built.filter(pl.col(OUTCOME) == "skipped")
         store.record_file(_state_rows(skipped))
         result.skipped += skipped.height
@@ -115,7 +129,7 @@ def deliver_diff(
         report = deliver(
             payloads,
             transport,
-            _recorder(store, lines),
+            _recorder(store, lines, waits),
             policy=policy,
             max_batch_bytes=max_batch_bytes,
             pacer=pacer,
@@ -150,8 +164,23 @@ def deliver_diff(
 
 
 def _state_rows(built: pl.DataFrame) -> pl.DataFrame:
-    """Rows as the state records them once delivered (or skipped): the content sent, or null for a removed row."""
-    return built.select(KEY, pl.col(AFTER).alias(CONTENT), HASH)
+    """Rows as the state records them once delivered or skipped: the content last sent (null for a removed row).
+
+    A changed row that sent nothing keeps the content sent before, under its new hash, so that its removal (or an
+    audience member's exit) later carries what was sent, and the row is not diffed again until it changes.
+    """
+    kept = (pl.col(KIND) == "changed") & (pl.col(OUTCOME) == "skipped")
+    return built.select(KEY, pl.when(kept).then(pl.col(BEFORE)).otherwise(pl.col(AFTER)).alias(CONTENT), HASH)
+
+
+def _enters_after_exits(events: pl.DataFrame) -> dict[int, int]:
+    """For an audience member who exits and enters as another identity: the index of the enter, and of its exit."""
+    pairs = events.with_row_index("_i").filter(pl.col(KEY).is_duplicated())
+    if pairs.is_empty():
+        return {}
+    exits = pairs.filter(pl.col(KIND) == "removed").select(KEY, pl.col("_i").alias("_exit"))
+    enters = pairs.filter(pl.col(KIND) == "added").select(KEY, pl.col("_i").alias("_enter"))
+    return dict(enters.join(exits, on=KEY).select("_enter", "_exit").iter_rows())
 
 
 def _event_log(
@@ -193,10 +222,28 @@ def _one_ahead(items: Iterator[T]) -> Iterator[T]:
             yield item
 
 
-def _recorder(store: SyncState | DryRunState, lines: Joined) -> Callable[[Sequence[int]], None]:
-    """Notes acknowledged events in the state, from journal lines made ahead (one write and fsync a batch)."""
+def _recorder(store: SyncState | DryRunState, lines: Joined, waits: dict[int, int]) -> Callable[[Sequence[int]], None]:
+    """Notes acknowledged events in the state, from journal lines made ahead (one write and fsync a batch).
+
+    An enter that `waits` for its exit is noted only once the exit is: until then the next run sends both again
+    (the same messageIds), so the old identity always exits.
+    """
+    if not waits:
+        return lambda acknowledged: store.record_lines(lines.spans(acknowledged))
+    noted: set[int] = set()
+    held: dict[int, int] = {}  # exit -> its enter, acknowledged first
 
     def record(acknowledged: Sequence[int]) -> None:
-        store.record_lines(lines.spans(acknowledged))
+        now = []
+        for i in sorted(acknowledged):
+            exit_ = waits.get(i)
+            if exit_ is not None and exit_ not in noted:
+                held[exit_] = i
+                continue
+            now.append(i)
+            noted.add(i)
+            if i in held:
+                now.append(held.pop(i))
+        store.record_lines(lines.spans(now))
 
     return record

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
+import polars as pl
 
+from segment_sync.batching import Joined
+from segment_sync.sync_run import _recorder
 from segment_sync_tests.conftest import make_definitions, run_sync
 from segment_sync_tests.segment_emulator import SegmentEmulator
 
@@ -96,3 +100,73 @@ def test_a_message_id_column_is_used_only_for_its_rows_first_delivery(
     assert len(ids) == 7 and len(set(ids)) == 7, "the test row, the resync and the return of u2 are new events"
     assert ids[2] not in ("e1", "e2") and {"e1", "e2"}.isdisjoint(ids[3:])
     assert [e["event"] for e in emulator.accepted[5:]] == ["Removed", "Added"]
+
+
+def test_a_removed_row_carries_what_was_last_sent_timed_by_the_snapshot(
+    state_dir: Path, emulator: SegmentEmulator, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path = _warehouse(
+        tmp_path,
+        monkeypatch,
+        "create table users (id int, uid varchar, plan varchar, updated_at timestamp)",
+        "insert into users values (1, 'u1', 'free', '2020-01-01'), (2, 'u2', 'pro', '2020-01-01')",
+    )
+    events = {"added": "Added", "removed": "Removed"}  # no changed event: a change sends nothing
+    definitions = make_definitions(_project(path, timestamp="updated_at", events=events))
+    _run(definitions, instance)
+    _execute(path, "update users set plan = 'team', updated_at = '2021-01-01' where id = 1")
+    _run(definitions, instance)
+    assert len(emulator.accepted) == 2
+    started = dt.datetime.now(dt.UTC)
+    _execute(path, "delete from users where id = 1")
+    _run(definitions, instance)
+    [removed] = emulator.events_named("Removed")
+    assert removed["properties"] == {"plan": "free"}, "what was sent, not what the warehouse held last"
+    sent_at = dt.datetime.fromisoformat(removed["timestamp"])
+    assert started - dt.timedelta(seconds=1) <= sent_at <= dt.datetime.now(dt.UTC), "not backdated to 2021"
+
+
+def test_an_audience_member_whose_id_changed_exits_as_the_old_identity_and_enters_as_the_new(
+    state_dir: Path, emulator: SegmentEmulator, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path = _warehouse(
+        tmp_path,
+        monkeypatch,
+        "create table users (id int, uid varchar, plan varchar)",
+        "insert into users values (1, 'u1', 'free'), (2, 'u2', 'pro')",
+    )
+    definitions = make_definitions(_project(path, type="audience", events=None))
+    _run(definitions, instance)
+    _execute(path, "update users set plan = 'team' where id = 1")  # a change an audience does not send
+    _run(definitions, instance)
+    _execute(
+        path, "update users set uid = 'u9', plan = 'gold' where id = 1", "update users set uid = null where id = 2"
+    )
+    _run(definitions, instance)
+    _execute(path, "delete from users where id = 1")
+    _run(definitions, instance)
+    _run(definitions, instance)  # u2 has no id now: its enter is rejected again, its exit not sent twice
+    sent = [(e["event"], e["userId"], e["properties"]) for e in emulator.accepted]
+    assert sent[:2] == [("Segment Entered", "u1", {"plan": "free"}), ("Segment Entered", "u2", {"plan": "pro"})]
+    assert sorted(sent[2:5]) == [
+        ("Segment Entered", "u9", {"plan": "gold"}),
+        ("Segment Exited", "u1", {"plan": "free"}),
+        ("Segment Exited", "u2", {"plan": "pro"}),
+    ]
+    assert sent[5:] == [("Segment Exited", "u9", {"plan": "gold"})]
+    assert len({e["messageId"] for e in emulator.accepted}) == len(sent) == 6
+
+
+def test_an_enter_is_noted_only_once_its_exit_is() -> None:
+    lines = Joined.from_series(pl.Series([b"exit\n", b"other\n", b"enter\n"]))
+    noted: list[bytes] = []
+
+    class Store:
+        def record_lines(self, parts: Any) -> None:
+            noted.extend(bytes(p) for p in parts)
+
+    record = _recorder(Store(), lines, {2: 0})  # type: ignore[arg-type]
+    record([1, 2])  # the enter's batch is acknowledged first
+    assert noted == [b"other\n"]
+    record([0])
+    assert b"".join(noted) == b"other\nexit\nenter\n"  # exit first: the enter's content is what the state keeps

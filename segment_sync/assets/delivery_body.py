@@ -80,6 +80,7 @@ def materialize_delivery(
                     max_batch_bytes=segment.max_batch_bytes,
                     pacer=segment.pacer(),
                     calls=calls,
+                    removed_at=info.get("snapshot_taken_at"),
                 )
             finally:
                 log.close()

@@ -1,5 +1,6 @@
 """What diff/<sync> does when it materializes: diff the snapshot against what the sync delivered, then guard it."""
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def materialize_diff(
                 "reset": config.reset,
                 "column_kinds": kinds,
                 "null_key_rows": row_contents(null_keys, sync.sent_columns),
+                "snapshot_taken_at": _taken_at(path),
             }
             atomic_write(files.diff_info, orjson.dumps(info))
     preview = written.head(10).drop(HASH, ROW).collect()
@@ -154,6 +156,16 @@ def _guard_description(sync_name: str, problems: list[str], approved: bool) -> s
         f"Nothing was sent: {'; '.join(problems)}. If this change is intended, run the job `sync_{sync_name}` "
         "once with `ops: {diff__" + sync_name + ": {config: {approve_large_change: true}}}`."
     )
+
+
+def _taken_at(path: Path) -> str:
+    """When the snapshot's read began, as its check noted; else when its file was written (ISO 8601, UTC)."""
+    checks_path = snapshot_checks_path(path)
+    if checks_path.exists():
+        checks = orjson.loads(checks_path.read_bytes())
+        if checks.get("file") == file_identity(path) and "taken_at" in checks:
+            return checks["taken_at"]
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat()
 
 
 def _has_duplicate_keys(path: Path, snapshot: pl.LazyFrame, key_columns: list[str]) -> bool:

@@ -1,5 +1,6 @@
 """What snapshot/<model> does when it materializes: read the model, write the snapshot, check its keys."""
 
+import datetime as dt
 import time
 
 import dagster as dg
@@ -29,6 +30,7 @@ def materialize_snapshot(
     root = state_of(context).root()
     warehouse = warehouse_of(context)
     path = snapshot_path(root, model.name)
+    taken_at = dt.datetime.now(dt.UTC).isoformat()
     started = time.perf_counter()
     try:
         with read_model_batches(warehouse.url(root), model, read_path=warehouse.read_path) as batches:
@@ -37,7 +39,7 @@ def materialize_snapshot(
         raise dg.Failure(str(exc)) from None
     seconds = time.perf_counter() - started
     problems = summary.problems
-    checks = {"file": file_identity(path), "duplicate_keys": problems.duplicate_keys}
+    checks = {"file": file_identity(path), "duplicate_keys": problems.duplicate_keys, "taken_at": taken_at}
     atomic_write(snapshot_checks_path(path), orjson.dumps(checks))
     preview = scan_snapshot(path).head(10).collect()
     policy = {
