@@ -10,8 +10,9 @@ JSON by the warehouse itself (`to_jsonb`, `to_json`, `TO_JSON`, `TO_JSON_STRING`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 import psycopg
@@ -156,6 +157,7 @@ _SNOWFLAKE = {
     "BINARY": ReadAs.plain(pl.String(), "BASE64_ENCODE({})"),
 }
 SNOWFLAKE_OTHER = ReadAs.json("TO_JSON(TO_VARIANT({}))")
+SNOWFLAKE_NUMBER = ReadAs.json("TO_VARCHAR({})")  # every digit: through a VARIANT a number may become a double
 
 
 def snowflake_read_as(type_code: int, precision: int | None, scale: int | None) -> ReadAs:
@@ -164,7 +166,7 @@ def snowflake_read_as(type_code: int, precision: int | None, scale: int | None) 
     if name == "FIXED":
         if scale == 0 and precision is not None and precision <= 18:
             return ReadAs.plain(pl.Int64())
-        return SNOWFLAKE_OTHER
+        return SNOWFLAKE_NUMBER
     return _SNOWFLAKE.get(name, SNOWFLAKE_OTHER)
 
 
@@ -183,13 +185,29 @@ _BIGQUERY = {
     "DATETIME": ReadAs.plain(UTC_MICROS),
     "TIMESTAMP": ReadAs.plain(UTC_MICROS),
     "BYTES": ReadAs.plain(pl.String(), "TO_BASE64({})"),
+    # every digit: TO_JSON_STRING quotes numbers a double cannot hold
+    "NUMERIC": ReadAs.json("CAST({} AS STRING)"),
+    "BIGNUMERIC": ReadAs.json("CAST({} AS STRING)"),
 }
 BIGQUERY_OTHER = ReadAs.json("TO_JSON_STRING({})")
 
 
 def bigquery_read_as(type_name: str) -> ReadAs:
-    """How a BigQuery column is read; NUMERIC, BIGNUMERIC, JSON, STRUCT, ARRAY, GEOGRAPHY, INTERVAL as JSON."""
+    """How a BigQuery column is read; JSON, STRUCT, ARRAY, GEOGRAPHY, INTERVAL, RANGE as TO_JSON_STRING writes them."""
     return _BIGQUERY.get(type_name.upper(), BIGQUERY_OTHER)
+
+
+def description_plan(dialect: str, description: Sequence[Sequence[Any]]) -> dict[str, ReadAs]:
+    """How each column of a DB-API cursor's description is read, for a dialect with declared types."""
+    if dialect == "postgresql":
+        return {d[0]: postgres_read_as(postgres_type_name(d[1])) for d in description}
+    if dialect == "duckdb":
+        return {d[0]: duckdb_read_as(str(d[1].id), str(d[1])) for d in description}
+    if dialect == "snowflake":
+        return {d[0]: snowflake_read_as(d[1], d[4], d[5]) for d in description}
+    if dialect == "bigquery":
+        return {d[0]: bigquery_read_as(str(d[1])) for d in description}
+    raise ValueError(f"no declared column types are known for the {dialect} dialect")
 
 
 def render(columns: Mapping[str, ReadAs], quote: str = '"', prefix: str = "") -> list[str]:

@@ -9,15 +9,7 @@ from typing import Literal
 import polars as pl
 import sqlalchemy as sa
 
-from segment_sync.column_types import (
-    ReadAs,
-    bigquery_read_as,
-    duckdb_read_as,
-    postgres_read_as,
-    postgres_type_name,
-    render,
-    snowflake_read_as,
-)
+from segment_sync.column_types import ReadAs, description_plan, render
 from segment_sync.errors import first_line
 from segment_sync.spec import ModelSpec
 
@@ -118,13 +110,7 @@ def _plan(conn: sa.Connection, query: str) -> dict[str, ReadAs] | None:
         result = conn.exec_driver_sql(f"select * from (\n{query}\n) as q limit 0")
     description = result.cursor.description or []
     result.close()
-    if dialect == "postgresql":
-        return {d[0]: postgres_read_as(postgres_type_name(d[1])) for d in description}
-    if dialect == "duckdb":
-        return {d[0]: duckdb_read_as(str(d[1].id), str(d[1])) for d in description}
-    if dialect == "snowflake":
-        return {d[0]: snowflake_read_as(d[1], d[4], d[5]) for d in description}
-    return {d[0]: bigquery_read_as(str(d[1])) for d in description}
+    return description_plan(dialect, description)
 
 
 def append_to_table(url: str, table: str, frame: pl.DataFrame, *, chunk_rows: int = 10_000) -> None:
