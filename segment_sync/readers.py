@@ -33,6 +33,7 @@ class ModelBatches:
     path: str
     frames: Generator[pl.DataFrame, None, None]
     non_finite: Counter[str] = field(default_factory=Counter)
+    fallback: str | None = None  # why a dialect with a fast path was read through SQLAlchemy
 
     def __iter__(self) -> Iterator[pl.DataFrame]:
         return self.frames
@@ -57,13 +58,21 @@ def read_model_batches(
                 yield finish_batch(frame, plan, non_finite)
 
     with contextlib.ExitStack() as stack:
-        path, frames = "sqlalchemy", None
-        if read_path == "auto" and dialect == "duckdb" and (database := duckdb_reader.native_database(url)):
-            path, frames = "duckdb_arrow", duckdb_reader.duckdb_batches(url, database, model, batch_size)
-        elif read_path == "auto" and dialect == "postgresql" and postgres_reader.handles(url):
-            frames = stack.enter_context(postgres_reader.open_copy(url, model, batch_size))
-            path = "postgres_copy" if frames is not None else path
-        batches = ModelBatches(path, finished(frames or sqlalchemy_batches(url, model, batch_size)), non_finite)
+        path, frames, fallback = "sqlalchemy", None, None
+        if read_path == "auto" and dialect == "duckdb":
+            if database := duckdb_reader.native_database(url):
+                path, frames = "duckdb_arrow", duckdb_reader.duckdb_batches(url, database, model, batch_size)
+            else:
+                fallback = "the URL sets options that only SQLAlchemy applies"
+        elif read_path == "auto" and dialect == "postgresql":
+            if postgres_reader.handles(url):
+                frames = stack.enter_context(postgres_reader.open_copy(url, model, batch_size))
+                path = "postgres_copy" if frames is not None else path
+                fallback = None if frames is not None else "PostgreSQL before 14, or two result columns of one name"
+            else:
+                fallback = f"COPY needs psycopg, and the URL names {sa.make_url(url).get_driver_name()}"
+        frames = frames or sqlalchemy_batches(url, model, batch_size)
+        batches = ModelBatches(path, finished(frames), non_finite, fallback)
         stack.callback(batches.frames.close)  # a reader left early still closes its connection
         yield batches
 

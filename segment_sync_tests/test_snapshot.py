@@ -212,3 +212,16 @@ def test_read_path_setting_forces_sqlalchemy(duckdb_warehouse, state_dir, emulat
     run = run_sync(definitions, "t", instance)
     assert run.success, run.failure_messages()
     assert run.metadata("snapshot", "m")["read_path"] == "sqlalchemy"
+
+
+def test_snapshot_metadata_says_why_a_fast_path_was_not_taken(
+    duckdb_warehouse, state_dir, emulator, instance, monkeypatch
+):
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url + "?threads=1")
+    duckdb_warehouse.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
+    project = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
+    run = run_sync(make_definitions(project), "t", instance)
+    assert run.success, run.failure_messages()
+    meta = run.metadata("snapshot", "m")
+    assert meta["read_path"] == "sqlalchemy (the URL sets options that only SQLAlchemy applies)"
+    assert meta["non_finite_values"] == {}

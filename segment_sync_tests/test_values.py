@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import struct
 from decimal import Decimal
 from typing import Any
 
@@ -227,3 +229,44 @@ def test_any_json_arrives_with_the_same_meaning_on_every_path(
         for text, payload in zip(texts, payloads, strict=True):
             sent = json.loads(payload, parse_float=Decimal, parse_int=Decimal)["traits"]["v"]
             assert sent == json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+def _float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+_NUMBERS = st.tuples(
+    st.floats(width=32),
+    st.floats(),
+    st.decimals(allow_nan=False, allow_infinity=False, places=10, min_value=-(10**27), max_value=10**27),
+)
+
+
+@pytest.mark.postgres
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(numbers=st.lists(_NUMBERS, min_size=1, max_size=6))
+def test_any_number_arrives_with_every_digit_on_every_path(
+    postgres_warehouse: Warehouse, duckdb_warehouse: Warehouse, numbers: list[tuple[float, float, Decimal]]
+) -> None:
+    rows = [{"id": i, "uid": f"u{i}", "r": r, "d": d, "n": n} for i, (r, d, n) in enumerate(numbers)]
+    engine = sa.create_engine(postgres_warehouse.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("drop table if exists h"))
+        conn.execute(sa.text("create table h (id int4, uid text, r real, d float8, n numeric)"))
+        conn.execute(sa.text("insert into h values (:id, :uid, :r, :d, :n)"), rows)
+    engine.dispose()
+    with duckdb.connect(duckdb_warehouse.url.removeprefix("duckdb:///")) as duck:
+        duck.execute("create or replace table h (id int, uid varchar, r float, d double, n decimal(38, 10))")
+        duck.executemany("insert into h values (?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
+    for url, paths in (
+        (postgres_warehouse.url, {"auto": "postgres_copy", "sqlalchemy": "sqlalchemy"}),
+        (duckdb_warehouse.url, {"auto": "duckdb_arrow", "sqlalchemy": "sqlalchemy"}),
+    ):
+        payloads, _ = _all_events(url, "select * from h order by id", ["r", "d", "n"], paths)
+        for (r, d, n), payload in zip(numbers, payloads, strict=True):
+            sent = json.loads(payload, parse_float=str, parse_int=str)["traits"]
+            assert sent["r"] is None if not math.isfinite(r) else _float32(float(sent["r"])) == r
+            digits = "" if sent["r"] is None else sent["r"].lstrip("-").split("e")[0].replace(".", "").strip("0")
+            assert len(digits) <= 9, "a 32-bit float's text, not its double's"
+            assert sent["d"] is None if not math.isfinite(d) else float(sent["d"]) == d
+            assert Decimal(sent["n"]) == n

@@ -53,7 +53,7 @@ def materialize_snapshot(
             "dagster/row_count": summary.rows,
             **schema_metadata(preview),
             **policy,
-            "read_path": batches.path,
+            "read_path": batches.path + (f" ({batches.fallback})" if batches.fallback else ""),
             "non_finite_values": dg.MetadataValue.json(non_finite),  # NaN and ±Infinity per column, sent as null
             "rows_per_second": round(summary.rows / seconds) if seconds else 0,
             "preview": dg.MetadataValue.md(markdown_table(preview)),
