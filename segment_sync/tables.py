@@ -19,5 +19,5 @@ def markdown_table(frame: pl.DataFrame) -> str:
 
 
 def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
+    text = "" if value is None else value.decode() if isinstance(value, bytes) else str(value)  # JSON columns
     return text[:_CELL_CHARS].replace("|", "\\|").replace("\n", " ")
