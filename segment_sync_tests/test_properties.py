@@ -285,12 +285,15 @@ def delivered_from(frame: pl.DataFrame | None, sent_columns: list[str], gen: int
     return delivered_rows(frame, [KEY_COLUMN], sent_columns, gen).lazy()
 
 
+REMOVED_AT = "2026-12-01T10:00:00.123456+00:00"  # when the snapshot that saw removals was taken
+
+
 def run_sync(sync: SyncSpec, new: pl.DataFrame, old: pl.DataFrame | None) -> list[Outcome]:
     """Snapshot (normalized), diff against what `old` delivered, and build outcomes as a non-initial run does."""
     delivered = delivered_from(None if old is None else finish_batch(old, None), sync.sent_columns)
     diff = diff_of(finish_batch(new, None), sync.sent_columns, delivered)
     rows = [DiffRow(*r) for r in diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows()]
-    return list(build_outcomes(sync, rows, SYNC_UUID, initial=False))
+    return list(build_outcomes(sync, rows, SYNC_UUID, initial=False, removed_at=REMOVED_AT))
 
 
 # --- what a value looks like on the wire -------------------------------------------------------------------
@@ -428,7 +431,8 @@ def check_outcome(sync: SyncSpec, schema: Schema, outcome: Outcome, source: dict
             ids_usable = ids_usable and states["group"] == "ok"
         ts = sync.timestamp
         ts_usable = ts is None or is_null_on_wire(cols[ts], source[ts]) or cols[ts].kind in ("datetime", "date", "iso")
-        mid_usable = sync.message_id is None or row.kind != "added"
+        ts_usable = ts_usable or row.kind == "removed"  # timed by the snapshot
+        mid_usable = sync.message_id is None or row.kind != "added" or row.before_gen is not None
         content = row.before if row.kind == "removed" else row.after
         small = len((content or "").encode()) * 8 + 3_000 < MAX_EVENT_BYTES
         assert not (ids_usable and ts_usable and mid_usable and small), f"good row rejected: {outcome.rejected}"
@@ -447,7 +451,7 @@ def check_outcome(sync: SyncSpec, schema: Schema, outcome: Outcome, source: dict
     message_id = message["messageId"]
     assert isinstance(message_id, str) and message_id.strip() and len(message_id) <= 100
     assert message_id == event.message_id
-    if sync.message_id is None or row.kind != "added":
+    if sync.message_id is None or row.kind != "added" or row.before_gen is not None:
         assert message_id == message_id_for(SYNC_UUID, row) and UUID_SHAPE.fullmatch(message_id)
 
     assert "userId" in message or "anonymousId" in message
@@ -475,7 +479,9 @@ def check_outcome(sync: SyncSpec, schema: Schema, outcome: Outcome, source: dict
         assert_sent_as(cols[column], source[column], bag[field_name])
 
     ts = sync.timestamp
-    if ts is None or is_null_on_wire(cols[ts], source[ts]):
+    if ts is not None and row.kind == "removed":
+        assert message["timestamp"] == "2026-12-01T10:00:00.123Z"
+    elif ts is None or is_null_on_wire(cols[ts], source[ts]):
         assert "timestamp" not in message
     else:
         stamp = message["timestamp"]
