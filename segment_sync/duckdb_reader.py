@@ -31,13 +31,14 @@ def duckdb_batches(
     except duckdb.Error as exc:
         raise read_failed(model, url, exc) from None
     try:
-        conn.execute("set TimeZone = 'UTC'")  # how to_json writes instants inside lists and structs
         relation = conn.sql(model.query)
         if relation is None:
             raise WarehouseError(f"model {model.name!r}: the query returns no rows; it must be a SELECT")
         plan = duckdb_plan(relation.columns, relation.types)
-        reader = conn.sql(f"select {', '.join(render(plan))} from ({model.query.strip().rstrip(';')}) as q")
-        reader = reader.to_arrow_reader(batch_size)
+        if any(read_as.sql != "{}" for read_as in plan.values()):  # some columns are rendered by DuckDB
+            conn.execute("set TimeZone = 'UTC'")  # how to_json writes instants inside lists and structs
+            relation = conn.sql(f"select {', '.join(render(plan))} from ({model.query.strip().rstrip(';')}) as q")
+        reader = relation.to_arrow_reader(batch_size)
         empty = True
         for batch in reader:
             empty = False
