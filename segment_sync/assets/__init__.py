@@ -1,7 +1,7 @@
 """The asset factory pieces: snapshot/<model>, diff/<sync> and segment/<sync>."""
 
-from segment_sync.assets.delivery_asset import DeliveryConfig, build_segment_asset
-from segment_sync.assets.diff_asset import GUARD_CHECK, DiffConfig, build_diff_asset
+from segment_sync.assets.delivery_asset import build_segment_asset
+from segment_sync.assets.diff_asset import build_diff_asset
 from segment_sync.assets.layout import (
     SEGMENT,
     STATE,
@@ -15,7 +15,8 @@ from segment_sync.assets.layout import (
     sync_pool,
     table_key,
 )
-from segment_sync.assets.snapshot_asset import PK_CHECK, build_snapshot_asset
+from segment_sync.assets.run_config import GUARD_CHECK, PK_CHECK, DeliveryConfig, DiffConfig
+from segment_sync.assets.snapshot_asset import build_snapshot_asset
 
 __all__ = [
     "GUARD_CHECK",

@@ -1,29 +1,10 @@
 """segment/<sync>: the diff turned into events and delivered, or a dry run, test row or replay."""
 
 import dagster as dg
-from pydantic import Field
 
 from segment_sync.assets.layout import SEGMENT, STATE, WAREHOUSE, AssetOptions, diff_key, segment_key, sync_pool
+from segment_sync.assets.run_config import DELIVERY_CONFIG_SCHEMA, DeliveryConfig
 from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
-
-
-class DeliveryConfig(dg.Config):
-    """Run configuration of a sync's delivery."""
-
-    dry_run: bool = Field(
-        default=False, description="Build the events and write the exact request bodies to the outbox; send nothing."
-    )
-    test_row: str | None = Field(
-        default=None, description="Only send the event of the row with this primary key (state is not changed)."
-    )
-    replay_keys: list[str] = Field(
-        default_factory=list, description="Only re-send the delivered events of these primary keys."
-    )
-    replay_run: str | None = Field(default=None, description="Only re-send the events a past run delivered.")
-
-
-# Built once and shared: a `config: DeliveryConfig` parameter would make Dagster infer it again for every sync.
-DELIVERY_CONFIG_SCHEMA = DeliveryConfig.to_config_schema()
 
 
 def build_segment_asset(

@@ -8,7 +8,6 @@ import dagster as dg
 import orjson
 import polars as pl
 
-from segment_sync.assets.delivery_asset import DeliveryConfig
 from segment_sync.assets.layout import (
     SEGMENT,
     SyncFiles,
@@ -17,6 +16,7 @@ from segment_sync.assets.layout import (
     warehouse_of,
 )
 from segment_sync.assets.manual_sends import send_outside_the_diff
+from segment_sync.assets.run_config import DeliveryConfig
 from segment_sync.delivery import Outbox, Transport
 from segment_sync.metadata import calls_table, events_preview
 from segment_sync.resources import SegmentResource

@@ -1,31 +1,10 @@
 """diff/<sync>: what changed since the sync last delivered, with its blocking guard."""
 
 import dagster as dg
-from pydantic import Field
 
 from segment_sync.assets.layout import SEGMENT, STATE, AssetOptions, diff_key, snapshot_key, sync_pool
+from segment_sync.assets.run_config import DIFF_CONFIG_SCHEMA, GUARD_CHECK, DiffConfig
 from segment_sync.spec import ModelSpec, SyncSpec
-
-GUARD_CHECK = "change_within_limits"
-
-
-class DiffConfig(dg.Config):
-    """Run configuration of a sync's diff."""
-
-    approve_large_change: bool = Field(
-        default=False, description="Send this run's diff even if it is larger than the sync's limits."
-    )
-    full_resync: bool = Field(
-        default=False,
-        description="Send every current row as added, with new messageIds (Segment dedupes only about 24 h).",
-    )
-    reset: bool = Field(
-        default=False, description="Forget what was delivered, sending nothing; the next run treats every row as added."
-    )
-
-
-# Built once and shared: a `config: DiffConfig` parameter would make Dagster infer it again for every sync.
-DIFF_CONFIG_SCHEMA = DiffConfig.to_config_schema()
 
 
 def build_diff_asset(

@@ -8,7 +8,6 @@ import dagster as dg
 import orjson
 import polars as pl
 
-from segment_sync.assets.diff_asset import GUARD_CHECK, DiffConfig
 from segment_sync.assets.layout import (
     SyncFiles,
     file_identity,
@@ -17,6 +16,7 @@ from segment_sync.assets.layout import (
     state_errors_as_failures,
     state_of,
 )
+from segment_sync.assets.run_config import GUARD_CHECK, DiffConfig
 from segment_sync.diff import (
     AFTER,
     BEFORE_GEN,

@@ -3,9 +3,8 @@
 import dagster as dg
 
 from segment_sync.assets.layout import SEGMENT, STATE, WAREHOUSE, AssetOptions, snapshot_key, table_key
+from segment_sync.assets.run_config import PK_CHECK
 from segment_sync.spec import ModelSpec
-
-PK_CHECK = "primary_key_unique"
 
 
 def build_snapshot_asset(

@@ -13,7 +13,7 @@ from segment_sync.assets.layout import (
     state_of,
     warehouse_of,
 )
-from segment_sync.assets.snapshot_asset import PK_CHECK
+from segment_sync.assets.run_config import PK_CHECK
 from segment_sync.metadata import markdown_table, schema_metadata
 from segment_sync.readers import read_model_batches
 from segment_sync.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
