@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from segment_sync import durable_file
+
 ALERTS_FILE = "alerts.json"
 ALERTS_FORMAT = 1
 FAILING, REJECTING = "failing", "rejecting"
@@ -143,7 +145,6 @@ def post_pending(state: AlertState, slack: Poster, sync: str, log: logging.Logge
 @contextlib.contextmanager
 def alert_state(folder: Path, log: logging.Logger) -> Iterator[AlertState]:
     """A sync's alert status, read under the sync's alert lock and saved atomically when the block ends."""
-    from segment_sync.state import atomic_write  # imported at run time: state.py loads Polars
 
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "alerts.lock", "a+") as handle:
@@ -151,7 +152,7 @@ def alert_state(folder: Path, log: logging.Logger) -> Iterator[AlertState]:
         state = _load(folder / ALERTS_FILE, log)
         yield state
         body = {"format": ALERTS_FORMAT, **state.__dict__}
-        atomic_write(folder / ALERTS_FILE, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+        durable_file.write_bytes(folder / ALERTS_FILE, orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
 
 def has_pending(folder: Path) -> bool:

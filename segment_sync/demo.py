@@ -7,6 +7,8 @@ from pathlib import Path
 
 import duckdb
 
+from segment_sync import durable_file
+
 _SEED = """
 create table users as
 select
@@ -51,7 +53,7 @@ def ensure_demo_warehouse(path: Path) -> Path:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with duckdb.connect(str(tmp)) as conn:
         conn.execute(_SEED)
-    os.replace(tmp, path)
+    durable_file.replace(tmp, path)
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import polars.selectors as cs
 
+from segment_sync import durable_file
 from segment_sync.diff import STORED_HASH_PREFIX, model_columns, with_row_hashes
 from segment_sync.snapshot import ROW, KeyProblems, key_problems, missing_columns, rows_to_drop
 from segment_sync.spec import ModelSpec
@@ -53,12 +53,12 @@ def write_snapshot(
             )
         problems = key_problems(snapshot, model.key_columns)
         if model.on_duplicate_key == "fail" or problems.duplicate_keys == 0:
-            _replace(folder / "read.parquet", path)
+            durable_file.replace(folder / "read.parquet", path)
             return SnapshotSummary(rows, problems, 0, [])
         dropped = rows_to_drop(snapshot, model)
         kept = snapshot.with_row_index(ROW).filter(~pl.col(ROW).is_in(dropped.implode())).drop(ROW)
         kept.sink_parquet(folder / "kept.parquet", compression=COMPRESSION)
-        _replace(folder / "kept.parquet", path)
+        durable_file.replace(folder / "kept.parquet", path)
         return SnapshotSummary(
             rows - dropped.len(), KeyProblems(problems.null_rows, 0, []), dropped.len(), problems.duplicate_samples
         )
@@ -96,15 +96,3 @@ def _write_parquet(
     for part in parts:
         part.unlink()
     return rows
-
-
-def _replace(source: Path, target: Path) -> None:
-    """Make `source` durable, then rename it over `target` (readers see the old file or the new, never half)."""
-    with open(source, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(source, target)
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

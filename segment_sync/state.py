@@ -16,6 +16,7 @@ import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
+from segment_sync import durable_file
 from segment_sync.batching import Joined
 from segment_sync.diff import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
@@ -95,7 +96,7 @@ class SyncState:
             _drop_torn_tail(self.journal_path)
             lines = [orjson.loads(line) for line in self.journal_path.read_bytes().splitlines()]
             rows = [{**e, "h": None if e["c"] is None else 0} for e in lines]
-            atomic_write(self.journal_path, b"".join(orjson.dumps(r) + b"\n" for r in rows))
+            durable_file.write_bytes(self.journal_path, b"".join(orjson.dumps(r) + b"\n" for r in rows))
         if self.delivered_path.exists():
             old = pl.read_parquet(self.delivered_path)
             placeholder = pl.when(pl.col(CONTENT).is_not_null()).then(pl.lit(0, pl.UInt64))
@@ -103,7 +104,7 @@ class SyncState:
 
     def _save_meta(self, meta: SyncMeta) -> None:
         body = {"format": STATE_FORMAT, **meta.__dict__}
-        atomic_write(self.meta_path, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+        durable_file.write_bytes(self.meta_path, orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -261,15 +262,14 @@ class SyncState:
                 kept = self.delivered().filter(~pl.col(KEY).is_in(noted.implode()))
                 sink_parquet_atomic(pl.concat([notes, kept]), self.delivered_path)
             elif once and len(sources) == 1:  # a first run with one file of notes: it becomes the state
-                _fsync_file(sources[0])
-                os.replace(sources.pop(), self.delivered_path)
+                durable_file.replace(sources.pop(), self.delivered_path)
             else:  # a first run: the notes are all there is
                 sink_parquet_atomic(notes, self.delivered_path)
         for source in sources:  # only once delivered.parquet holds them: folding the same notes again is harmless
             source.unlink()
         if journal:
             self.journal_path.unlink()
-        _fsync_dir(self.root)
+        durable_file.sync_folder(self.root)
 
 
 def _journal_frames(path: Path, block_bytes: int = 32 << 20) -> Iterator[pl.DataFrame]:
@@ -307,35 +307,18 @@ class DryRunState:
         """Note nothing."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace a file so readers see either the old or the new content, never a torn one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write a Parquet file aside, fsync it, then rename it over the old one."""
+    """Write a Parquet file aside, then durably rename it over the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.write_parquet(tmp, compression=COMPRESSION)
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    frame.write_parquet(durable_file.aside(path), compression=COMPRESSION)
+    durable_file.replace(durable_file.aside(path), path)
 
 
 def sink_parquet_atomic(frame: pl.LazyFrame, path: Path) -> None:
-    """Stream a lazy frame into a Parquet file aside, fsync it, then rename it over the old one."""
+    """Stream a lazy frame into a Parquet file aside, then durably rename it over the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.sink_parquet(tmp, compression=COMPRESSION, engine="streaming")
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    frame.sink_parquet(durable_file.aside(path), compression=COMPRESSION, engine="streaming")
+    durable_file.replace(durable_file.aside(path), path)
 
 
 def iter_parquet(path: Path, batch_rows: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
@@ -364,16 +347,3 @@ def _drop_torn_tail(path: Path, block: int = 1 << 16) -> int:
             f.truncate(keep)
             os.fsync(f.fileno())
         return keep
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

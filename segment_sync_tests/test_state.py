@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 
 from segment_sync.diff import AFTER, BEFORE, BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND, compute_diff
+from segment_sync.durable_file import write_bytes
 from segment_sync.events import DiffRow, build_outcomes
 from segment_sync.spec import SyncSpec
-from segment_sync.state import STATE_FORMAT, StateError, SyncState, atomic_write
+from segment_sync.state import STATE_FORMAT, StateError, SyncState
 
 
 def rows(state: SyncState) -> list[tuple[str, str | None, int]]:
@@ -335,10 +336,10 @@ def test_no_temporary_files_left(tmp_path: Path) -> None:
     assert not [p.name for p in state.root.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_atomic_write(tmp_path: Path) -> None:
+def test_durable_write_bytes(tmp_path: Path) -> None:
     path = tmp_path / "f.json"
-    atomic_write(path, b"one")
-    atomic_write(path, b"two")
+    write_bytes(path, b"one")
+    write_bytes(path, b"two")
     assert path.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 

@@ -8,6 +8,7 @@ import dagster as dg
 import orjson
 import polars as pl
 
+from segment_sync import durable_file
 from segment_sync.assets.layout import (
     SyncFiles,
     file_identity,
@@ -40,7 +41,7 @@ from segment_sync.guards import change_size_problems, column_kinds, kind_changes
 from segment_sync.metadata import markdown_table
 from segment_sync.snapshot import split_null_keys
 from segment_sync.spec import ModelSpec, SyncSpec
-from segment_sync.state import SyncState, atomic_write, iter_parquet, sink_parquet_atomic, write_parquet_atomic
+from segment_sync.state import SyncState, iter_parquet, sink_parquet_atomic, write_parquet_atomic
 
 
 def materialize_diff(
@@ -115,7 +116,7 @@ def materialize_diff(
                 "null_key_rows": row_contents(null_keys, sync.sent_columns),
                 "snapshot_taken_at": _taken_at(path),
             }
-            atomic_write(files.diff_info, orjson.dumps(info))
+            durable_file.write_bytes(files.diff_info, orjson.dumps(info))
     preview = written.head(10).drop(HASH, ROW).collect()
     approved = bool(problems) and config.approve_large_change
     return dg.MaterializeResult(

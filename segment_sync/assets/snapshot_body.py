@@ -6,6 +6,7 @@ import time
 import dagster as dg
 import orjson
 
+from segment_sync import durable_file
 from segment_sync.assets.layout import (
     file_identity,
     snapshot_checks_path,
@@ -18,7 +19,6 @@ from segment_sync.metadata import markdown_table, schema_metadata
 from segment_sync.readers import read_model_batches
 from segment_sync.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
 from segment_sync.spec import ModelSpec
-from segment_sync.state import atomic_write
 from segment_sync.warehouse import WarehouseError
 
 
@@ -40,7 +40,7 @@ def materialize_snapshot(
     seconds = time.perf_counter() - started
     problems = summary.problems
     checks = {"file": file_identity(path), "duplicate_keys": problems.duplicate_keys, "taken_at": taken_at}
-    atomic_write(snapshot_checks_path(path), orjson.dumps(checks))
+    durable_file.write_bytes(snapshot_checks_path(path), orjson.dumps(checks))
     preview = scan_snapshot(path).head(10).collect()
     policy = {
         "duplicate_rows_dropped": summary.dropped_rows,
