@@ -195,7 +195,8 @@ def _number_id(number: _Number) -> str:
         value = Decimal(number.text)
     except InvalidOperation:
         return number.text
-    return str(int(value)) if value.is_finite() and value == value.to_integral_value() else number.text
+    whole = value.is_finite() and value.adjusted() < 400 and value == value.to_integral_value()  # 1e999999999 stays
+    return str(int(value)) if whole else number.text
 
 
 def _json_kind(value: Any) -> str:

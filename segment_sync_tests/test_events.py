@@ -529,3 +529,12 @@ def test_event_record_fields() -> None:
     built = build_event(spec(), r, SYNC_UUID)
     assert (built.row, built.type, built.name) == (r, "track", "User Deleted Account")
     assert built.message_id == message_id_for(SYNC_UUID, r)
+
+
+@pytest.mark.parametrize(
+    ("number", "user_id"), [("42.00", "42"), ("1e3", "1000"), ("1.5", "1.5"), ("1e999999999", "1e999999999")]
+)
+def test_ids_from_numbers_as_their_digits_or_their_text(number: str, user_id: str) -> None:
+    sync = SyncSpec(name="s", model="m", type="identify", user_id="uid")
+    row = DiffRow(key="1", kind="added", before_gen=None, before=None, after='{"uid":' + number + "}")
+    assert json.loads(build_event(sync, row, SYNC_UUID).payload)["userId"] == user_id  # 1e999999999: no huge int
