@@ -37,7 +37,7 @@ def duckdb_batches(
         plan = duckdb_plan(relation.columns, relation.types)
         if any(read_as.sql != "{}" for read_as in plan.values()):  # some columns are rendered by DuckDB
             conn.execute("set TimeZone = 'UTC'")  # how to_json writes instants inside lists and structs
-            relation = conn.sql(f"select {', '.join(render(plan))} from ({model.query.strip().rstrip(';')}) as q")
+            relation = conn.sql(f"select {', '.join(render(plan))} from ({model.query}) as q")
         reader = relation.to_arrow_reader(batch_size)
         empty = True
         for batch in reader:

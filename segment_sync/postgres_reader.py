@@ -62,7 +62,7 @@ def open_copy(
 ) -> Iterator[Generator[tuple[pl.DataFrame, dict[str, ReadAs]], None, None] | None]:
     """The model's rows as Polars batches over COPY with the plan they were read by; None when the server is older
     than PostgreSQL 14 or the query returns two columns of one name (the model then uses SQLAlchemy)."""
-    query = model.query.strip().rstrip(";")
+    query = model.query
     try:
         conn = _connect(url)
     except psycopg.Error as exc:

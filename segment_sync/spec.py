@@ -60,8 +60,8 @@ class ModelSpec(_Strict):
 
     @property
     def query(self) -> str:
-        """The SQL that reads the model."""
-        return self.sql if self.sql is not None else f"select * from {self.table}"
+        """The SQL that reads the model, without a trailing semicolon (the read paths wrap it as a subquery)."""
+        return self.sql.strip().rstrip(";").rstrip() if self.sql is not None else f"select * from {self.table}"
 
 
 class EventNames(_Strict):

@@ -111,7 +111,8 @@ def deliver_diff(
         built = built.with_columns(rows[BEFORE])
         events = built.filter(pl.col(OUTCOME) == "event")
         lines = store.journal_lines(_state_rows(events))
-        return chunk.height, built, events, Payloads.from_series(events[PAYLOAD]), lines, _enters_after_exits(events)
+        waits = _enters_after_exits(events) if sync.type == "audience" else {}
+        return chunk.height, built, events, Payloads.from_series(events[PAYLOAD]), lines, waits
 
     for height, built, events, payloads, lines, waits in _one_ahead(map(prepare, diff_chunks(diff, chunk_rows))):
         done += height

@@ -69,12 +69,12 @@ def sqlalchemy_batches(
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
         raise unusable_url(model, url, exc) from None
-    query = model.query.strip().rstrip(";")
+    query = model.query
     try:
         with engine.connect() as conn:
-            plan = _plan(conn, query)
-            overrides = {name: read_as.read for name, read_as in plan.items()} if plan is not None else None
+            plan, overrides = _plan(conn, query), None
             if plan is not None:
+                overrides = {name: read_as.read for name, read_as in plan.items()}
                 quote = "`" if conn.dialect.name == "bigquery" else '"'
                 query = f"select {', '.join(render(plan, quote, 'q.'))} from (\n{query}\n) as q"
             streaming = conn.execution_options(stream_results=True)

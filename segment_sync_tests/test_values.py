@@ -195,6 +195,30 @@ _JSON = st.recursive(
 )
 
 
+def _load_both(
+    postgres: Warehouse, duck: Warehouse, rows: list[dict[str, Any]], columns: dict[str, tuple[str, str, str]]
+) -> list[tuple[str, dict[str, str]]]:
+    """Table `h` (id, uid and `columns`: name -> (PostgreSQL value, PostgreSQL type, DuckDB type)) in both
+    warehouses, holding `rows`; each warehouse's URL with the read paths expected of it."""
+    engine = sa.create_engine(postgres.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("drop table if exists h"))
+        types = "".join(f", {name} {pg}" for name, (_, pg, _) in columns.items())
+        conn.execute(sa.text(f"create table h (id int4, uid text{types})"))
+        values = "".join(f", {value}" for value, _, _ in columns.values())
+        conn.execute(sa.text(f"insert into h values (:id, :uid{values})"), rows)
+    engine.dispose()
+    with duckdb.connect(duck.url.removeprefix("duckdb:///")) as conn:
+        types = "".join(f", {name} {dd}" for name, (_, _, dd) in columns.items())
+        conn.execute(f"create or replace table h (id int, uid varchar{types})")
+        marks = ", ".join("?" * (2 + len(columns)))
+        conn.executemany(f"insert into h values ({marks})", [tuple(row.values()) for row in rows])
+    return [
+        (postgres.url, {"auto": "postgres_copy", "sqlalchemy": "sqlalchemy"}),
+        (duck.url, {"auto": "duckdb_arrow", "sqlalchemy": "sqlalchemy"}),
+    ]
+
+
 def _json_text(value: Any) -> str:
     """JSON text of a value whose decimals are written with every digit."""
     if isinstance(value, dict):
@@ -212,19 +236,8 @@ def test_any_json_arrives_with_the_same_meaning_on_every_path(
 ) -> None:
     texts = [_json_text(v).replace("\\u0000", "") for v in values]  # jsonb refuses \u0000
     rows = [{"id": i, "uid": f"u{i}", "v": text} for i, text in enumerate(texts)]
-    engine = sa.create_engine(postgres_warehouse.url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("drop table if exists h"))
-        conn.execute(sa.text("create table h (id int4, uid text, v jsonb)"))
-        conn.execute(sa.text("insert into h values (:id, :uid, cast(:v as jsonb))"), rows)
-    engine.dispose()
-    with duckdb.connect(duckdb_warehouse.url.removeprefix("duckdb:///")) as duck:
-        duck.execute("create or replace table h (id int, uid varchar, v json)")
-        duck.executemany("insert into h values (?, ?, ?)", [(r["id"], r["uid"], r["v"]) for r in rows])
-    for url, paths in (
-        (postgres_warehouse.url, {"auto": "postgres_copy", "sqlalchemy": "sqlalchemy"}),
-        (duckdb_warehouse.url, {"auto": "duckdb_arrow", "sqlalchemy": "sqlalchemy"}),
-    ):
+    both = _load_both(postgres_warehouse, duckdb_warehouse, rows, {"v": ("cast(:v as jsonb)", "jsonb", "json")})
+    for url, paths in both:
         payloads, _ = _all_events(url, "select * from h order by id", ["v"], paths)
         for text, payload in zip(texts, payloads, strict=True):
             sent = json.loads(payload, parse_float=Decimal, parse_int=Decimal)["traits"]["v"]
@@ -249,19 +262,8 @@ def test_any_number_arrives_with_every_digit_on_every_path(
     postgres_warehouse: Warehouse, duckdb_warehouse: Warehouse, numbers: list[tuple[float, float, Decimal]]
 ) -> None:
     rows = [{"id": i, "uid": f"u{i}", "r": r, "d": d, "n": n} for i, (r, d, n) in enumerate(numbers)]
-    engine = sa.create_engine(postgres_warehouse.url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("drop table if exists h"))
-        conn.execute(sa.text("create table h (id int4, uid text, r real, d float8, n numeric)"))
-        conn.execute(sa.text("insert into h values (:id, :uid, :r, :d, :n)"), rows)
-    engine.dispose()
-    with duckdb.connect(duckdb_warehouse.url.removeprefix("duckdb:///")) as duck:
-        duck.execute("create or replace table h (id int, uid varchar, r float, d double, n decimal(38, 10))")
-        duck.executemany("insert into h values (?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
-    for url, paths in (
-        (postgres_warehouse.url, {"auto": "postgres_copy", "sqlalchemy": "sqlalchemy"}),
-        (duckdb_warehouse.url, {"auto": "duckdb_arrow", "sqlalchemy": "sqlalchemy"}),
-    ):
+    columns = {"r": (":r", "real", "float"), "d": (":d", "float8", "double"), "n": (":n", "numeric", "decimal(38, 10)")}
+    for url, paths in _load_both(postgres_warehouse, duckdb_warehouse, rows, columns):
         payloads, _ = _all_events(url, "select * from h order by id", ["r", "d", "n"], paths)
         for (r, d, n), payload in zip(numbers, payloads, strict=True):
             sent = json.loads(payload, parse_float=str, parse_int=str)["traits"]

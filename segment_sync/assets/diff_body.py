@@ -159,14 +159,20 @@ def _guard_description(sync_name: str, problems: list[str], approved: bool) -> s
     )
 
 
-def _taken_at(path: Path) -> str:
-    """When the snapshot's read began, as its check noted; else when its file was written (ISO 8601, UTC)."""
+def _snapshot_checks(path: Path) -> dict:
+    """What the snapshot asset noted about this snapshot file ({} when the notes are of another file, or none)."""
     checks_path = snapshot_checks_path(path)
     if checks_path.exists():
         checks = orjson.loads(checks_path.read_bytes())
-        if checks.get("file") == file_identity(path) and "taken_at" in checks:
-            return checks["taken_at"]
-    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat()
+        if checks.get("file") == file_identity(path):
+            return checks
+    return {}
+
+
+def _taken_at(path: Path) -> str:
+    """When the snapshot's read began, as its check noted; else when its file was written (ISO 8601, UTC)."""
+    noted = _snapshot_checks(path).get("taken_at")
+    return noted or dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat()
 
 
 def _has_duplicate_keys(path: Path, snapshot: pl.LazyFrame, key_columns: list[str]) -> bool:
@@ -174,11 +180,9 @@ def _has_duplicate_keys(path: Path, snapshot: pl.LazyFrame, key_columns: list[st
 
     Normally the snapshot's blocking check stops a sync before its diff; this covers a diff run alone.
     """
-    checks_path = snapshot_checks_path(path)
-    if checks_path.exists():
-        checks = orjson.loads(checks_path.read_bytes())
-        if checks.get("file") == file_identity(path):
-            return bool(checks["duplicate_keys"])
+    checks = _snapshot_checks(path)
+    if checks:
+        return bool(checks["duplicate_keys"])
     keys = snapshot.select(key_strings(snapshot, key_columns).alias(KEY))
     counts = keys.select(pl.col(KEY).n_unique().alias("unique"), pl.len().alias("rows")).collect(engine="streaming")
     return counts["unique"][0] != counts["rows"][0]
