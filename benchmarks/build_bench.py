@@ -26,21 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 
-from segment_sync.diff import (  # noqa: E402
-    AFTER,
-    BEFORE,
-    BEFORE_GEN,
-    DELIVERED_SCHEMA,
-    HASH,
-    KEY,
-    KIND,
-    compute_diff,
-    delivered_rows,
-)
-from segment_sync.event_frames import PAYLOAD, build_event_frame, outcome_columns  # noqa: E402
-from segment_sync.events import DiffRow, build_outcomes  # noqa: E402
+from segment_sync.delivery.diff_delivery import CHUNK_ROWS  # noqa: E402
+from segment_sync.diff.keyed_diff import compute_diff, delivered_rows
+from segment_sync.events.frame_builder import PAYLOAD, build_event_frame, outcome_columns  # noqa: E402
+from segment_sync.events.row_builder import DiffRow, build_outcomes  # noqa: E402
 from segment_sync.spec import SyncSpec  # noqa: E402
-from segment_sync.sync_run import CHUNK_ROWS  # noqa: E402
+from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, DELIVERED_SCHEMA, HASH, KEY, KIND
 
 SYNC_UUID = "0b9d6c1e-4f3a-4c55-9d0e-3c1f2a4b5c6d"
 SYNCS = {

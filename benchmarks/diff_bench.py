@@ -29,8 +29,8 @@ def make_snapshots(folder: Path, rows: int) -> tuple[Path, Path]:
     import duckdb
     import polars as pl
 
-    from segment_sync.diff import delivered_rows
-    from segment_sync.state import write_parquet_atomic
+    from segment_sync.diff.keyed_diff import delivered_rows
+    from segment_sync.storage.state import write_parquet_atomic
 
     old, new = folder / "old.parquet", folder / "new.parquet"
     base = f"""select 'user-' || i as user_id, ['free','pro','team'][1 + i % 3] as plan, (i % 50)::integer as seats,
@@ -55,7 +55,7 @@ def _add_row_hashes(path: Path) -> None:
     """Add the sync's row hashes to a snapshot file, as segment-sync's snapshot writer does."""
     import polars as pl
 
-    from segment_sync.diff import with_row_hashes
+    from segment_sync.snapshot.row_hash import with_row_hashes
 
     plain = path.with_name(PLAIN_PREFIX + path.name)
     path.rename(plain)
@@ -66,8 +66,8 @@ def snapshot_write(old: Path, new: Path, *, hashed: bool = False) -> int:
     """Write the new snapshot as the snapshot writer does after reading it (Parquet, lz4), without row hashes."""
     import polars as pl
 
-    from segment_sync.diff import with_row_hashes
-    from segment_sync.state import COMPRESSION
+    from segment_sync.snapshot.row_hash import with_row_hashes
+    from segment_sync.storage.state import COMPRESSION
 
     frame = pl.scan_parquet(new.with_name(PLAIN_PREFIX + new.name))
     if hashed:
@@ -94,8 +94,9 @@ def ours(old: Path, new: Path, *, trust_hashes: bool = True) -> int:
     """segment-sync's diff of the new snapshot against the sync's state, written to a Parquet file."""
     import polars as pl
 
-    from segment_sync.diff import KIND, UNCHANGED, compute_diff
-    from segment_sync.state import sink_parquet_atomic
+    from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff
+    from segment_sync.storage.state import sink_parquet_atomic
+    from segment_sync.values.row_columns import KIND
 
     out = new.with_name("diff.parquet")
     state = pl.scan_parquet(old.with_name("state.parquet"))
@@ -161,7 +162,7 @@ def _child(method: str, old: str, new: str) -> None:
     import polars  # noqa: F401
     from measure import peak_rss_mb
 
-    import segment_sync.diff  # noqa: F401
+    import segment_sync.diff.keyed_diff  # noqa: F401
 
     started = time.perf_counter()
     rows = {**METHODS, **WRITES, **ONCE}[method](Path(old), Path(new))

@@ -95,8 +95,8 @@ def _child(url: str, table: str, read_path: str) -> None:
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
     from measure import peak_rss_mb
 
-    from segment_sync.readers import read_model_batches
     from segment_sync.spec import ModelSpec
+    from segment_sync.warehouse.model_reader import read_model_batches
 
     model = ModelSpec(name="bench", table=table, primary_key="user_id")
     started = time.perf_counter()

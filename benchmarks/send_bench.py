@@ -34,15 +34,15 @@ import orjson  # noqa: E402
 import polars as pl  # noqa: E402
 
 from benchmarks.emulator_process import EmulatorProcesses  # noqa: E402
-from segment_sync.batching import MAX_BATCH_BYTES, pack, request_body  # noqa: E402
-from segment_sync.delivery import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, SegmentHttp, deliver  # noqa: E402
-from segment_sync.diff import compute_diff  # noqa: E402
-from segment_sync.event_frames import PAYLOAD, build_event_frame  # noqa: E402
-from segment_sync.pacing import Pacer  # noqa: E402
+from segment_sync.delivery.diff_delivery import CHUNK_ROWS, deliver_diff  # noqa: E402
+from segment_sync.diff.keyed_diff import compute_diff  # noqa: E402
+from segment_sync.events.frame_builder import PAYLOAD, build_event_frame  # noqa: E402
+from segment_sync.segment_api.batching import MAX_BATCH_BYTES, pack, request_body  # noqa: E402
+from segment_sync.segment_api.client import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, SegmentHttp, deliver  # noqa: E402
+from segment_sync.segment_api.pacing import Pacer  # noqa: E402
 from segment_sync.spec import SyncSpec  # noqa: E402
-from segment_sync.state import SyncState  # noqa: E402
-from segment_sync.sync_log import RunLog  # noqa: E402
-from segment_sync.sync_run import CHUNK_ROWS, deliver_diff  # noqa: E402
+from segment_sync.storage.run_log import RunLog  # noqa: E402
+from segment_sync.storage.state import SyncState  # noqa: E402
 
 WRITE_KEY = "bench_write_key_0123456789abcdef"
 SYNC = SyncSpec(

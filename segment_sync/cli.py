@@ -40,10 +40,11 @@ def show_log(args: argparse.Namespace) -> int:
     """Print a sync's row log or API calls as a table."""
     import polars as pl
 
-    from segment_sync.sync_log import latest_run, read_calls, read_row_log
-    from segment_sync.tables import markdown_table
+    from segment_sync.metadata import markdown_table
+    from segment_sync.storage.layout import SyncFolder
+    from segment_sync.storage.run_log import latest_run, read_calls, read_row_log
 
-    folder = Path(args.state_dir) / "syncs" / args.sync
+    folder = SyncFolder.of(Path(args.state_dir), args.sync).path
     if not folder.exists():
         print(f"No state for sync {args.sync!r} in {folder.parent}; check the name and --state-dir.", file=sys.stderr)
         return 2
@@ -96,7 +97,7 @@ def run_demo(folder: Path) -> int:
     import dagster as dg
 
     from segment_sync.definitions import defs
-    from segment_sync.demo import change_demo_warehouse
+    from segment_sync.warehouse.demo_warehouse import change_demo_warehouse
 
     definitions = defs()
     failed = False

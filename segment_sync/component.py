@@ -8,10 +8,10 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from segment_sync.assets import AssetOptions
-from segment_sync.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
-from segment_sync.delivery import DEFAULT_ENDPOINT, DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
+from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
+from segment_sync.segment_api.client import DEFAULT_ENDPOINT, DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec, SyncSpec
 
 

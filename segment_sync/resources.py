@@ -9,8 +9,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, ValidationInfo, field_validator
 
-from segment_sync.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
-from segment_sync.delivery import (
+from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
+from segment_sync.segment_api.client import (
     DEFAULT_ENDPOINT,
     DEFAULT_GZIP_LEVEL,
     DEFAULT_MAX_IN_FLIGHT,
@@ -19,7 +19,7 @@ from segment_sync.delivery import (
     SegmentHttp,
     Transport,
 )
-from segment_sync.pacing import Pacer, pacer_for
+from segment_sync.segment_api.pacing import Pacer, pacer_for
 
 Destination = Literal["http", "outbox"]
 
@@ -56,7 +56,7 @@ class WarehouseResource(dg.ConfigurableResource):
         if url:
             return url
         if self.demo_fallback:
-            from segment_sync.demo import ensure_demo_warehouse  # DuckDB loads only for the demo
+            from segment_sync.warehouse.demo_warehouse import ensure_demo_warehouse  # DuckDB loads only for the demo
 
             return f"duckdb:///{ensure_demo_warehouse(state_dir / 'demo_warehouse.duckdb')}"
         raise dg.Failure(f"{self.url_env} is not set: set it to the warehouse's SQLAlchemy URL")

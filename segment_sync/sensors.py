@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from segment_sync.alerts import (
+from segment_sync.alerts.status import (
     RejectedThreshold,
     RunOutcome,
     alert_state,
@@ -20,14 +20,15 @@ from segment_sync.alerts import (
     parse_thresholds,
     post_pending,
 )
-from segment_sync.assets import SyncFiles, diff_key, segment_key, snapshot_key
+from segment_sync.assets import diff_key, segment_key, snapshot_key
 from segment_sync.resources import StateResource
 from segment_sync.spec import SyncSpec
+from segment_sync.storage.layout import SyncFolder
 
 if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
 
-    from segment_sync.slack import SlackPoster
+    from segment_sync.alerts.slack import SlackPoster
 
 DEFAULT_UI_URL = "http://localhost:3000"
 RETRY_INTERVAL_SECONDS = 60
@@ -114,7 +115,7 @@ def slack_from_env(log: logging.Logger) -> SlackPoster | None:
         missing = " and ".join(n for n, v in (("SLACK_BOT_TOKEN", token), ("SLACK_CHANNEL", channel)) if not v)
         log.info("Slack alerts are off: set %s to have sync failures posted to Slack", missing)
         return None
-    from segment_sync.slack import SlackPoster  # slack-sdk loads only when Slack is set up
+    from segment_sync.alerts.slack import SlackPoster  # slack-sdk loads only when Slack is set up
 
     return SlackPoster(token, channel, base_url=dg.EnvVar("SLACK_API_URL").get_value() or None)
 
@@ -261,4 +262,4 @@ def _is_manual_run(run: dg.DagsterRun, sync: str) -> bool:
 
 
 def _folder(state: StateResource, sync: str) -> Path:
-    return SyncFiles(state.root(), sync).folder
+    return SyncFolder.of(state.root(), sync).path

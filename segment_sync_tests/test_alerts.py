@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-from segment_sync.alerts import RejectedThreshold, parse_thresholds
+from segment_sync.alerts.status import RejectedThreshold, parse_thresholds
 from segment_sync_tests.conftest import TRACK, SyncRun, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault
 from segment_sync_tests.slack_stub import Reply, SlackStub

@@ -12,7 +12,7 @@ import duckdb
 import orjson
 import pytest
 
-from segment_sync.state import SyncState
+from segment_sync.storage.state import SyncState
 from segment_sync_tests.conftest import TRACK, WRITE_KEY, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault
 

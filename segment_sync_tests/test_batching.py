@@ -10,7 +10,7 @@ import orjson
 import polars as pl
 import pytest
 
-from segment_sync.batching import (
+from segment_sync.segment_api.batching import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     Joined,

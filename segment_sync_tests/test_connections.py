@@ -18,7 +18,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from segment_sync.connections import (
+from segment_sync.segment_api.client import Response, SegmentHttp
+from segment_sync.segment_api.connections import (
     ACCEPT_ENCODING,
     Connector,
     DirectConnection,
@@ -28,7 +29,6 @@ from segment_sync.connections import (
     basic_auth,
     tls_context,
 )
-from segment_sync.delivery import Response, SegmentHttp
 from segment_sync_tests.segment_emulator import Fault, SegmentEmulator
 
 KEY = "wk_connections_0123456789abcdef"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from segment_sync.state import SyncState
+from segment_sync.storage.state import SyncState
 from segment_sync_tests.conftest import make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault
 

@@ -24,9 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from isal import igzip
 
-from segment_sync import batching
-from segment_sync.connections import Answer
-from segment_sync.delivery import (
+from segment_sync.segment_api import batching
+from segment_sync.segment_api.client import (
     DEFAULT_ENDPOINT,
     RETRYABLE_STATUSES,
     Outbox,
@@ -36,7 +35,8 @@ from segment_sync.delivery import (
     _indices,
     deliver,
 )
-from segment_sync.pacing import Pacer
+from segment_sync.segment_api.connections import Answer
+from segment_sync.segment_api.pacing import Pacer
 
 OK = Response(200, '{"success":true}')
 Script = Response | BaseException | Callable[[bytes], Response]

@@ -9,7 +9,24 @@ from typing import Any
 import polars as pl
 import polars.selectors as cs
 
-from segment_sync.diff import (
+from segment_sync.diff.keyed_diff import (
+    UNCHANGED,
+    compute_diff,
+    count_kinds,
+    current_contents,
+    current_rows,
+    delivered_rows,
+    empty_diff,
+    resync_diff,
+)
+from segment_sync.snapshot.row_hash import (
+    STORED_HASH_PREFIX,
+    hash_basis,
+    model_columns,
+    stored_hash_name,
+    with_row_hashes,
+)
+from segment_sync.values.row_columns import (
     AFTER,
     BEFORE,
     BEFORE_GEN,
@@ -21,19 +38,6 @@ from segment_sync.diff import (
     KEY,
     KIND,
     ROW,
-    STORED_HASH_PREFIX,
-    UNCHANGED,
-    compute_diff,
-    count_kinds,
-    current_contents,
-    current_rows,
-    delivered_rows,
-    empty_diff,
-    hash_basis,
-    model_columns,
-    resync_diff,
-    stored_hash_name,
-    with_row_hashes,
 )
 
 SENT = ["v"]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segment_sync.encoding import (
+from segment_sync.values.encoding import (
     dumps,
     iter_json_lines,
     json_ready,
@@ -22,7 +22,7 @@ from segment_sync.encoding import (
     normalize_types,
     row_contents,
 )
-from segment_sync.readers import finish_batch
+from segment_sync.warehouse.model_reader import finish_batch
 
 
 def strict(raw: bytes | str) -> Any:

@@ -11,21 +11,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from segment_sync import event_frames
-from segment_sync.diff import (
-    AFTER,
-    BEFORE,
-    BEFORE_GEN,
-    DELIVERED_SCHEMA,
-    HASH,
-    KEY,
-    KIND,
-    UNCHANGED,
-    compute_diff,
-    delivered_rows,
-    resync_diff,
-)
-from segment_sync.event_frames import (
+from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, delivered_rows, resync_diff
+from segment_sync.events import frame_builder
+from segment_sync.events.frame_builder import (
     EVENT_FRAME_SCHEMA,
     OUTCOME,
     PAYLOAD,
@@ -34,10 +22,11 @@ from segment_sync.event_frames import (
     build_event_frame,
     outcome_columns,
 )
-from segment_sync.events import MAX_EVENT_BYTES, DiffRow, build_outcomes
-from segment_sync.json_column import from_texts
-from segment_sync.readers import finish_batch
+from segment_sync.events.row_builder import MAX_EVENT_BYTES, DiffRow, build_outcomes
 from segment_sync.spec import SyncSpec
+from segment_sync.values.json_column import from_texts
+from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, DELIVERED_SCHEMA, HASH, KEY, KIND
+from segment_sync.warehouse.model_reader import finish_batch
 from segment_sync_tests.test_properties import KEY_COLUMN, SETTINGS, SYNC_UUID, Case, cases
 
 TRACK = {"added": "Signed Up", "changed": "Changed", "removed": "Left"}
@@ -90,13 +79,13 @@ def frame(**columns: Any) -> pl.DataFrame:
 def row_wise_rows(monkeypatch: pytest.MonkeyPatch) -> list[DiffRow]:
     """The rows the builder leaves to the row-wise path in this test."""
     seen: list[DiffRow] = []
-    original = event_frames.build_outcomes
+    original = frame_builder.build_outcomes
 
     def spy(sync: SyncSpec, rows: list[DiffRow], *args: Any, **kwargs: Any) -> Any:
         seen.extend(rows)
         return original(sync, rows, *args, **kwargs)
 
-    monkeypatch.setattr(event_frames, "build_outcomes", spy)
+    monkeypatch.setattr(frame_builder, "build_outcomes", spy)
     return seen
 
 

@@ -10,8 +10,8 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from segment_sync.batching import Joined
-from segment_sync.sync_run import _recorder
+from segment_sync.delivery.diff_delivery import _recorder
+from segment_sync.segment_api.batching import Joined
 from segment_sync_tests.conftest import make_definitions, run_sync
 from segment_sync_tests.segment_emulator import SegmentEmulator
 

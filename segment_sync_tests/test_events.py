@@ -12,8 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from segment_sync import __version__
-from segment_sync.encoding import dumps, normalize_types, row_contents
-from segment_sync.events import (
+from segment_sync.events.row_builder import (
     AUDIENCE_EVENTS,
     MAX_EVENT_BYTES,
     DiffRow,
@@ -26,6 +25,7 @@ from segment_sync.events import (
     message_id_for,
 )
 from segment_sync.spec import SyncSpec
+from segment_sync.values.encoding import dumps, normalize_types, row_contents
 
 SYNC_UUID = "0b9d6c1e-4f3a-4c55-9d0e-3c1f2a4b5c6d"
 CONTEXT = {"library": {"name": "segment-sync", "version": __version__}}

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from segment_sync.http1 import MAX_FIELDS, MAX_LINE, RawAnswer, decoded, read_answer, text
+from segment_sync.segment_api.http1 import MAX_FIELDS, MAX_LINE, RawAnswer, decoded, read_answer, text
 
 
 def read(raw: bytes) -> tuple[RawAnswer, bytes]:

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from segment_sync.cli import main as cli
-from segment_sync.sync_log import prune_logs, read_row_log
+from segment_sync.storage.run_log import prune_logs, read_row_log
 from segment_sync_tests.conftest import TRACK, WRITE_KEY, SyncRun, make_definitions, run_sync
 from segment_sync_tests.segment_emulator import Fault
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from segment_sync.pacing import MAX_PENALTY_SECONDS, Pacer, pacer_for
+from segment_sync.segment_api.pacing import MAX_PENALTY_SECONDS, Pacer, pacer_for
 
 
 class FakeClock:

@@ -22,29 +22,21 @@ import polars as pl
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from segment_sync.batching import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, Payloads, batch_body, pack, request_body
-from segment_sync.diff import (
-    AFTER,
-    BEFORE,
-    BEFORE_GEN,
-    CONTENT,
-    DELIVERED_SCHEMA,
-    GEN,
-    HASH,
-    KEY,
-    KIND,
-    UNCHANGED,
-    compute_diff,
-    current_contents,
-    current_rows,
-    delivered_rows,
-    stored_hash_name,
-    with_row_hashes,
+from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, current_contents, current_rows, delivered_rows
+from segment_sync.events.row_builder import MAX_EVENT_BYTES, DiffRow, Outcome, build_outcomes, message_id_for
+from segment_sync.segment_api.batching import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    Payloads,
+    batch_body,
+    pack,
+    request_body,
 )
-from segment_sync.encoding import dumps
-from segment_sync.events import MAX_EVENT_BYTES, DiffRow, Outcome, build_outcomes, message_id_for
-from segment_sync.readers import finish_batch
+from segment_sync.snapshot.row_hash import stored_hash_name, with_row_hashes
 from segment_sync.spec import SyncSpec
+from segment_sync.values.encoding import dumps
+from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
+from segment_sync.warehouse.model_reader import finish_batch
 
 SYNC_UUID = "0b9d6c1e-4f3a-4c55-9d0e-3c1f2a4b5c6d"
 KEY_COLUMN = "id"

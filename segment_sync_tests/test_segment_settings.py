@@ -9,11 +9,18 @@ import pydantic
 import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
-from segment_sync.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES, envelope_bytes, pack, request_body, utc_stamp
 from segment_sync.component import SegmentSettings, SegmentSyncComponent
-from segment_sync.delivery import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, Outbox, SegmentHttp
-from segment_sync.events import MAX_EVENT_BYTES
+from segment_sync.events.row_builder import MAX_EVENT_BYTES
 from segment_sync.resources import SegmentResource
+from segment_sync.segment_api.batching import (
+    MAX_BATCH_BYTES,
+    MIN_BATCH_BYTES,
+    envelope_bytes,
+    pack,
+    request_body,
+    utc_stamp,
+)
+from segment_sync.segment_api.client import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, Outbox, SegmentHttp
 
 
 def test_defaults_are_one_gzip_level_and_four_in_flight(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

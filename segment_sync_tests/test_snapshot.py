@@ -10,13 +10,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from segment_sync.diff import HASH, STORED_HASH_PREFIX, current_rows, stored_hash_name
+from segment_sync.diff.keyed_diff import current_rows
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.snapshot import key_problems, rows_to_drop
-from segment_sync.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
+from segment_sync.snapshot.key_checks import key_problems, rows_to_drop
+from segment_sync.snapshot.row_hash import STORED_HASH_PREFIX, stored_hash_name
+from segment_sync.snapshot.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec
-from segment_sync.warehouse import WarehouseError
+from segment_sync.values.row_columns import HASH
+from segment_sync.warehouse.sqlalchemy_reader import WarehouseError
 from segment_sync_tests.conftest import TRACK, Warehouse, make_definitions, run_sync
 
 FAIL = ModelSpec(name="m", table="src", primary_key="id")

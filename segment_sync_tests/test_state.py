@@ -14,11 +14,12 @@ import orjson
 import polars as pl
 import pytest
 
-from segment_sync.diff import AFTER, BEFORE, BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND, compute_diff
-from segment_sync.durable_file import write_bytes
-from segment_sync.events import DiffRow, build_outcomes
+from segment_sync.diff.keyed_diff import compute_diff
+from segment_sync.events.row_builder import DiffRow, build_outcomes
 from segment_sync.spec import SyncSpec
-from segment_sync.state import STATE_FORMAT, StateError, SyncState
+from segment_sync.storage.durable_file import write_bytes
+from segment_sync.storage.state import STATE_FORMAT, StateError, SyncState
+from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 
 
 def rows(state: SyncState) -> list[tuple[str, str | None, int]]:

@@ -9,13 +9,14 @@ import orjson
 import polars as pl
 import pytest
 
-from segment_sync.delivery import Response, RetryPolicy
-from segment_sync.diff import AFTER, BEFORE, BEFORE_GEN, CONTENT, HASH, KEY, KIND, compute_diff
-from segment_sync.events import DiffRow, build_outcomes
+from segment_sync.delivery.diff_delivery import NOT_ATTEMPTED, _recorder, deliver_diff, diff_chunks
+from segment_sync.diff.keyed_diff import compute_diff
+from segment_sync.events.row_builder import DiffRow, build_outcomes
+from segment_sync.segment_api.client import Response, RetryPolicy
 from segment_sync.spec import SyncSpec
-from segment_sync.state import SyncState
-from segment_sync.sync_log import ROW_LOG_SCHEMA, RunLog, read_row_log
-from segment_sync.sync_run import NOT_ATTEMPTED, _recorder, deliver_diff, diff_chunks
+from segment_sync.storage.run_log import ROW_LOG_SCHEMA, RunLog, read_row_log
+from segment_sync.storage.state import SyncState
+from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, CONTENT, HASH, KEY, KIND
 
 SYNC = SyncSpec(
     name="t", model="m", type="track", user_id="uid", fields=["v"], events={"added": "A"}, send_initial=True
@@ -231,7 +232,7 @@ def test_add_frame_logs_like_add_in_order(tmp_path):
 
 
 def test_add_frame_flushes_in_row_groups(tmp_path, monkeypatch):
-    monkeypatch.setattr("segment_sync.sync_log._FLUSH_ROWS", 3)
+    monkeypatch.setattr("segment_sync.storage.run_log._FLUSH_ROWS", 3)
     log = RunLog(tmp_path, "s", "r")
     for start in range(0, 8, 2):
         log.add_frame(pl.DataFrame({"key": [str(start), str(start + 1)], "kind": "added", "status": "delivered"}))

@@ -15,11 +15,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segment_sync.diff import DELIVERED_SCHEMA, KIND, UNCHANGED, compute_diff, delivered_rows
-from segment_sync.event_frames import PAYLOAD, build_event_frame
-from segment_sync.json_column import JSON
-from segment_sync.readers import read_model_batches
+from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, delivered_rows
+from segment_sync.events.frame_builder import PAYLOAD, build_event_frame
 from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.values.json_column import JSON
+from segment_sync.values.row_columns import DELIVERED_SCHEMA, KIND
+from segment_sync.warehouse.model_reader import read_model_batches
 from segment_sync_tests.conftest import Warehouse
 from segment_sync_tests.test_event_frames import row_wise
 from segment_sync_tests.test_properties import SYNC_UUID

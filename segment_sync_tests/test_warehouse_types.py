@@ -15,7 +15,8 @@ import snowflake.connector
 import sqlglot
 from sqlglot import exp
 
-from segment_sync.column_types import (
+from segment_sync.values.json_column import JSON
+from segment_sync.warehouse.column_types import (
     BIGQUERY_OTHER,
     SNOWFLAKE_NUMBER,
     SNOWFLAKE_OTHER,
@@ -25,8 +26,7 @@ from segment_sync.column_types import (
     render,
     snowflake_read_as,
 )
-from segment_sync.json_column import JSON
-from segment_sync.readers import finish_batch
+from segment_sync.warehouse.model_reader import finish_batch
 from segment_sync_tests.test_values import _payloads, _sync
 
 SNOWFLAKE_TABLE = """create or replace table t (id int, uid varchar, n number(38, 10), big number(38, 0),

@@ -2,16 +2,14 @@
 
 from segment_sync.assets.delivery_asset import build_segment_asset
 from segment_sync.assets.diff_asset import build_diff_asset
-from segment_sync.assets.layout import (
+from segment_sync.assets.names import (
     SEGMENT,
     STATE,
     WAREHOUSE,
     AssetOptions,
-    SyncFiles,
     diff_key,
     segment_key,
     snapshot_key,
-    snapshot_path,
     sync_pool,
     table_key,
 )
@@ -27,14 +25,12 @@ __all__ = [
     "AssetOptions",
     "DeliveryConfig",
     "DiffConfig",
-    "SyncFiles",
     "build_diff_asset",
     "build_segment_asset",
     "build_snapshot_asset",
     "diff_key",
     "segment_key",
     "snapshot_key",
-    "snapshot_path",
     "sync_pool",
     "table_key",
 ]

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from segment_sync.assets.layout import SEGMENT, STATE, WAREHOUSE, AssetOptions, diff_key, segment_key, sync_pool
+from segment_sync.assets.names import SEGMENT, STATE, WAREHOUSE, AssetOptions, diff_key, segment_key, sync_pool
 from segment_sync.assets.run_config import DELIVERY_CONFIG_SCHEMA, DeliveryConfig
 from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
 
@@ -30,7 +30,7 @@ def build_segment_asset(
     )
     def _segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         # The events, the state and the HTTP client load when a sync delivers, not when the definitions load.
-        from segment_sync.assets.delivery_body import materialize_delivery
+        from segment_sync.assets.delivery_step import materialize_delivery
 
         config = DeliveryConfig(**context.op_execution_context.op_config)
         return materialize_delivery(context, config, sync, model, logs)

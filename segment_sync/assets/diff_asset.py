@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from segment_sync.assets.layout import SEGMENT, STATE, AssetOptions, diff_key, snapshot_key, sync_pool
+from segment_sync.assets.names import SEGMENT, STATE, AssetOptions, diff_key, snapshot_key, sync_pool
 from segment_sync.assets.run_config import DIFF_CONFIG_SCHEMA, GUARD_CHECK, DiffConfig
 from segment_sync.spec import ModelSpec, SyncSpec
 
@@ -37,7 +37,7 @@ def build_diff_asset(
     )
     def _diff(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         # Polars and the diff load when a diff is computed, not when the definitions load.
-        from segment_sync.assets.diff_body import materialize_diff
+        from segment_sync.assets.diff_step import materialize_diff
 
         config = DiffConfig(**context.op_execution_context.op_config)
         return materialize_diff(context, config, sync, model, declared)

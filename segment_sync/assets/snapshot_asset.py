@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from segment_sync.assets.layout import SEGMENT, STATE, WAREHOUSE, AssetOptions, snapshot_key, table_key
+from segment_sync.assets.names import SEGMENT, STATE, WAREHOUSE, AssetOptions, snapshot_key, table_key
 from segment_sync.assets.run_config import PK_CHECK
 from segment_sync.spec import ModelSpec
 
@@ -36,7 +36,7 @@ def build_snapshot_asset(
     )
     def _snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         # Polars and the warehouse drivers load when a snapshot is taken, not when the definitions load.
-        from segment_sync.assets.snapshot_body import materialize_snapshot
+        from segment_sync.assets.snapshot_step import materialize_snapshot
 
         return materialize_snapshot(context, model, hashed_columns or [])
 

@@ -1,0 +1,190 @@
+"""What diff/<sync> does when it materializes: diff the snapshot against what the sync delivered, then guard it."""
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import orjson
+import polars as pl
+
+from segment_sync.assets.names import (
+    state_errors_as_failures,
+    state_of,
+)
+from segment_sync.assets.run_config import GUARD_CHECK, DiffConfig
+from segment_sync.diff.guards import change_size_problems, column_kinds, kind_changes
+from segment_sync.diff.keyed_diff import (
+    SLICES_FOLDER_PREFIX,
+    UNCHANGED,
+    compute_diff,
+    count_kinds,
+    empty_diff,
+    resync_diff,
+)
+from segment_sync.metadata import markdown_table
+from segment_sync.snapshot.key_checks import split_null_keys
+from segment_sync.snapshot.row_hash import hash_basis, model_columns
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.storage import durable_file
+from segment_sync.storage.layout import SyncFolder, file_identity, snapshot_checks_path, snapshot_path
+from segment_sync.storage.state import SyncState, iter_parquet, sink_parquet_atomic, write_parquet_atomic
+from segment_sync.values.encoding import key_strings, row_contents
+from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND, ROW
+
+
+def materialize_diff(
+    context: dg.AssetExecutionContext, config: DiffConfig, sync: SyncSpec, model: ModelSpec, declared: str
+) -> dg.MaterializeResult:
+    """Diff the model's snapshot against what the sync last delivered; the result carries the guard check."""
+    root = state_of(context).root()
+    path = snapshot_path(root, model.name)
+    if not path.exists():
+        raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
+    snapshot = pl.scan_parquet(path)
+    schema = snapshot.collect_schema()
+    missing = [c for c in sync.sent_columns if c not in schema]
+    if missing:
+        raise dg.Failure(
+            f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; "
+            f"its columns are {', '.join(model_columns(schema))}. Fix the sync's mapping ({declared}) or the "
+            "model's query."
+        )
+    complete, null_keys = split_null_keys(snapshot, model.key_columns)
+    null_keys = null_keys.collect()
+    if _has_duplicate_keys(path, complete, model.key_columns):
+        raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has duplicate primary keys")
+    kinds = column_kinds(schema, sync.sent_columns)
+    basis = hash_basis(schema, sync.compared_columns)
+    files = SyncFolder.of(root, sync.name)
+    with state_errors_as_failures():
+        store = SyncState(files.path, sync.name)
+        with store.lock():
+            store.recover()
+            if config.reset:
+                backup = store.reset()
+                context.log.warning(f"sync {sync.name!r}: state reset; the old state is kept at {backup}")
+            if config.reset:
+                write_parquet_atomic(empty_diff(schema, sync.sent_columns), files.diff)
+            else:
+                if config.full_resync:
+                    diff = resync_diff(
+                        complete, model.key_columns, sync.sent_columns, store.meta.generation, sync.compared_columns
+                    )
+                else:
+                    trusted = store.meta.hash_basis == basis
+                    _remove_stale_slices(files.path)
+                    diff = compute_diff(
+                        complete,
+                        model.key_columns,
+                        sync.sent_columns,
+                        store.delivered(),
+                        trust_hashes=trusted,
+                        work_dir=files.path,
+                        compared_columns=sync.compared_columns,
+                    )
+                sink_parquet_atomic(diff, files.diff)
+                refreshed = _refresh_unchanged_hashes(store, files.diff)
+                if refreshed:
+                    context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
+                store.note_hash_basis(basis)
+            initial = not store.meta.baseline_done and not config.full_resync
+            written = pl.scan_parquet(files.diff)
+            counts = count_kinds(written)
+            diff_rows = written.select(pl.len()).collect().item()
+            delivered_rows = store.delivered_row_count()
+            pending = store.meta.pending
+            deliberate = initial or config.full_resync or config.reset
+            problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, pending)
+            problems += kind_changes(store.meta.column_kinds, kinds)
+            info = {
+                "generation": store.meta.generation,
+                "initial": initial,
+                "reset": config.reset,
+                "column_kinds": kinds,
+                "null_key_rows": row_contents(null_keys, sync.sent_columns),
+                "snapshot_taken_at": _taken_at(path),
+            }
+            durable_file.write_bytes(files.diff_info, orjson.dumps(info))
+    preview = written.head(10).drop(HASH, ROW).collect()
+    approved = bool(problems) and config.approve_large_change
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "dagster/row_count": diff_rows,
+            "rows_last_delivered": delivered_rows,
+            "null_key_rows": null_keys.height,
+            "initial_run": initial,
+            "full_resync": config.full_resync,
+            "reset": config.reset,
+            "preview": dg.MetadataValue.md(markdown_table(preview)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=GUARD_CHECK,
+                passed=not problems or approved,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=_guard_description(sync.name, problems, approved),
+                metadata={"problems": dg.MetadataValue.json(problems), "approved": approved, **counts},
+            )
+        ],
+    )
+
+
+def _remove_stale_slices(folder: Path) -> None:
+    """Remove a sliced diff's temporary folder left by a run that was killed (the state's lock is held)."""
+    for stale in folder.glob(f"{SLICES_FOLDER_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _guard_description(sync_name: str, problems: list[str], approved: bool) -> str | None:
+    if not problems:
+        return None
+    if approved:
+        return "Approved for this run: " + "; ".join(problems)
+    return (
+        f"Nothing was sent: {'; '.join(problems)}. If this change is intended, run the job `sync_{sync_name}` "
+        "once with `ops: {diff__" + sync_name + ": {config: {approve_large_change: true}}}`."
+    )
+
+
+def _snapshot_checks(path: Path) -> dict:
+    """What the snapshot asset noted about this snapshot file ({} when the notes are of another file, or none)."""
+    checks_path = snapshot_checks_path(path)
+    if checks_path.exists():
+        checks = orjson.loads(checks_path.read_bytes())
+        if checks.get("file") == file_identity(path):
+            return checks
+    return {}
+
+
+def _taken_at(path: Path) -> str:
+    """When the snapshot's read began, as its check noted; else when its file was written (ISO 8601, UTC)."""
+    noted = _snapshot_checks(path).get("taken_at")
+    return noted or dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat()
+
+
+def _has_duplicate_keys(path: Path, snapshot: pl.LazyFrame, key_columns: list[str]) -> bool:
+    """Whether two rows share a primary key, as the snapshot's check noted, or counted again if not noted.
+
+    Normally the snapshot's blocking check stops a sync before its diff; this covers a diff run alone.
+    """
+    checks = _snapshot_checks(path)
+    if checks:
+        return bool(checks["duplicate_keys"])
+    keys = snapshot.select(key_strings(snapshot, key_columns).alias(KEY))
+    counts = keys.select(pl.col(KEY).n_unique().alias("unique"), pl.len().alias("rows")).collect(engine="streaming")
+    return counts["unique"][0] != counts["rows"][0]
+
+
+def _refresh_unchanged_hashes(store: SyncState, diff_path: Path, chunk_rows: int = 100_000) -> int:
+    """Note the new hash of rows whose content did not change, and drop them from the diff; return how many."""
+    unchanged = pl.scan_parquet(diff_path).filter(pl.col(KIND) == UNCHANGED)
+    count = unchanged.select(pl.len()).collect().item()
+    if not count:
+        return 0
+    for batch in iter_parquet(diff_path, chunk_rows, columns=[KEY, KIND, AFTER, HASH, BEFORE_GEN]):
+        notes = batch.filter(pl.col(KIND) == UNCHANGED)
+        store.record_file(notes.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN)))
+    sink_parquet_atomic(pl.scan_parquet(diff_path).filter(pl.col(KIND) != UNCHANGED), diff_path)
+    return count

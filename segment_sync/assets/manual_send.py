@@ -1,0 +1,91 @@
+"""A test row or a replay: events sent outside the diff, logged, never recorded in the state."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import orjson
+
+from segment_sync.assets.names import (
+    state_errors_as_failures,
+)
+from segment_sync.events.manual_events import ControlError, replay_payloads, test_row_event
+from segment_sync.events.row_builder import RowRejected
+from segment_sync.metadata import calls_table
+from segment_sync.resources import SegmentResource
+from segment_sync.segment_api.client import deliver
+from segment_sync.snapshot.snapshot_file import scan_snapshot
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.storage.layout import SyncFolder, outbox_path, snapshot_path
+from segment_sync.storage.run_log import CallLog, RunLog
+from segment_sync.storage.state import SyncState
+from segment_sync.values.encoding import key_strings
+
+
+def send_outside_the_diff(
+    sync: SyncSpec,
+    model: ModelSpec,
+    root: Path,
+    segment: SegmentResource,
+    log: RunLog,
+    calls: CallLog,
+    run_id: str,
+    *,
+    test_row: str | None,
+    replay_keys: list[str],
+    replay_run: str | None,
+) -> dg.MaterializeResult:
+    """A test row or a replay: sent now, logged, and never recorded in the state."""
+    files = SyncFolder.of(root, sync.name)
+    try:
+        if test_row is not None:
+            scan = scan_snapshot(snapshot_path(root, model.name))
+            snapshot = scan.filter(key_strings(scan, model.key_columns) == test_row).collect()
+            payloads, missing = [test_row_event(sync, model, snapshot, test_row, run_id).payload], []
+        else:
+            payloads, missing = replay_payloads(files.path, run_id, from_run=replay_run, keys=replay_keys)
+    except (ControlError, RowRejected, FileNotFoundError) as exc:
+        raise dg.Failure(f"sync {sync.name!r}: {exc}; nothing was sent") from None
+    with state_errors_as_failures(), SyncState(files.path, sync.name).lock():
+        try:
+            report = deliver(
+                payloads,
+                segment.transport(outbox_path(root, sync.name)),
+                lambda _: None,
+                policy=segment.retry_policy(),
+                pacer=segment.pacer(),
+                on_call=calls,
+            )
+        finally:
+            calls.close()
+    failed = dict(report.rejected) | dict.fromkeys(report.undelivered, report.undelivered_reason)
+    status = "test_row" if test_row is not None else "replayed"
+    for i, payload in enumerate(payloads):
+        event = orjson.loads(payload)
+        name, message_id = event.get("event") or event["type"], event["messageId"]
+        log.add(
+            None,
+            "added",
+            "rejected" if i in failed else status,
+            event=name,
+            message_id=message_id,
+            reason=failed.get(i),
+        )
+    log.close()
+    metadata: dict[str, Any] = {
+        "events_sent": report.acknowledged,
+        "events_failed": len(failed),
+        "api_calls": dg.MetadataValue.md(calls_table(calls.summaries)),
+        "segment_response": dg.MetadataValue.json(calls.summaries[-1] if calls.summaries else {}),
+        "sync_log": dg.MetadataValue.path(str(log.path)),
+    }
+    if test_row is not None:
+        metadata["event"] = dg.MetadataValue.json(orjson.loads(payloads[0]))
+    else:
+        metadata["message_ids_not_found"] = dg.MetadataValue.json(missing[:20])
+    if failed:
+        raise dg.Failure(
+            f"sync {sync.name!r}: {len(failed)} events were not accepted: {next(iter(failed.values()))}",
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
