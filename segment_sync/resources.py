@@ -9,7 +9,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, ValidationInfo, field_validator
 
-from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
+from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MAX_EVENT_BYTES, MIN_BATCH_BYTES
 from segment_sync.segment_api.client import (
     DEFAULT_ENDPOINT,
     DEFAULT_GZIP_LEVEL,
@@ -99,7 +99,7 @@ class SegmentResource(dg.ConfigurableResource):
         if info.field_name == "max_batch_bytes" and not MIN_BATCH_BYTES <= value <= MAX_BATCH_BYTES:
             raise ValueError(
                 f"segment.max_batch_bytes is {value}; use {MIN_BATCH_BYTES:,} to {MAX_BATCH_BYTES:,}: a request must "
-                "hold one event of the largest size (32,000 bytes) and stay within Segment's 500 KB limit"
+                f"hold one event of the largest size ({MAX_EVENT_BYTES:,} bytes) and stay within Segment's 500 KB limit"
             )
         return value
 

@@ -22,7 +22,8 @@ from segment_sync.events.frame_builder import (
     build_event_frame,
     outcome_columns,
 )
-from segment_sync.events.row_builder import MAX_EVENT_BYTES, DiffRow, build_outcomes
+from segment_sync.events.row_builder import DiffRow, build_outcomes
+from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import SyncSpec
 from segment_sync.values.json_column import from_texts
 from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, DELIVERED_SCHEMA, HASH, KEY, KIND

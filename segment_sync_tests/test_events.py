@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from segment_sync import __version__
 from segment_sync.events.row_builder import (
     AUDIENCE_EVENTS,
-    MAX_EVENT_BYTES,
     DiffRow,
     Event,
     Outcome,
@@ -24,6 +23,7 @@ from segment_sync.events.row_builder import (
     event_name,
     message_id_for,
 )
+from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import SyncSpec
 from segment_sync.values.encoding import dumps, normalize_types, row_contents
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 import segment_sync
@@ -55,3 +56,57 @@ def test_a_lazy_import_that_closes_a_cycle_is_found(tmp_path: Path) -> None:
     (package / "sub" / "body.py").write_text("from pkg.sub.asset import NAME\n")
     (package / "sub" / "asset.py").write_text("NAME = 1\n\ndef run():\n    from pkg.sub import body\n")
     assert sorted(_cycle(package)) == ["pkg.sub.asset", "pkg.sub.asset", "pkg.sub.body"]
+
+
+# The package's parts from the bottom up: a module imports only from its own part or from parts below it.
+LAYERS = [
+    ["spec", "error_text"],
+    ["values"],
+    ["storage"],
+    ["warehouse"],
+    ["snapshot"],
+    ["diff"],
+    ["segment_api"],
+    ["events"],
+    ["delivery"],
+    ["alerts"],
+    ["metadata", "resources"],
+    ["assets"],
+    ["sensors", "factory"],
+    ["component"],
+    ["definitions", "cli", "defs"],
+]
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1]
+    return next(i for i, parts in enumerate(LAYERS) if part in parts)
+
+
+def _upward_imports(root: Path) -> list[str]:
+    known = _modules(root)
+    return [
+        f"{name} imports {imported}"
+        for name, path in known.items()
+        for imported in sorted(_imports(path, known))
+        if _layer(imported) > _layer(name)
+    ]
+
+
+def test_every_part_of_the_package_has_a_layer() -> None:
+    parts = {name.split(".")[1] for name in _modules(ROOT)}
+    assert parts <= {part for layer in LAYERS for part in layer}
+
+
+def test_nothing_imports_upward() -> None:
+    assert _upward_imports(ROOT) == []
+
+
+def test_the_core_imports_no_dagster() -> None:
+    core = {part for layer in LAYERS[: LAYERS.index(["alerts"]) + 1] for part in layer}
+    dagster_users = [
+        name
+        for name, path in _modules(ROOT).items()
+        if name.split(".")[1] in core and re.search(r"^\s*(import|from) dagster\b", path.read_text(), re.M)
+    ]
+    assert dagster_users == []

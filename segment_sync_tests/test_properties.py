@@ -23,10 +23,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, current_contents, current_rows, delivered_rows
-from segment_sync.events.row_builder import MAX_EVENT_BYTES, DiffRow, Outcome, build_outcomes, message_id_for
+from segment_sync.events.row_builder import DiffRow, Outcome, build_outcomes, message_id_for
 from segment_sync.segment_api.batching import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
     Payloads,
     batch_body,
     pack,

@@ -10,10 +10,10 @@ import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
 from segment_sync.component import SegmentSettings, SegmentSyncComponent
-from segment_sync.events.row_builder import MAX_EVENT_BYTES
 from segment_sync.resources import SegmentResource
 from segment_sync.segment_api.batching import (
     MAX_BATCH_BYTES,
+    MAX_EVENT_BYTES,
     MIN_BATCH_BYTES,
     envelope_bytes,
     pack,

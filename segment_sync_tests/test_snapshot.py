@@ -18,7 +18,7 @@ from segment_sync.snapshot.row_hash import STORED_HASH_PREFIX, stored_hash_name
 from segment_sync.snapshot.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec
 from segment_sync.values.row_columns import HASH
-from segment_sync.warehouse.sqlalchemy_reader import WarehouseError
+from segment_sync.warehouse.warehouse_error import WarehouseError
 from segment_sync_tests.conftest import TRACK, Warehouse, make_definitions, run_sync
 
 FAIL = ModelSpec(name="m", table="src", primary_key="id")

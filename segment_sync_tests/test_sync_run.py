@@ -12,6 +12,7 @@ import pytest
 from segment_sync.delivery.diff_delivery import NOT_ATTEMPTED, _recorder, deliver_diff, diff_chunks
 from segment_sync.diff.keyed_diff import compute_diff
 from segment_sync.events.row_builder import DiffRow, build_outcomes
+from segment_sync.segment_api.batching import Joined
 from segment_sync.segment_api.client import Response, RetryPolicy
 from segment_sync.spec import SyncSpec
 from segment_sync.storage.run_log import ROW_LOG_SCHEMA, RunLog, read_row_log
@@ -244,7 +245,7 @@ def test_acknowledged_events_are_recorded_whether_or_not_they_are_a_run(tmp_path
     store = SyncState(tmp_path / "state", "s")
     store.begin_run()
     delivered = pl.DataFrame({KEY: list("abcdef"), CONTENT: list("ABCDEF"), HASH: list(range(6))})
-    record = _recorder(store, store.journal_lines(delivered), {})
+    record = _recorder(store, Joined.from_series(store.journal_lines(delivered)), {})
     for acknowledged in ([1, 2, 3], range(4, 6), [0, 2], [5, 4]):
         record(acknowledged)
     lines = [orjson.loads(line) for line in store.journal_path.read_bytes().splitlines()]

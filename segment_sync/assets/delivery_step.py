@@ -148,10 +148,8 @@ def _delivery_metadata(
 
 
 def _write_log_to_warehouse(context: dg.AssetExecutionContext, root: Path, table: str, log: RunLog) -> None:
-    from segment_sync.warehouse.sqlalchemy_reader import (  # SQLAlchemy loads only when used
-        WarehouseError,
-        append_to_table,
-    )
+    from segment_sync.warehouse.log_table import append_to_table
+    from segment_sync.warehouse.warehouse_error import WarehouseError
 
     try:
         append_to_table(warehouse_of(context).url(root), table, pl.read_parquet(log.path))

@@ -17,7 +17,7 @@ from segment_sync.spec import ModelSpec
 from segment_sync.storage import durable_file
 from segment_sync.storage.layout import file_identity, snapshot_checks_path, snapshot_path
 from segment_sync.warehouse.model_reader import read_model_batches
-from segment_sync.warehouse.sqlalchemy_reader import WarehouseError
+from segment_sync.warehouse.warehouse_error import WarehouseError
 
 
 def materialize_snapshot(

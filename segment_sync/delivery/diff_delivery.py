@@ -110,7 +110,7 @@ def deliver_diff(
         built = build_event_frame(sync, rows, store.meta.sync_uuid, initial=initial, removed_at=removed_at)
         built = built.with_columns(rows[BEFORE])
         events = built.filter(pl.col(OUTCOME) == "event")
-        lines = store.journal_lines(_state_rows(events))
+        lines = Joined.from_series(store.journal_lines(_state_rows(events)))
         waits = _enters_after_exits(events) if sync.type == "audience" else {}
         return chunk.height, built, events, Payloads.from_series(events[PAYLOAD]), lines, waits
 

@@ -21,7 +21,6 @@ import polars_hash  # noqa: F401 - registers the `chash` expressions
 
 from segment_sync.events.row_builder import (
     LIBRARY,
-    MAX_EVENT_BYTES,
     MAX_MESSAGE_ID_CHARS,
     DiffRow,
     Outcome,
@@ -29,8 +28,10 @@ from segment_sync.events.row_builder import (
     build_outcomes,
     event_name,
     identity,
+    oversized_reason,
     segment_timestamp,
 )
+from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import SyncSpec
 from segment_sync.values.encoding import column, content_expr, is_plain, json_ready
 from segment_sync.values.json_column import is_json, text_of
@@ -163,7 +164,7 @@ def _build_columnar(
     size = pl.col(PAYLOAD).str.len_bytes()
     oversized = good.select(pl.when(pl.col(REASON).is_null() & (size > MAX_EVENT_BYTES)).then(size))[PAYLOAD]
     if oversized.is_not_null().any():
-        reasons = [None if n is None else _size_reason(n) for n in oversized.to_list()]
+        reasons = [None if n is None else oversized_reason(n) for n in oversized.to_list()]
         good = good.with_columns(pl.coalesce(REASON, pl.Series(reasons, dtype=pl.String)).alias(REASON))
     event = pl.col(REASON).is_null()
     built = good.select(
@@ -243,10 +244,6 @@ def _read_back(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.Time:
         return value.str.to_time("%H:%M:%S%.f", strict=False)
     return value.cast(dtype, strict=False)
-
-
-def _size_reason(size: int) -> str:
-    return f"event is {size:,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event"
 
 
 def _json_text(expr: pl.Expr) -> pl.Expr:

@@ -13,10 +13,10 @@ import msgspec
 import orjson
 
 from segment_sync import __version__
+from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import ChangeKind, SyncSpec
 from segment_sync.values.encoding import dumps
 
-MAX_EVENT_BYTES = 32_000
 MAX_MESSAGE_ID_CHARS = 100
 AUDIENCE_EVENTS = {"added": "Segment Entered", "removed": "Segment Exited"}
 LIBRARY = {"library": {"name": "segment-sync", "version": __version__}}
@@ -96,6 +96,11 @@ def build_outcomes(
             yield Outcome(row, rejected=str(exc))
 
 
+def oversized_reason(size: int) -> str:
+    """Why an event too large for Segment is not sent."""
+    return f"event is {size:,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event"
+
+
 def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | None = None) -> Event:
     """The Segment message for one diff row; raises RowRejected when Segment would drop it.
 
@@ -132,7 +137,7 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | 
     message["context"] = LIBRARY
     payload = dumps(message)
     if len(payload) > MAX_EVENT_BYTES:
-        raise RowRejected(f"event is {len(payload):,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event")
+        raise RowRejected(oversized_reason(len(payload)))
     return Event(row=row, message_id=message_id, type=message["type"], name=name, payload=payload)
 
 

@@ -13,9 +13,9 @@ import orjson
 if TYPE_CHECKING:
     import polars as pl
 
-MAX_BATCH_BYTES = 475_000
-# One event of the largest size (events.MAX_EVENT_BYTES, 32,000) in a body with a 32-character write key (94 more).
-MIN_BATCH_BYTES = 32_094
+MAX_EVENT_BYTES = 32_000  # Segment's limit per event
+MAX_BATCH_BYTES = 475_000  # under Segment's 500 KB per request, with room for the envelope
+MIN_BATCH_BYTES = MAX_EVENT_BYTES + 94  # one event of the largest size in a body with a 32-character write key
 MAX_BATCH_EVENTS = 2_500
 _SENT_AT_CHARS = len("2026-01-01T00:00:00.000Z")
 

@@ -7,13 +7,12 @@ import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
-from segment_sync.segment_api.client import CallRecord
 from segment_sync.storage.layout import SyncFolder
 
 SAMPLE_SIZE = 20
@@ -158,6 +157,22 @@ class RunLog:
             self._rejected_file.close()
 
 
+class ApiCall(Protocol):
+    """One API call as the Segment client reports it (`segment_api.client.CallRecord`)."""
+
+    at: str
+    batch: int
+    attempt: int
+    status: int | None
+    error: str | None
+    latency_ms: float
+    events: int
+    bytes: int
+    response: str
+
+    def redacted_request(self) -> bytes: ...
+
+
 class CallLog:
     """Every API call of one run, as JSON lines: time, batch, attempt, status, latency, sizes, both bodies."""
 
@@ -166,7 +181,7 @@ class CallLog:
         self.summaries: list[dict[str, Any]] = []
         self._file: BinaryIO | None = None
 
-    def __call__(self, call: CallRecord) -> None:
+    def __call__(self, call: ApiCall) -> None:
         """Record one call; the request body is the one sent, without the write key."""
         summary = {
             "at": call.at,

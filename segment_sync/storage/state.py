@@ -16,7 +16,6 @@ import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
-from segment_sync.segment_api.batching import Joined
 from segment_sync.storage import durable_file
 from segment_sync.storage.layout import SyncFolder
 from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
@@ -164,8 +163,7 @@ class SyncState:
         `rows` has `_key`, `_content` (null for a removed row) and `_hash`; an optional `_gen` keeps a row's
         generation (for a row whose hash is only refreshed).
         """
-        lines = self.journal_lines(rows)
-        self.record_lines([lines.span(0, len(lines))])
+        self.record_lines(line.encode() for line in self.journal_lines(rows))
 
     def record_file(self, rows: pl.DataFrame) -> None:
         """Durably note rows (as `record`) in a Parquet file of their own, folded with the journal.
@@ -189,13 +187,13 @@ class SyncState:
         """The files of rows noted by `record_file`, oldest first (their names start with the time)."""
         return self.folder.notes()
 
-    def journal_lines(self, rows: pl.DataFrame) -> Joined:
+    def journal_lines(self, rows: pl.DataFrame) -> pl.Series:
         """The journal line of each row (see `record`), made ahead so noting a batch is only a write."""
         entry = pl.struct(
             pl.col(GEN).alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).alias("h")
         )
         line = pl.concat_str([entry.struct.json_encode(), pl.lit("\n")])
-        return Joined.from_series(self._notes(rows).select(line).to_series())
+        return self._notes(rows).select(line).to_series()
 
     def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
         """Durably append journal lines (from `journal_lines`)."""
@@ -300,9 +298,9 @@ class DryRunState:
     def record_file(self, rows: pl.DataFrame) -> None:
         """Note nothing."""
 
-    def journal_lines(self, rows: pl.DataFrame) -> Joined:
-        """No lines: nothing is noted."""
-        return Joined(b"", [0] * (rows.height + 1))
+    def journal_lines(self, rows: pl.DataFrame) -> pl.Series:
+        """Empty lines: nothing is noted."""
+        return pl.Series("line", [""] * rows.height, pl.String)
 
     def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
         """Note nothing."""

@@ -11,7 +11,7 @@ from duckdb.sqltypes import DuckDBPyType
 
 from segment_sync.spec import ModelSpec
 from segment_sync.warehouse.column_types import ReadAs, duckdb_read_as, render
-from segment_sync.warehouse.sqlalchemy_reader import WarehouseError, read_failed
+from segment_sync.warehouse.warehouse_error import WarehouseError, read_failed
 
 MEMORY = ":memory:"
 

@@ -16,7 +16,8 @@ from segment_sync.values.encoding import normalize_types
 from segment_sync.values.json_column import from_texts, is_json
 from segment_sync.warehouse import duckdb_reader, postgres_reader
 from segment_sync.warehouse.column_types import ReadAs
-from segment_sync.warehouse.sqlalchemy_reader import ReadPath, dialect_of, sqlalchemy_batches, unusable_url
+from segment_sync.warehouse.sqlalchemy_reader import ReadPath, sqlalchemy_batches
+from segment_sync.warehouse.warehouse_error import dialect_of, unusable_url
 
 DEFAULT_BATCH_ROWS = 50_000
 

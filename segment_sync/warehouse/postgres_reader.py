@@ -15,7 +15,7 @@ from segment_sync.error_text import first_line
 from segment_sync.spec import ModelSpec
 from segment_sync.values.encoding import column
 from segment_sync.warehouse.column_types import ReadAs, postgres_read_as, postgres_type_name
-from segment_sync.warehouse.sqlalchemy_reader import WarehouseError, read_failed, safe_url, without_password
+from segment_sync.warehouse.warehouse_error import WarehouseError, read_failed, safe_url, without_password
 
 DRIVERS = ("psycopg", "psycopg2")  # URLs whose options are libpq's, so psycopg 3 can take them as they are
 MIN_SERVER_VERSION = 140000  # from PostgreSQL 14, extract(epoch ...) is an exact numeric

@@ -1,4 +1,4 @@
-"""The warehouse through SQLAlchemy: the read path every dialect has, sync-log writes, and password-free errors."""
+"""The read path every dialect has: a model read through SQLAlchemy in batches, typed by the declared columns."""
 
 from __future__ import annotations
 
@@ -9,52 +9,11 @@ from typing import Literal
 import polars as pl
 import sqlalchemy as sa
 
-from segment_sync.error_text import first_line
 from segment_sync.spec import ModelSpec
 from segment_sync.warehouse.column_types import ReadAs, description_plan, render
+from segment_sync.warehouse.warehouse_error import read_failed, unusable_url
 
 ReadPath = Literal["auto", "sqlalchemy"]
-
-
-class WarehouseError(RuntimeError):
-    """The warehouse could not be read; the message names the model and never the password."""
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for messages."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return "<unparseable warehouse URL>"
-
-
-def dialect_of(url: str) -> str:
-    """The SQLAlchemy dialect name of a URL (duckdb, postgresql, sqlite, ...)."""
-    return sa.make_url(url).get_backend_name()
-
-
-def without_password(text: str, url: str) -> str:
-    """The text with the URL's password, if it has one, masked."""
-    try:
-        password = sa.make_url(url).password
-    except (sa.exc.ArgumentError, ValueError):
-        return text
-    return text.replace(password, "***") if password else text
-
-
-def unusable_url(model: ModelSpec, url: str, exc: BaseException) -> WarehouseError:
-    """The error for a warehouse URL that no driver can use."""
-    detail = without_password(first_line(exc), url)
-    return WarehouseError(f"model {model.name!r}: the warehouse URL is not usable: {detail}")
-
-
-def read_failed(model: ModelSpec, url: str, exc: BaseException) -> WarehouseError:
-    """The error for a read that the warehouse refused or could not serve."""
-    detail = without_password(first_line(exc), url)
-    return WarehouseError(
-        f"model {model.name!r}: reading from {safe_url(url)} failed: {detail}. "
-        "Check that the warehouse is up and the query runs there."
-    )
 
 
 def sqlalchemy_batches(
@@ -111,30 +70,3 @@ def _plan(conn: sa.Connection, query: str) -> dict[str, ReadAs] | None:
     description = result.cursor.description or []
     result.close()
     return description_plan(dialect, description)
-
-
-def append_to_table(url: str, table: str, frame: pl.DataFrame, *, chunk_rows: int = 10_000) -> None:
-    """Append a sync log to a warehouse table (`schema.table` or `table`), creating it if needed."""
-    schema, _, name = table.rpartition(".")
-    types = {pl.Datetime: sa.DateTime(timezone=True), pl.Int64: sa.BigInteger()}
-    metadata = sa.MetaData()
-    target = sa.Table(
-        name,
-        metadata,
-        *(
-            sa.Column(col, next((t for p, t in types.items() if dtype == p), sa.Text()))
-            for col, dtype in frame.schema.items()
-        ),
-        schema=schema or None,
-    )
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            metadata.create_all(conn, checkfirst=True)
-            for chunk in frame.iter_slices(chunk_rows):
-                conn.execute(target.insert(), chunk.to_dicts())
-    except sa.exc.SQLAlchemyError as exc:
-        detail = first_line(getattr(exc, "orig", None) or exc)
-        raise WarehouseError(f"writing the sync log to {table!r} at {safe_url(url)} failed: {detail}") from None
-    finally:
-        engine.dispose()
