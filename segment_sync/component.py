@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from segment_sync.assets import AssetOptions
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
-from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES
-from segment_sync.segment_api.client import DEFAULT_ENDPOINT, DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec, SyncSpec
 
 
@@ -26,52 +24,13 @@ def _first_error(exc: ValueError) -> str:
     return str(exc)
 
 
-class WarehouseSettings(BaseModel):
-    """Which warehouse to read; its URL (and password) only ever comes from the environment."""
+def _resource(cls: type[dg.ConfigurableResource]) -> dg.Resolver:
+    """Resolve a resource straight from its YAML block (environment variables in it are resolved too)."""
 
-    model_config = ConfigDict(extra="forbid")
-    url_env: str = Field(default="WAREHOUSE_URL", description="Environment variable holding the SQLAlchemy URL.")
-    kind: str | None = Field(default=None, description="Shown on warehouse tables in the UI: postgres, duckdb, ...")
-    demo_fallback: bool = Field(
-        default=False, description="Use the embedded DuckDB demo warehouse when the URL variable is unset."
-    )
-    read_path: Literal["auto", "sqlalchemy"] = Field(
-        default="auto",
-        description="How models are read. auto: DuckDB's native Arrow reader or PostgreSQL's COPY where they apply "
-        "(same dtypes and values as SQLAlchemy, several times faster; a PostgreSQL model with a column type they "
-        "cannot map exactly, e.g. json or arrays, still goes through SQLAlchemy); sqlalchemy: always SQLAlchemy.",
-    )
+    def resolve(context: dg.ResolutionContext, model: BaseModel) -> dg.ConfigurableResource:
+        return cls(**context.resolve_value(model.model_dump(exclude_unset=True)))
 
-
-class SegmentSettings(BaseModel):
-    """Where events go and how hard to retry."""
-
-    model_config = ConfigDict(extra="forbid")
-    destination: Literal["http", "outbox"] | None = Field(
-        default=None, description="http (Segment) or outbox (local files); else SEGMENT_DESTINATION, else http."
-    )
-    endpoint: str | None = Field(
-        default=None,
-        description=f"Else SEGMENT_ENDPOINT, else {DEFAULT_ENDPOINT}; EU: https://events.eu1.segmentapis.com",
-    )
-    write_key_env: str = Field(default="SEGMENT_WRITE_KEY", description="Environment variable holding the write key.")
-    gzip: bool = True
-    gzip_level: int = Field(
-        default=DEFAULT_GZIP_LEVEL, description="1 to 9: 1 is fastest (the default), 9 gives the smallest bodies."
-    )
-    max_in_flight: int = Field(
-        default=DEFAULT_MAX_IN_FLIGHT, description="Requests sent at once per sync; 1 sends one at a time."
-    )
-    timeout_seconds: float = 30.0
-    max_attempts: int = 8
-    max_retry_seconds: float = 600.0
-    max_batch_bytes: int = Field(
-        default=MAX_BATCH_BYTES, description=f"Largest request body: {MIN_BATCH_BYTES:,} to {MAX_BATCH_BYTES:,} bytes."
-    )
-    max_requests_per_second: float | None = Field(
-        default=None, description="Pace requests per write key (Segment asks for at most 1,000/s per workspace)."
-    )
-    max_events_per_second: float | None = Field(default=None, description="Pace events per write key.")
+    return dg.Resolver(resolve, model_field_type=cls)
 
 
 class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
@@ -79,8 +38,8 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
 
     models: list[ModelSpec]
     syncs: list[SyncSpec]
-    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
-    segment: SegmentSettings = Field(default_factory=SegmentSettings)
+    warehouse: Annotated[WarehouseResource, _resource(WarehouseResource)] = Field(default_factory=WarehouseResource)
+    segment: Annotated[SegmentResource, _resource(SegmentResource)] = Field(default_factory=SegmentResource)
     state_dir: str | None = Field(
         default=None, description="Else SEGMENT_SYNC_STATE_DIR, else .segment_sync in the project."
     )
@@ -100,12 +59,8 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     def _build(self, project: ProjectSpec, context: dg.ComponentLoadContext, source: str) -> dg.Definitions:
         return build_definitions(
             project,
-            warehouse=WarehouseResource(
-                url_env=self.warehouse.url_env,
-                demo_fallback=self.warehouse.demo_fallback,
-                read_path=self.warehouse.read_path,
-            ),
-            segment=SegmentResource(**self.segment.model_dump()),
+            warehouse=self.warehouse,
+            segment=self.segment,
             state=StateResource(state_dir=self.state_dir or default_state_dir(context.project_root)),
             options=AssetOptions(self.group_name, tuple(self.owners), self.warehouse.kind),
             logs=self.sync_log,

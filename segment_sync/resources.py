@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MAX_EVENT_BYTES, MIN_BATCH_BYTES
 from segment_sync.segment_api.client import (
@@ -40,10 +40,13 @@ class StateResource(dg.ConfigurableResource):
 class WarehouseResource(dg.ConfigurableResource):
     """The warehouse that models are read from, by SQLAlchemy URL taken from the environment."""
 
+    model_config = ConfigDict(extra="forbid")
+
     url_env: str = Field(default="WAREHOUSE_URL", description="Environment variable with the SQLAlchemy URL.")
     demo_fallback: bool = Field(
         default=False, description="When the variable is unset, use (and seed) the embedded DuckDB demo warehouse."
     )
+    kind: str | None = Field(default=None, description="Shown on warehouse tables in the UI: postgres, duckdb, ...")
     read_path: Literal["auto", "sqlalchemy"] = Field(
         default="auto",
         description="auto: DuckDB's native Arrow reader or PostgreSQL's COPY where they apply (same dtypes and "
@@ -64,6 +67,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
 class SegmentResource(dg.ConfigurableResource):
     """Segment's HTTP Tracking API, or a local outbox of the exact request bodies."""
+
+    model_config = ConfigDict(extra="forbid")
 
     destination: str | None = Field(
         default=None, description="http or outbox; when unset, SEGMENT_DESTINATION, else http."

@@ -9,7 +9,7 @@ import pydantic
 import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
-from segment_sync.component import SegmentSettings, SegmentSyncComponent
+from segment_sync.component import SegmentSyncComponent
 from segment_sync.resources import SegmentResource
 from segment_sync.segment_api.batching import (
     MAX_BATCH_BYTES,
@@ -25,14 +25,14 @@ from segment_sync.segment_api.client import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_F
 
 def test_defaults_are_one_gzip_level_and_four_in_flight(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SEGMENT_WRITE_KEY", "wk")
-    transport = SegmentResource(**SegmentSettings().model_dump()).transport(tmp_path / "outbox.jsonl")
+    transport = SegmentResource().transport(tmp_path / "outbox.jsonl")
     assert isinstance(transport, SegmentHttp)
     assert (transport.gzip_level, transport.max_in_flight) == (DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT) == (1, 4)
 
 
 def test_yaml_settings_reach_the_transport(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SEGMENT_WRITE_KEY", "wk")
-    settings = SegmentSettings(gzip_level=6, max_in_flight=1)
+    settings = SegmentResource(gzip_level=6, max_in_flight=1)
     transport = SegmentResource(**settings.model_dump()).transport(tmp_path / "outbox.jsonl")
     assert isinstance(transport, SegmentHttp)
     assert (transport.gzip_level, transport.max_in_flight) == (6, 1)
@@ -55,7 +55,7 @@ def test_the_outbox_sends_one_at_a_time(tmp_path: Path) -> None:
 )
 def test_out_of_range_settings_are_refused_when_the_definitions_load(field: dict[str, int], message: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=message):
-        SegmentResource(**SegmentSettings(**field).model_dump())
+        SegmentResource(**field)
 
 
 @pytest.mark.parametrize("size", [MIN_BATCH_BYTES, MAX_BATCH_BYTES])
@@ -73,10 +73,10 @@ def test_the_smallest_batch_holds_one_event_of_the_largest_size_with_a_write_key
 @pytest.mark.parametrize(
     ("segment", "message"),
     [
-        ({"max_in_flight": 0}, "yaml: attributes.segment.max_in_flight is 0; use 1 (one request at a time) or more"),
-        ({"max_batch_bytes": 500_000}, "yaml: attributes.segment.max_batch_bytes is 500000; use 32,094 to 475,000"),
-        ({"max_batch_bytes": 1_000}, "yaml: attributes.segment.max_batch_bytes is 1000; use 32,094 to 475,000"),
-        ({"max_batch_bytes": "475kb"}, "attributes.segment.SegmentSettings.max_batch_bytes at "),
+        ({"max_in_flight": 0}, "segment.max_in_flight is 0; use 1 (one request at a time) or more"),
+        ({"max_batch_bytes": 500_000}, "segment.max_batch_bytes is 500000; use 32,094 to 475,000"),
+        ({"max_batch_bytes": 1_000}, "segment.max_batch_bytes is 1000; use 32,094 to 475,000"),
+        ({"max_batch_bytes": "475kb"}, "attributes.segment.SegmentResource.max_batch_bytes at "),
         ({"max_batch_byte": 400_000}, "max_batch_byte"),
     ],
 )
@@ -94,7 +94,7 @@ def test_a_bad_setting_in_yaml_names_the_file_and_the_field(segment: dict[str, o
         with pytest.raises(Exception) as info, sandbox.load_component_and_build_defs(defs_path=path):
             pass
     text = "".join(str(e) for e in _chain(info.value))
-    assert message in text and "defs.yaml" in text
+    assert message in text and "attributes.segment.SegmentResource." in text and "defs.yaml:" in text
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
