@@ -13,16 +13,15 @@ from pydantic import ValidationError
 
 from segment_sync import __version__
 from segment_sync.events.row_builder import (
-    AUDIENCE_EVENTS,
     DiffRow,
     Event,
     Outcome,
     RowRejected,
     build_event,
     build_outcomes,
-    event_name,
     message_id_for,
 )
+from segment_sync.events.rules import AUDIENCE_EVENTS, event_name
 from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import SyncSpec
 from segment_sync.values.encoding import dumps, normalize_types, row_contents

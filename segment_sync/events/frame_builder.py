@@ -19,18 +19,9 @@ import orjson
 import polars as pl
 import polars_hash  # noqa: F401 - registers the `chash` expressions
 
-from segment_sync.events.row_builder import (
-    LIBRARY,
-    MAX_MESSAGE_ID_CHARS,
-    DiffRow,
-    Outcome,
-    RowRejected,
-    build_outcomes,
-    event_name,
-    identity,
-    oversized_reason,
-    segment_timestamp,
-)
+from segment_sync.events import rules
+from segment_sync.events.row_builder import DiffRow, Outcome, RowRejected, build_outcomes, identity, segment_timestamp
+from segment_sync.events.rules import LIBRARY, MAX_MESSAGE_ID_CHARS, event_name
 from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import SyncSpec
 from segment_sync.values.encoding import column, content_expr, is_plain, json_ready
@@ -56,7 +47,6 @@ _INDEX, _BAG, _UID, _AID, _GID, _MID, _DIGEST = "_i", "_bag", "_uid", "_aid", "_
 _TS, _TS_TEXT, _TS_REASON = "_ts", "_ts_text", "_ts_reason"
 _SECOND = "_second"  # the added half of a split row comes after its removed half
 _HAZARD, _MID_HAZARD = "_hazard", "_mid_hazard"  # rows left to the row-wise path (the second only if added)
-_UUID_GROUPS = ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))  # (first hex digit, digits) of each group
 
 
 def build_event_frame(
@@ -164,7 +154,7 @@ def _build_columnar(
     size = pl.col(PAYLOAD).str.len_bytes()
     oversized = good.select(pl.when(pl.col(REASON).is_null() & (size > MAX_EVENT_BYTES)).then(size))[PAYLOAD]
     if oversized.is_not_null().any():
-        reasons = [None if n is None else oversized_reason(n) for n in oversized.to_list()]
+        reasons = [None if n is None else rules.oversized(n) for n in oversized.to_list()]
         good = good.with_columns(pl.coalesce(REASON, pl.Series(reasons, dtype=pl.String)).alias(REASON))
     event = pl.col(REASON).is_null()
     built = good.select(
@@ -434,7 +424,7 @@ def _message_digests(sync: SyncSpec, sync_uuid: str) -> pl.Expr:
         pl.col(BEFORE).fill_null(""),
         pl.col(AFTER).fill_null(""),
     ]
-    hashed = pl.concat_str(parts, separator="\x1f")
+    hashed = pl.concat_str(parts, separator=rules.MESSAGE_ID_SEPARATOR)
     if sync.message_id is not None:  # first deliveries take the column's value
         hashed = pl.when(_uses_message_id_column()).then(pl.lit("")).otherwise(hashed)
     return hashed.chash.sha2_256().alias(_DIGEST)
@@ -443,7 +433,7 @@ def _message_digests(sync: SyncSpec, sync_uuid: str) -> pl.Expr:
 def _message_ids(sync: SyncSpec) -> pl.Expr:
     """The messageId of each row: the message_id column for added rows when set, else the digest shaped like a UUID."""
     digest = pl.col(_DIGEST)
-    generated = pl.concat_str([digest.str.slice(start, digits) for start, digits in _UUID_GROUPS], separator="-")
+    generated = pl.concat_str([digest.str.slice(start, digits) for start, digits in rules.UUID_GROUPS], separator="-")
     if sync.message_id is None:
         return generated.alias(_MID)
     return pl.when(_uses_message_id_column()).then(pl.col(_MID)).otherwise(generated).alias(_MID)
@@ -482,22 +472,19 @@ def _payload(sync: SyncSpec, message_type: str, names: Mapping[str, str | None])
 
 def _reason(sync: SyncSpec) -> pl.Expr:
     """Why a row is rejected before its size is known, checked in `build_event`'s order (null: not rejected)."""
-    ids = " / ".join(repr(c) for c in (sync.user_id, sync.anonymous_id) if c)
-    reason = pl.when(pl.col(_UID).is_null() & pl.col(_AID).is_null()).then(
-        pl.lit(f"no user id: {ids} is null or empty, and Segment drops events without one")
-    )
+    reason = pl.when(pl.col(_UID).is_null() & pl.col(_AID).is_null()).then(pl.lit(rules.no_user_id(sync)))
     if sync.type == "group":
-        reason = reason.when(pl.col(_GID).is_null()).then(pl.lit(f"no group id: {sync.group_id!r} is null or empty"))
+        reason = reason.when(pl.col(_GID).is_null()).then(pl.lit(rules.no_group_id(sync)))
     if sync.timestamp is not None:
         reason = reason.when(pl.col(_TS_REASON).is_not_null()).then(pl.col(_TS_REASON))
     if sync.message_id is not None:
         added, mid = _uses_message_id_column(), pl.col(_MID)
-        label = f"message_id column {sync.message_id!r}"
-        too_long = [pl.lit(f"{label} holds "), mid.str.len_chars().cast(pl.String), pl.lit(" characters; ")]
+        before, after = rules.long_message_id(sync, "\0").split("\0")
+        too_long = [pl.lit(before), mid.str.len_chars().cast(pl.String), pl.lit(after)]
         reason = (
             reason.when(added & (mid.is_null() | (mid.str.strip_chars(PY_WHITESPACE) == "")))
-            .then(pl.lit(f"{label} is null or empty"))
+            .then(pl.lit(rules.empty_message_id(sync)))
             .when(added & (mid.str.len_chars() > MAX_MESSAGE_ID_CHARS))
-            .then(pl.concat_str([*too_long, pl.lit(f"Segment allows {MAX_MESSAGE_ID_CHARS}")]))
+            .then(pl.concat_str(too_long))
         )
     return reason.otherwise(pl.lit(None, pl.String))

@@ -9,7 +9,8 @@ import msgspec
 import polars as pl
 
 from segment_sync.diff.keyed_diff import current_contents
-from segment_sync.events.row_builder import MAX_MESSAGE_ID_CHARS, DiffRow, Event, build_event, event_name
+from segment_sync.events.row_builder import DiffRow, Event, build_event
+from segment_sync.events.rules import MAX_MESSAGE_ID_CHARS, event_name
 from segment_sync.snapshot.key_checks import split_null_keys
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.storage.layout import SyncFolder

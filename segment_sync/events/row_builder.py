@@ -12,14 +12,11 @@ from typing import Any
 import msgspec
 import orjson
 
-from segment_sync import __version__
+from segment_sync.events import rules
+from segment_sync.events.rules import LIBRARY, MAX_MESSAGE_ID_CHARS, event_name
 from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import ChangeKind, SyncSpec
 from segment_sync.values.encoding import dumps
-
-MAX_MESSAGE_ID_CHARS = 100
-AUDIENCE_EVENTS = {"added": "Segment Entered", "removed": "Segment Exited"}
-LIBRARY = {"library": {"name": "segment-sync", "version": __version__}}
 
 
 @dataclass(frozen=True)
@@ -68,17 +65,7 @@ def message_id_for(sync_uuid: str, row: DiffRow) -> str:
     one (A -> B, B -> A, A -> B) still gets a new id.
     """
     parts = (sync_uuid, row.key, row.kind, str(row.before_gen), row.before or "", row.after or "")
-    h = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"  # shaped like a UUID, as Segment's own ids
-
-
-def event_name(sync: SyncSpec, kind: ChangeKind) -> str | None:
-    """The track event name for a change, or None when this sync sends nothing for it."""
-    if sync.type == "track":
-        return sync.events.for_kind(kind) if sync.events else None
-    if sync.type == "audience":
-        return AUDIENCE_EVENTS.get(kind)
-    return None if kind == "removed" else sync.type
+    return rules.uuid_shaped(hashlib.sha256(rules.MESSAGE_ID_SEPARATOR.join(parts).encode()).hexdigest())
 
 
 def build_outcomes(
@@ -96,11 +83,6 @@ def build_outcomes(
             yield Outcome(row, rejected=str(exc))
 
 
-def oversized_reason(size: int) -> str:
-    """Why an event too large for Segment is not sent."""
-    return f"event is {size:,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event"
-
-
 def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | None = None) -> Event:
     """The Segment message for one diff row; raises RowRejected when Segment would drop it.
 
@@ -116,8 +98,7 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | 
     user_id = _id_value(values, sync.user_id, "user_id")
     anonymous_id = _id_value(values, sync.anonymous_id, "anonymous_id")
     if user_id is None and anonymous_id is None:
-        cols = " / ".join(repr(c) for c in (sync.user_id, sync.anonymous_id) if c)
-        raise RowRejected(f"no user id: {cols} is null or empty, and Segment drops events without one")
+        raise RowRejected(rules.no_user_id(sync))
     if user_id is not None:
         message["userId"] = user_id
     if anonymous_id is not None:
@@ -125,7 +106,7 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | 
     if sync.type == "group":
         group_id = _id_value(values, sync.group_id, "group_id")
         if group_id is None:
-            raise RowRejected(f"no group id: {sync.group_id!r} is null or empty")
+            raise RowRejected(rules.no_group_id(sync))
         message["groupId"] = group_id
     fields = {name: orjson.Fragment(values.get(column, b"null")) for name, column in sync.field_map.items()}
     message["traits" if sync.type in ("identify", "group") else "properties"] = fields
@@ -137,7 +118,7 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | 
     message["context"] = LIBRARY
     payload = dumps(message)
     if len(payload) > MAX_EVENT_BYTES:
-        raise RowRejected(oversized_reason(len(payload)))
+        raise RowRejected(rules.oversized(len(payload)))
     return Event(row=row, message_id=message_id, type=message["type"], name=name, payload=payload)
 
 
@@ -240,10 +221,8 @@ def _message_id(sync: SyncSpec, row: DiffRow, values: dict[str, bytes], sync_uui
         return message_id_for(sync_uuid, row)
     value = _value(values, sync.message_id or "")
     if value is None or str(value).strip() == "":
-        raise RowRejected(f"message_id column {sync.message_id!r} is null or empty")
+        raise RowRejected(rules.empty_message_id(sync))
     text = str(value)
     if len(text) > MAX_MESSAGE_ID_CHARS:
-        raise RowRejected(
-            f"message_id column {sync.message_id!r} holds {len(text)} characters; Segment allows {MAX_MESSAGE_ID_CHARS}"
-        )
+        raise RowRejected(rules.long_message_id(sync, len(text)))
     return text
