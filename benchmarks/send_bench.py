@@ -38,8 +38,9 @@ from segment_sync.delivery.diff_delivery import CHUNK_ROWS, deliver_diff  # noqa
 from segment_sync.diff.keyed_diff import compute_diff  # noqa: E402
 from segment_sync.events.frame_builder import PAYLOAD, build_event_frame  # noqa: E402
 from segment_sync.segment_api.batching import MAX_BATCH_BYTES, pack, request_body  # noqa: E402
-from segment_sync.segment_api.client import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, SegmentHttp, deliver  # noqa: E402
+from segment_sync.segment_api.client import deliver
 from segment_sync.segment_api.pacing import Pacer  # noqa: E402
+from segment_sync.segment_api.transport import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, SegmentHttp
 from segment_sync.spec import SyncSpec  # noqa: E402
 from segment_sync.storage.run_log import RunLog  # noqa: E402
 from segment_sync.storage.state import SyncState  # noqa: E402

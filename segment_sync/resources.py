@@ -10,16 +10,16 @@ import dagster as dg
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MAX_EVENT_BYTES, MIN_BATCH_BYTES
-from segment_sync.segment_api.client import (
+from segment_sync.segment_api.client import RetryPolicy
+from segment_sync.segment_api.pacing import Pacer, pacer_for
+from segment_sync.segment_api.transport import (
     DEFAULT_ENDPOINT,
     DEFAULT_GZIP_LEVEL,
     DEFAULT_MAX_IN_FLIGHT,
     Outbox,
-    RetryPolicy,
     SegmentHttp,
     Transport,
 )
-from segment_sync.segment_api.pacing import Pacer, pacer_for
 
 Destination = Literal["http", "outbox"]
 

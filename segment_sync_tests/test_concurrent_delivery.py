@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator, Sequence
 import orjson
 import pytest
 
-from segment_sync.segment_api.client import DeliveryReport, Response, RetryPolicy, SegmentHttp, deliver
+from segment_sync.segment_api.client import DeliveryReport, RetryPolicy, deliver
 from segment_sync.segment_api.pacing import Pacer
+from segment_sync.segment_api.transport import Response, SegmentHttp
 from segment_sync_tests.segment_emulator import Fault, SegmentEmulator
 
 KEY = "wk_concurrent_0123456789abcdefgh"

@@ -7,13 +7,12 @@ every status, exception and wait can be scripted exactly and nothing sleeps.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import threading
 import time
 import types
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,11 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from isal import igzip
 
 from segment_sync.segment_api import batching
-from segment_sync.segment_api.client import (
-    DEFAULT_ENDPOINT,
-    RETRYABLE_STATUSES,
-    Outbox,
-    Response,
-    RetryPolicy,
-    SegmentHttp,
-    _indices,
-    deliver,
-)
-from segment_sync.segment_api.connections import Answer
+from segment_sync.segment_api.client import RETRYABLE_STATUSES, RetryPolicy, _indices, deliver
 from segment_sync.segment_api.pacing import Pacer
+from segment_sync.segment_api.transport import Outbox, Response
 
 OK = Response(200, '{"success":true}')
 Script = Response | BaseException | Callable[[bytes], Response]
@@ -496,134 +485,7 @@ def test_retry_policy_wait_nan_retry_after_is_finite() -> None:
     assert 0.0 <= wait <= 300.0
 
 
-# --- SegmentHttp -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "url"),
-    [
-        ("https://api.segment.io", "https://api.segment.io/v1/batch"),
-        ("https://api.segment.io/", "https://api.segment.io/v1/batch"),
-        ("https://api.segment.io/v1", "https://api.segment.io/v1/batch"),
-        ("https://api.segment.io/v1/", "https://api.segment.io/v1/batch"),
-        ("https://events.eu1.segmentapis.com", "https://events.eu1.segmentapis.com/v1/batch"),
-        ("https://events.eu1.segmentapis.com/v1", "https://events.eu1.segmentapis.com/v1/batch"),
-        ("http://127.0.0.1:8765", "http://127.0.0.1:8765/v1/batch"),
-    ],
-)
-def test_segment_http_url(endpoint: str, url: str) -> None:
-    assert SegmentHttp("wk", endpoint).url == url
-
-
-def test_segment_http_default_endpoint() -> None:
-    assert DEFAULT_ENDPOINT == "https://api.segment.io"
-    assert SegmentHttp("wk").url == "https://api.segment.io/v1/batch"
-
-
-def test_segment_http_empty_key_raises() -> None:
-    with pytest.raises(ValueError, match="write key is empty"):
-        SegmentHttp("")
-
-
-def test_segment_http_repr_hides_the_key() -> None:
-    http = SegmentHttp("sekret_write_key_123")
-    assert "sekret_write_key_123" not in repr(http)
-    assert "sekret_write_key_123" not in str(http)
-    assert "api.segment.io" in repr(http)
-
-
-class _FakeConnection:
-    """Answers every POST the same and records it."""
-
-    def __init__(self, answer: Answer):
-        self.answer = answer
-        self.calls: list[dict[str, Any]] = []
-
-    def post(self, body: bytes, headers: Mapping[str, str]) -> Answer:
-        self.calls.append({"data": body, "headers": dict(headers)})
-        return self.answer
-
-    def close(self) -> None:
-        pass
-
-
-def _answer(status: int, text: str = "", headers: dict[str, str] | None = None) -> Answer:
-    return Answer(status, text, {name.lower(): value for name, value in (headers or {}).items()})
-
-
-def _http_with(answer: Answer, write_key: str = "wk", **kwargs: Any) -> tuple[SegmentHttp, _FakeConnection]:
-    http = SegmentHttp(write_key, "https://events.eu1.segmentapis.com", **kwargs)
-    connection = _FakeConnection(answer)
-    http.new_connection = lambda: connection  # type: ignore[method-assign]
-    return http, connection
-
-
-def test_segment_http_post_gzip_and_retry_count() -> None:
-    http, connection = _http_with(_answer(200, '{"success":true}'))
-    body = b'{"batch":[],"sentAt":"x"}'
-    assert http.post(body, 1) == Response(200, '{"success":true}', None)
-    http.post(body, 3)
-    first, third = connection.calls
-    assert gzip.decompress(first["data"]) == body
-    assert first["headers"] == {"Content-Encoding": "gzip"}
-    assert third["headers"] == {"X-Retry-Count": "2", "Content-Encoding": "gzip"}
-
-
-def test_segment_http_post_plain_body() -> None:
-    http, connection = _http_with(_answer(200), gzip_body=False)
-    http.post(b"{}", 1)
-    assert connection.calls[0]["data"] == b"{}"
-    assert "Content-Encoding" not in connection.calls[0]["headers"]
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ({"Retry-After": "12"}, 12.0),
-        ({"retry-after": "1.5"}, 1.5),
-        ({"X-RateLimit-Reset": "30"}, 30.0),
-        ({}, None),
-    ],
-)
-def test_segment_http_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    http, _ = _http_with(_answer(429, "slow down", headers))
-    assert http.post(b"{}", 1) == Response(429, "slow down", expected)
-
-
-def test_segment_http_retry_after_http_date() -> None:
-    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
-    header = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
-    http, _ = _http_with(_answer(503, "", {"Retry-After": header}))
-    wait = http.post(b"{}", 1).retry_after
-    assert wait is not None and 115 <= wait <= 121
-
-
-def test_segment_http_malformed_retry_after_is_ignored() -> None:
-    http, _ = _http_with(_answer(503, "", {"Retry-After": "soon"}))
-    assert http.post(b"{}", 1) == Response(503, "", None)
-
-
-def test_segment_http_never_passes_on_the_write_key() -> None:
-    echo = 'unknown writeKey "wk_secret" in {"writeKey":"wk_secret"}'
-    http, _ = _http_with(_answer(400, echo), write_key="wk_secret")
-    assert http.post(b"{}", 1).text == 'unknown writeKey "<write key>" in {"writeKey":"<write key>"}'
-
-
-def test_segment_http_truncates_long_bodies() -> None:
-    http, _ = _http_with(_answer(400, "x" * 5_000))
-    assert http.post(b"{}", 1).text == "x" * 500
-
-
 # --- Outbox ----------------------------------------------------------------------------------------
-
-
-def test_outbox_writes_one_line_per_body(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "outbox" / "sync.jsonl"
-    outbox = Outbox(path)
-    assert outbox.write_key is None
-    assert outbox.post(b'{"batch":[1]}', 1) == Response(200, '{"success":true}')
-    assert outbox.post(b'{"batch":[2]}', 1).status == 200
-    assert path.read_bytes() == b'{"batch":[1]}\n{"batch":[2]}\n'
 
 
 def test_deliver_to_outbox(tmp_path: Path) -> None:
@@ -818,66 +680,3 @@ def test_an_error_in_the_callback_stops_delivery() -> None:
     with pytest.raises(OSError, match="disk full"):
         deliver(payloads(60, size=200), transport, fail, max_batch_bytes=2_000, sleep=Sleeps())
     assert len(transport.bodies) <= 8  # the first 4 and those started in place of finished ones; none after
-
-
-def test_segment_http_gzip_level() -> None:
-    events = [orjson.dumps({"userId": f"u{i}", "score": i * 7919 % 10007, "x": i**3}) for i in range(2_000)]
-    body = b'{"batch":[' + b",".join(events) + b'],"sentAt":"x"}'
-    sizes = {}
-    for level in (1, 3, 4, 9):
-        http, connection = _http_with(_answer(200), gzip_level=level)
-        http.post(body, 1)
-        sent = connection.calls[0]["data"]
-        assert gzip.decompress(sent) == body
-        sizes[level] = len(sent)
-        if level <= 3:  # ISA-L
-            assert sent == igzip.compress(body, compresslevel=level)
-        else:
-            assert sent == gzip.compress(body, compresslevel=level)
-    assert max(sizes.values()) < len(body) and sizes[9] < sizes[4]
-
-
-@pytest.mark.parametrize(("kwargs", "message"), [({"gzip_level": 0}, "gzip_level"), ({"max_in_flight": 0}, "max_in")])
-def test_segment_http_refuses_bad_settings(kwargs: dict[str, int], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        SegmentHttp("wk", **kwargs)
-
-
-def test_segment_http_uses_one_connection_per_request_in_flight() -> None:
-    http = SegmentHttp("wk", max_in_flight=3)
-    made: list[_FakeConnection] = []
-    inside = threading.Barrier(3, timeout=5)
-
-    class WaitingConnection(_FakeConnection):
-        def post(self, body: bytes, headers: Mapping[str, str]) -> Answer:
-            if not inside.broken:
-                inside.wait()  # the first three requests are in flight at once
-            return super().post(body, headers)
-
-    def new_connection() -> _FakeConnection:
-        made.append(WaitingConnection(_answer(200)))
-        return made[-1]
-
-    http.new_connection = new_connection  # type: ignore[method-assign]
-    threads = [threading.Thread(target=http.post, args=(b"{}", 1)) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    inside.abort()
-    for _ in range(5):
-        http.post(b"{}", 1)
-    assert len(made) == 3 and [len(s.calls) for s in made].count(0) == 0
-    assert sum(len(s.calls) for s in made) == 8
-
-
-def test_outbox_is_written_one_body_at_a_time(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "out.jsonl")
-    assert outbox.max_in_flight == 1
-    threads = [threading.Thread(target=outbox.post, args=(b'{"batch":[%d]}' % i, 1)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    lines = sorted(json.loads(line)["batch"][0] for line in (tmp_path / "out.jsonl").read_bytes().splitlines())
-    assert lines == list(range(20))

@@ -20,7 +20,7 @@ from segment_sync.segment_api.batching import (
     request_body,
     utc_stamp,
 )
-from segment_sync.segment_api.client import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, Outbox, SegmentHttp
+from segment_sync.segment_api.transport import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, Outbox, SegmentHttp
 
 
 def test_defaults_are_one_gzip_level_and_four_in_flight(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

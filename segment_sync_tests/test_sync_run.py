@@ -13,7 +13,8 @@ from segment_sync.delivery.diff_delivery import NOT_ATTEMPTED, _recorder, delive
 from segment_sync.diff.keyed_diff import compute_diff
 from segment_sync.events.row_builder import DiffRow, build_outcomes
 from segment_sync.segment_api.batching import Joined
-from segment_sync.segment_api.client import Response, RetryPolicy
+from segment_sync.segment_api.client import RetryPolicy
+from segment_sync.segment_api.transport import Response
 from segment_sync.spec import SyncSpec
 from segment_sync.storage.run_log import ROW_LOG_SCHEMA, RunLog, read_row_log
 from segment_sync.storage.state import SyncState

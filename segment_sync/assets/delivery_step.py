@@ -19,7 +19,7 @@ from segment_sync.assets.run_config import DeliveryConfig
 from segment_sync.delivery.diff_delivery import SyncResult, deliver_diff
 from segment_sync.metadata import calls_table, events_preview
 from segment_sync.resources import SegmentResource
-from segment_sync.segment_api.client import Outbox, Transport
+from segment_sync.segment_api.transport import Outbox, Transport
 from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
 from segment_sync.storage.layout import SyncFolder, outbox_path
 from segment_sync.storage.run_log import CallLog, RunLog, prune_logs

@@ -21,8 +21,9 @@ from segment_sync.events.frame_builder import (
     split_identity_changes,
 )
 from segment_sync.segment_api.batching import Joined, Payloads
-from segment_sync.segment_api.client import RetryPolicy, Transport, deliver
+from segment_sync.segment_api.client import RetryPolicy, deliver
 from segment_sync.segment_api.pacing import Pacer
+from segment_sync.segment_api.transport import Transport
 from segment_sync.spec import SyncSpec
 from segment_sync.storage.run_log import CallLog, RunLog
 from segment_sync.storage.state import DryRunState, SyncState

@@ -1,179 +1,24 @@
-"""Sending batches to Segment (or to a local outbox), with retries, and reporting what was acknowledged."""
+"""Delivering batches through a transport, with retries and 400 probing, and reporting what was acknowledged."""
 
 from __future__ import annotations
 
 import collections
-import email.utils
-import gzip
 import math
-import os
-import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
-from segment_sync import __version__
 from segment_sync.error_text import first_line
 from segment_sync.segment_api.batching import Payloads, batch_body, pack, utc_stamp
 from segment_sync.segment_api.pacing import Pacer
-
-if TYPE_CHECKING:
-    from segment_sync.segment_api.connections import Connection
+from segment_sync.segment_api.transport import Response, Transport
 
 RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
-DEFAULT_ENDPOINT = "https://api.segment.io"
-DEFAULT_MAX_IN_FLIGHT = 4
-DEFAULT_GZIP_LEVEL = 1  # level 6 costs about 8x the CPU for bodies only about 1.04x smaller (benchmarks/send_bench.py)
 PROBE_SPLITS = 2  # a 400 is the request's when the parts of a batch this many splits down are all answered 400
-ISAL_LEVELS = range(1, 4)  # gzip by ISA-L (igzip): at level 1 about 4x faster than zlib's and 10% smaller
-
-
-@dataclass(frozen=True)
-class Response:
-    """A transport's answer to one POST."""
-
-    status: int
-    text: str = ""
-    retry_after: float | None = None
-
-
-class Transport(Protocol):
-    """Somewhere request bodies go: Segment over HTTP, or a local outbox.
-
-    `deliver` sends up to the transport's `max_in_flight` bodies at once (1 when it has no such attribute),
-    so a transport with more than 1 must accept `post` from several threads.
-    """
-
-    write_key: str | None
-
-    def post(self, body: bytes, attempt: int) -> Response:
-        """Send one body; raise OSError when nothing was answered."""
-        ...
-
-
-class SegmentHttp:
-    """POSTs to Segment's `/v1/batch` with Basic auth and the write key in the body, several at a time.
-
-    Bodies are gzipped by ISA-L (igzip) at `gzip_level` 1 to 3, by zlib at 4 to 9.
-    """
-
-    def __init__(
-        self,
-        write_key: str,
-        endpoint: str = DEFAULT_ENDPOINT,
-        *,
-        timeout: float = 30.0,
-        gzip_body: bool = True,
-        gzip_level: int = DEFAULT_GZIP_LEVEL,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    ):
-        if not write_key:
-            raise ValueError("the Segment write key is empty; set SEGMENT_WRITE_KEY or use the outbox destination")
-        if not 1 <= gzip_level <= 9:
-            raise ValueError(f"gzip_level is {gzip_level}; use 1 (fastest) to 9 (smallest)")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight is {max_in_flight}; use 1 (one request at a time) or more")
-        self.write_key = write_key
-        self.url = endpoint.rstrip("/").removesuffix("/v1") + "/v1/batch"
-        self.timeout = timeout
-        self.gzip_body = gzip_body
-        self.gzip_level = gzip_level
-        self.max_in_flight = max_in_flight
-        from segment_sync.segment_api.connections import (
-            Connector,  # imported at run time: loading the definitions needs no HTTP
-        )
-
-        self._connector = Connector(self.url, write_key, f"segment-sync/{__version__}", timeout)
-        self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
-
-    def new_connection(self) -> Connection:
-        """A connection of its own for one request in flight, kept open for the next.
-
-        Proxies and the CA bundle come from the environment as requests reads them, once per client rather
-        than on every request; without a proxy, a socket of the connection's own posts (see `connections`).
-        """
-        return self._connector.connect()
-
-    def compress(self, body: bytes) -> bytes:
-        """The gzip stream of a body at this client's level."""
-        if self.gzip_level in ISAL_LEVELS:
-            from isal import igzip  # imported when first sending, not with the definitions
-
-            return igzip.compress(body, compresslevel=self.gzip_level)
-        return gzip.compress(body, compresslevel=self.gzip_level)
-
-    def post(self, body: bytes, attempt: int) -> Response:
-        """POST one batch body; safe to call from several threads."""
-        headers = {"X-Retry-Count": str(attempt - 1)} if attempt > 1 else {}
-        if self.gzip_body:
-            body = self.compress(body)
-            headers["Content-Encoding"] = "gzip"
-        try:
-            connection = self._idle.get_nowait()
-        except queue.Empty:
-            connection = self.new_connection()
-        try:
-            answer = connection.post(body, headers)
-        finally:
-            self._idle.put(connection)  # kept for the next request, with its open connection
-        text = answer.text.replace(self.write_key, "<write key>")  # in case a proxy echoes the request
-        return Response(answer.status, text[:500], _retry_after(answer.headers))
-
-    def close(self) -> None:
-        """Close the idle connections."""
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-
-    def __repr__(self) -> str:  # never show the write key
-        return f"SegmentHttp(url={self.url!r})"
-
-
-class Outbox:
-    """Appends each request body as one JSON line to a local file instead of sending it."""
-
-    write_key = None
-    max_in_flight = 1  # lines stay in the order of the batches
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-
-    def post(self, body: bytes, attempt: int) -> Response:
-        """Write one batch body durably."""
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as f:
-                f.write(body + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-        return Response(200, '{"success":true}')
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from Retry-After, else X-RateLimit-Reset: a number of seconds or an HTTP date."""
-    for name in ("retry-after", "x-ratelimit-reset"):
-        raw = headers.get(name)
-        if not raw:
-            continue
-        try:
-            seconds = float(raw)
-        except ValueError:
-            try:
-                seconds = email.utils.parsedate_to_datetime(raw).timestamp() - time.time()
-            except (TypeError, ValueError):
-                continue  # an unreadable header: fall back to exponential backoff
-        if math.isfinite(seconds):
-            return seconds
-    return None
 
 
 @dataclass(frozen=True)
@@ -468,7 +313,7 @@ class _BatchSender:
             called = time.perf_counter()
             try:
                 response = self.transport.post(body, tries)
-            except OSError as exc:  # every transport error is one (see connections)
+            except OSError as exc:  # requests' errors are OSErrors
                 response, problem = None, f"{type(exc).__name__}: {first_line(exc, 200)}"
             if self.on_call is not None:
                 record = CallRecord(

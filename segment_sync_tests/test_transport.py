@@ -1,10 +1,12 @@
-"""Connections to Segment over real loopback sockets: the request head, keep-alive, errors, TLS and proxies."""
+"""SegmentHttp and Outbox over real loopback sockets and files: requests, answers, keep-alive, errors, TLS, proxies."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import gzip
+import json
 import shutil
 import socket
 import ssl
@@ -16,19 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
 import pytest
+from isal import igzip
 
-from segment_sync.segment_api.client import Response, SegmentHttp
-from segment_sync.segment_api.connections import (
-    ACCEPT_ENCODING,
-    Connector,
-    DirectConnection,
-    ProxiedConnection,
-    Route,
-    _host_field,
-    basic_auth,
-    tls_context,
-)
+from segment_sync import __version__
+from segment_sync.segment_api.transport import DEFAULT_ENDPOINT, Outbox, Response, SegmentHttp
 from segment_sync_tests.segment_emulator import Fault, SegmentEmulator
 
 KEY = "wk_connections_0123456789abcdef"
@@ -50,6 +45,7 @@ class RawServer:
     def __init__(self, serve: Callable[[BinaryIO], None]):
         self.serve = serve
         self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
         self.accepted = 0
         self.hung_up = threading.Event()  # set each time this side closes a connection
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -80,7 +76,7 @@ class RawServer:
                 return None
             head += line
         length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
-        stream.read(length)
+        self.bodies.append(stream.read(length))
         self.heads.append(head)
         return head
 
@@ -113,68 +109,217 @@ def answer_each(answer: bytes) -> Callable[[RawServer, BinaryIO], None]:
     return serve
 
 
-def direct(url: str, timeout: float = 5.0) -> DirectConnection:
-    connection = Connector(url, KEY, "segment-sync/test", timeout).connect()
-    assert isinstance(connection, DirectConnection)
-    return connection
+def answering(server_factory: Any, answer: bytes, **kwargs: Any) -> tuple[SegmentHttp, RawServer]:
+    """A client of a keep-alive server that gives every request `answer`."""
+    server = server_factory(answer_each(answer))
+    return SegmentHttp(KEY, server.url, **kwargs), server
+
+
+def http_answer(status: int, text: str = "", headers: dict[str, str] | None = None) -> bytes:
+    fields = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    body = text.encode()
+    return f"HTTP/1.1 {status} X\r\n{fields}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def fields(head: bytes) -> dict[str, str]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "url"),
+    [
+        ("https://api.segment.io", "https://api.segment.io/v1/batch"),
+        ("https://api.segment.io/", "https://api.segment.io/v1/batch"),
+        ("https://api.segment.io/v1", "https://api.segment.io/v1/batch"),
+        ("https://api.segment.io/v1/", "https://api.segment.io/v1/batch"),
+        ("https://events.eu1.segmentapis.com", "https://events.eu1.segmentapis.com/v1/batch"),
+        ("https://events.eu1.segmentapis.com/v1", "https://events.eu1.segmentapis.com/v1/batch"),
+        ("http://127.0.0.1:8765", "http://127.0.0.1:8765/v1/batch"),
+    ],
+)
+def test_the_batch_url_of_an_endpoint(endpoint: str, url: str) -> None:
+    assert SegmentHttp("wk", endpoint).url == url
+
+
+def test_the_default_endpoint_is_segments() -> None:
+    assert DEFAULT_ENDPOINT == "https://api.segment.io"
+    assert SegmentHttp("wk").url == "https://api.segment.io/v1/batch"
+
+
+def test_an_empty_write_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="write key is empty"):
+        SegmentHttp("")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"gzip_level": 0}, "gzip_level"), ({"max_in_flight": 0}, "max_in")])
+def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SegmentHttp("wk", **kwargs)
+
+
+def test_the_repr_hides_the_key() -> None:
+    http = SegmentHttp("sekret_write_key_123")
+    assert "sekret_write_key_123" not in repr(http) and "sekret_write_key_123" not in str(http)
+    assert "api.segment.io" in repr(http)
 
 
 # --- the request ------------------------------------------------------------------------------------
 
 
-def test_the_request_head_is_the_one_requests_sent(server_factory: Any) -> None:
-    server = server_factory(answer_each(OK))
-    url = server.url + "/v1/batch"
-    headers = {"X-Retry-Count": "1", "Content-Encoding": "gzip"}
-    ours = direct(url).post(b"{}", headers)
-    theirs = ProxiedConnection(Route(url, {}, True, direct=False), KEY, "segment-sync/test", 5.0).post(b"{}", headers)
-    assert ours == theirs
-    assert ours.status == 200 and ours.text == '{"success":true}'
-    assert (
-        server.heads[0]
-        == server.heads[1]
-        == (
-            f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUser-Agent: segment-sync/test\r\n"
-            f"Accept-Encoding: {ACCEPT_ENCODING}\r\nAccept: */*\r\nConnection: keep-alive\r\n"
-            "Content-Type: application/json\r\nX-Retry-Count: 1\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n"
-            f"Authorization: {basic_auth(KEY)}\r\n\r\n"
-        ).encode()
-    )
+def test_the_request_carries_segments_auth_gzip_and_the_retry_count(server_factory: Any) -> None:
+    http, server = answering(server_factory, OK)
+    body = b'{"batch":[],"sentAt":"x"}'
+    assert http.post(body, 1) == Response(200, '{"success":true}', None)
+    http.post(body, 3)
+    first, third = (fields(head) for head in server.heads)
+    assert server.heads[0].startswith(b"POST /v1/batch HTTP/1.1\r\n")
+    assert first["authorization"] == "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()
+    assert first["content-type"] == "application/json" and first["content-encoding"] == "gzip"
+    assert first["user-agent"] == f"segment-sync/{__version__}"
+    assert first["host"] == f"127.0.0.1:{server.port}"
+    assert "x-retry-count" not in first and third["x-retry-count"] == "2"
+    assert [gzip.decompress(sent) for sent in server.bodies] == [body, body]
 
 
-@pytest.mark.parametrize(
-    ("host", "port", "scheme", "field"),
-    [
-        ("api.segment.io", 443, "https", "api.segment.io"),
-        ("api.segment.io", 8443, "https", "api.segment.io:8443"),
-        ("127.0.0.1", 80, "http", "127.0.0.1"),
-        ("::1", 8765, "http", "[::1]:8765"),
-        ("bücher.example", 443, "https", "xn--bcher-kva.example"),
-    ],
-)
-def test_the_host_field_is_written_as_http_client_writes_it(host: str, port: int, scheme: str, field: str) -> None:
-    assert _host_field(host, port, scheme) == field
+def test_a_plain_body_is_sent_as_it_is(server_factory: Any) -> None:
+    http, server = answering(server_factory, OK, gzip_body=False)
+    http.post(b"{}", 1)
+    assert server.bodies == [b"{}"] and "content-encoding" not in fields(server.heads[0])
 
 
-def test_basic_auth_is_the_key_and_an_empty_password() -> None:
-    assert basic_auth("abc123") == "Basic YWJjMTIzOg=="
+def test_the_gzip_level_is_isal_up_to_3_and_zlib_above(server_factory: Any) -> None:
+    events = [orjson.dumps({"userId": f"u{i}", "score": i * 7919 % 10007, "x": i**3}) for i in range(2_000)]
+    body = b'{"batch":[' + b",".join(events) + b'],"sentAt":"x"}'
+    sizes = {}
+    for level in (1, 3, 4, 9):
+        http, server = answering(server_factory, OK, gzip_level=level)
+        http.post(body, 1)
+        sent = server.bodies[0]
+        assert gzip.decompress(sent) == body
+        sizes[level] = len(sent)
+        expected = igzip.compress(body, compresslevel=level) if level <= 3 else gzip.compress(body, compresslevel=level)
+        assert sent == expected
+    assert max(sizes.values()) < len(body) and sizes[9] < sizes[4]
 
 
 def test_the_endpoints_path_and_query_are_kept(server_factory: Any) -> None:
     server = server_factory(answer_each(OK))
-    direct(server.url + "/segment/v1/batch?region=eu").post(b"{}", {})
+    http = SegmentHttp(KEY, server.url + "/segment")
+    http.url += "?region=eu"
+    http.post(b"{}", 1)
     assert server.heads[0].startswith(b"POST /segment/v1/batch?region=eu HTTP/1.1\r\n")
+
+
+# --- answers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"retry-after": "1.5"}, 1.5),
+        ({"X-RateLimit-Reset": "30"}, 30.0),
+        ({}, None),
+    ],
+)
+def test_retry_after(server_factory: Any, headers: dict[str, str], expected: float | None) -> None:
+    http, _ = answering(server_factory, http_answer(429, "slow down", headers))
+    assert http.post(b"{}", 1) == Response(429, "slow down", expected)
+
+
+def test_retry_after_as_an_http_date(server_factory: Any) -> None:
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+    header = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    http, _ = answering(server_factory, http_answer(503, "", {"Retry-After": header}))
+    wait = http.post(b"{}", 1).retry_after
+    assert wait is not None and 115 <= wait <= 121
+
+
+def test_a_malformed_retry_after_is_ignored(server_factory: Any) -> None:
+    http, _ = answering(server_factory, http_answer(503, "", {"Retry-After": "soon"}))
+    assert http.post(b"{}", 1) == Response(503, "", None)
+
+
+def test_retry_after_from_the_emulator(emulator: SegmentEmulator) -> None:
+    emulator.inject(Fault(429, "slow down", retry_after="2"), Fault(503, headers={"X-RateLimit-Reset": "7"}))
+    http = SegmentHttp(emulator.write_key, emulator.url)
+    assert http.post(b"{}", 1) == Response(429, "slow down", 2.0)
+    assert http.post(b"{}", 2).retry_after == 7.0
+
+
+def test_the_write_key_is_never_passed_on(server_factory: Any) -> None:
+    echo = f'unknown writeKey "{KEY}" in {{"writeKey":"{KEY}"}}'
+    http, _ = answering(server_factory, http_answer(400, echo, {"Content-Type": "text/plain; charset=utf-8"}))
+    assert http.post(b"{}", 1).text == 'unknown writeKey "<write key>" in {"writeKey":"<write key>"}'
+
+
+def test_long_answers_are_cut_at_500_characters(server_factory: Any) -> None:
+    http, _ = answering(server_factory, http_answer(400, "x" * 5_000))
+    assert http.post(b"{}", 1).text == "x" * 500
+
+
+@pytest.mark.parametrize(
+    ("coding", "encode"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", lambda b: zlib.compress(b, wbits=-15))],
+)
+def test_compressed_answers_are_decoded(server_factory: Any, coding: str, encode: Callable[[bytes], bytes]) -> None:
+    body = encode(b"Bad Request\n")
+    head = f"HTTP/1.1 400 Bad Request\r\nContent-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n\r\n"
+    http, _ = answering(server_factory, head.encode() + body)
+    assert http.post(b"{}", 1).text == "Bad Request\n"
+
+
+def test_chunked_and_close_delimited_answers_are_read(server_factory: Any) -> None:
+    chunked = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{"succe\r\n9\r\nss":true}\r\n0\r\n\r\n'
+    http, server = answering(server_factory, chunked)
+    assert [http.post(b"{}", 1).text for _ in range(2)] == ['{"success":true}'] * 2
+    assert server.accepted == 1  # the connection stayed open after a chunked answer
+
+    def until_close(server: RawServer, stream: BinaryIO) -> None:
+        server.read_request(stream)
+        stream.write(b"HTTP/1.1 200 OK\r\n\r\n" + b'{"success":true}')
+
+    closing = server_factory(until_close)
+    http = SegmentHttp(KEY, closing.url)
+    assert [http.post(b"{}", 1).text for _ in range(2)] == ['{"success":true}'] * 2
+    assert closing.accepted == 2
 
 
 # --- keep-alive -------------------------------------------------------------------------------------
 
 
-def test_one_connection_serves_every_request(server_factory: Any) -> None:
-    server = server_factory(answer_each(OK))
-    connection = direct(server.url + "/v1/batch")
+def test_one_connection_serves_every_request_in_turn(server_factory: Any) -> None:
+    http, server = answering(server_factory, OK)
     for _ in range(3):
-        assert connection.post(b"{}", {}).status == 200
+        assert http.post(b"{}", 1).status == 200
     assert server.accepted == 1
+
+
+def test_each_request_in_flight_has_a_connection_of_its_own(server_factory: Any) -> None:
+    inside = threading.Barrier(3, timeout=5)
+
+    def serve(server: RawServer, stream: BinaryIO) -> None:
+        while server.read_request(stream) is not None:
+            if not inside.broken:
+                inside.wait()  # the first three requests are in flight at once
+            stream.write(OK)
+            stream.flush()
+
+    server = server_factory(serve)
+    http = SegmentHttp(KEY, server.url, max_in_flight=3)
+    threads = [threading.Thread(target=http.post, args=(b"{}", 1)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    inside.abort()
+    for _ in range(5):
+        assert http.post(b"{}", 1).status == 200
+    assert server.accepted == 3 and len(server.heads) == 8
 
 
 def _answer_once_then_hang_up(server: RawServer, stream: BinaryIO) -> None:
@@ -185,64 +330,25 @@ def _answer_once_then_hang_up(server: RawServer, stream: BinaryIO) -> None:
 
 def test_a_connection_the_server_closed_while_idle_is_reopened_without_an_error(server_factory: Any) -> None:
     server = server_factory(_answer_once_then_hang_up)
-    connection = direct(server.url + "/v1/batch")
-    assert connection.post(b"{}", {}).status == 200
+    http = SegmentHttp(KEY, server.url)
+    assert http.post(b"{}", 1).status == 200
     assert server.hung_up.wait(5)
-    assert connection.post(b"{}", {}).status == 200
+    assert http.post(b"{}", 1).status == 200
     assert server.accepted == 2
 
 
 def test_connection_close_is_honoured(server_factory: Any) -> None:
-    closing = OK.replace(b"Content-Length", b"Connection: close\r\nContent-Length")
-    server = server_factory(answer_each(closing))
-    connection = direct(server.url + "/v1/batch")
-    assert connection.post(b"{}", {}).status == 200
-    assert connection.post(b"{}", {}).status == 200
+    http, server = answering(server_factory, OK.replace(b"Content-Length", b"Connection: close\r\nContent-Length"))
+    assert http.post(b"{}", 1).status == 200
+    assert http.post(b"{}", 1).status == 200
     assert server.accepted == 2
 
 
-# --- answers ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("coding", "encode"),
-    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", lambda b: zlib.compress(b, wbits=-15))],
-)
-def test_compressed_answers_are_decoded(server_factory: Any, coding: str, encode: Callable[[bytes], bytes]) -> None:
-    body = encode(b"Bad Request\n")
-    head = f"HTTP/1.1 400 Bad Request\r\nContent-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n\r\n"
-    server = server_factory(answer_each(head.encode() + body))
-    assert direct(server.url + "/v1/batch").post(b"{}", {}).text == "Bad Request\n"
-
-
-def test_chunked_and_close_delimited_answers_are_read(server_factory: Any) -> None:
-    chunked = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{"succe\r\n9\r\nss":true}\r\n0\r\n\r\n'
-    server = server_factory(answer_each(chunked))
-    connection = direct(server.url + "/v1/batch")
-    assert [connection.post(b"{}", {}).text for _ in range(2)] == ['{"success":true}'] * 2
-    assert server.accepted == 1  # the connection stayed open after a chunked answer
-
-    def until_close(server: RawServer, stream: BinaryIO) -> None:
-        server.read_request(stream)
-        stream.write(b"HTTP/1.1 200 OK\r\n\r\n" + b'{"success":true}')
-
-    closing = server_factory(until_close)
-    connection = direct(closing.url + "/v1/batch")
-    assert [connection.post(b"{}", {}).text for _ in range(2)] == ['{"success":true}'] * 2
-    assert closing.accepted == 2
-
-
-def test_repeated_headers_are_joined_as_requests_joined_them(server_factory: Any) -> None:
-    answer = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n"
-    server = server_factory(answer_each(answer))
-    assert direct(server.url + "/v1/batch").post(b"{}", {}).headers["retry-after"] == "1, 2"
-
-
-def test_segment_http_reads_retry_after_from_the_emulator(emulator: SegmentEmulator) -> None:
-    emulator.inject(Fault(429, "slow down", retry_after="2"), Fault(503, headers={"X-RateLimit-Reset": "7"}))
-    http = SegmentHttp(emulator.write_key, emulator.url)
-    assert http.post(b"{}", 1) == Response(429, "slow down", 2.0)
-    assert http.post(b"{}", 2).retry_after == 7.0
+def test_close_closes_the_idle_connections(server_factory: Any) -> None:
+    http, server = answering(server_factory, OK)
+    http.post(b"{}", 1)
+    http.close()
+    assert server.hung_up.wait(5)
 
 
 # --- failures: OSErrors that name the host, never the key --------------------------------------------
@@ -250,9 +356,9 @@ def test_segment_http_reads_retry_after_from_the_emulator(emulator: SegmentEmula
 
 def _failure(url: str, timeout: float = 5.0) -> OSError:
     with pytest.raises(OSError) as caught:
-        direct(url, timeout).post(b"{}", {})
+        SegmentHttp(KEY, url, timeout=timeout).post(b"{}", 1)
     text = str(caught.value)
-    assert KEY not in text and basic_auth(KEY) not in text and "127.0.0.1:" in text
+    assert KEY not in text and base64.b64encode(KEY.encode()).decode()[:20] not in text and "127.0.0.1" in text
     return caught.value
 
 
@@ -260,7 +366,7 @@ def test_a_refused_connection_is_an_oserror() -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    assert "ConnectionRefusedError" in str(_failure(f"http://127.0.0.1:{port}/v1/batch"))
+    assert "Connection refused" in str(_failure(f"http://127.0.0.1:{port}"))
 
 
 def test_no_answer_within_the_timeout_is_a_timeout_error(server_factory: Any) -> None:
@@ -271,20 +377,18 @@ def test_no_answer_within_the_timeout_is_a_timeout_error(server_factory: Any) ->
         answered.wait(5)
 
     server = server_factory(never_answer)
-    assert isinstance(_failure(server.url + "/v1/batch", timeout=0.3), TimeoutError)
+    assert "timed out" in str(_failure(server.url, timeout=0.3))
     answered.set()
 
 
 def test_a_connection_dropped_without_an_answer_is_an_oserror(server_factory: Any) -> None:
     server = server_factory(lambda server, stream: server.read_request(stream))
-    assert "ConnectionResetError: the server closed the connection without answering" in str(
-        _failure(server.url + "/v1/batch")
-    )
+    assert "closed" in str(_failure(server.url)).lower()
 
 
 def test_a_garbled_answer_is_an_oserror(server_factory: Any) -> None:
     server = server_factory(answer_each(b"HTTQ/9 2OO\r\n\r\n"))
-    assert "does not start with an HTTP/1 status line" in str(_failure(server.url + "/v1/batch"))
+    _failure(server.url)
 
 
 def test_a_connection_that_failed_is_reopened_for_the_next_post(server_factory: Any) -> None:
@@ -299,10 +403,10 @@ def test_a_connection_that_failed_is_reopened_for_the_next_post(server_factory: 
             stream.flush()
 
     server = server_factory(serve)
-    connection = direct(server.url + "/v1/batch")
+    http = SegmentHttp(KEY, server.url)
     with pytest.raises(OSError):
-        connection.post(b"{}", {})
-    assert connection.post(b"{}", {}).status == 200 and server.accepted == 2
+        http.post(b"{}", 1)
+    assert http.post(b"{}", 2).status == 200 and server.accepted == 2
 
 
 # --- TLS --------------------------------------------------------------------------------------------
@@ -385,7 +489,7 @@ def test_tls_verifies_against_the_bundle_from_the_environment(
     https_url: str, certificates: dict[str, Path], monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
     monkeypatch.setenv(variable, str(certificates["ca"]))
-    assert direct(https_url).post(b"{}", {}).status == 200
+    assert SegmentHttp(KEY, https_url).post(b"{}", 1).status == 200
 
 
 def test_tls_verifies_against_a_hashed_certificate_folder(
@@ -398,12 +502,12 @@ def test_tls_verifies_against_a_hashed_certificate_folder(
     )
     shutil.copy(certificates["ca"], tmp_path / f"{digest.stdout.strip()}.0")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
-    assert direct(https_url).post(b"{}", {}).status == 200
+    assert SegmentHttp(KEY, https_url).post(b"{}", 1).status == 200
 
 
 def test_without_a_bundle_certifi_decides_and_an_unknown_ca_is_refused(https_url: str) -> None:
     with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED") as caught:
-        direct(https_url).post(b"{}", {})
+        SegmentHttp(KEY, https_url).post(b"{}", 1)
     assert KEY not in str(caught.value)
 
 
@@ -415,25 +519,18 @@ def test_a_bundle_that_does_not_exist_fails_each_post(monkeypatch: pytest.Monkey
             http.post(b"{}", attempt)
 
 
-def test_the_tls_settings_are_urllib3s(certificates: dict[str, Path]) -> None:
-    context = tls_context(str(certificates["ca"]))
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
-    assert context.options & ssl.OP_NO_COMPRESSION and context.options & ssl.OP_NO_TICKET
-
-
 def test_the_hostname_is_checked(
     https_url: str, certificates: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificates["ca"]))
-    with pytest.raises(OSError, match="mismatch"):
-        direct(https_url.replace("localhost", "127.0.0.1")).post(b"{}", {})
+    with pytest.raises(OSError, match="match"):
+        SegmentHttp(KEY, https_url.replace("localhost", "127.0.0.1")).post(b"{}", 1)
 
 
 # --- proxies ----------------------------------------------------------------------------------------
 
 
-def test_a_proxy_from_the_environment_is_used_through_requests(
+def test_a_proxy_from_the_environment_is_used(
     server_factory: Any, emulator: SegmentEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proxy = server_factory(answer_each(OK))
@@ -442,7 +539,6 @@ def test_a_proxy_from_the_environment_is_used_through_requests(
     assert http.post(b"{}", 1).status == 200
     assert proxy.heads[0].startswith(f"POST {emulator.url}/v1/batch HTTP/1.1\r\n".encode())
     assert emulator.requests == []
-    assert isinstance(http.new_connection(), ProxiedConnection)
 
 
 def test_no_proxy_sends_directly(
@@ -455,7 +551,6 @@ def test_no_proxy_sends_directly(
     body = b'{"batch":[],"sentAt":"2026-01-01T00:00:00.000Z","writeKey":"' + emulator.write_key.encode() + b'"}'
     assert http.post(body, 1).status == 200
     assert proxy.heads == [] and len(emulator.requests) == 1
-    assert isinstance(http.new_connection(), DirectConnection)
 
 
 def test_an_https_endpoint_tunnels_through_the_proxy(server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -473,29 +568,33 @@ def test_an_https_endpoint_tunnels_through_the_proxy(server_factory: Any, monkey
     assert len(seen) == 1 and seen[0].startswith(b"CONNECT api.segment.io:443 HTTP/")
 
 
-@pytest.mark.parametrize(
-    ("url", "direct"),
-    [
-        ("https://api.segment.io/v1/batch", True),
-        ("http://127.0.0.1:8765/v1/batch?region=eu", True),
-        ("http://127.0.0.1:8765/a b/v1/batch", False),  # requests quotes what a socket of our own would not
-        ("http://127.0.0.1:8765/é/v1/batch", False),
-        ("ftp://127.0.0.1/v1/batch", False),
-    ],
-)
-def test_only_plain_urls_go_direct(url: str, direct: bool) -> None:
-    assert Route.from_environment(url).direct is direct
-
-
-def test_the_environment_is_read_once_per_client(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_is_read_once_per_session(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/company-ca.pem")
-    http = SegmentHttp(KEY)
-    connection = http.new_connection()
-    assert isinstance(connection, ProxiedConnection)
-    assert connection.session.proxies["https"] == "http://proxy.example:3128"
-    assert connection.session.verify == "/etc/company-ca.pem" and not connection.session.trust_env
-    monkeypatch.setenv("NO_PROXY", "api.segment.io")
-    assert isinstance(http.new_connection(), ProxiedConnection)  # the same client keeps its route
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
-    assert Route.from_environment(http.url).direct and isinstance(SegmentHttp(KEY).new_connection(), DirectConnection)
+    session = SegmentHttp(KEY).new_session()
+    assert session.proxies["https"] == "http://proxy.example:3128"
+    assert session.verify == "/etc/company-ca.pem" and not session.trust_env
+
+
+# --- Outbox -----------------------------------------------------------------------------------------
+
+
+def test_the_outbox_writes_one_line_per_body(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "outbox" / "sync.jsonl"
+    outbox = Outbox(path)
+    assert outbox.write_key is None
+    assert outbox.post(b'{"batch":[1]}', 1) == Response(200, '{"success":true}')
+    assert outbox.post(b'{"batch":[2]}', 1).status == 200
+    assert path.read_bytes() == b'{"batch":[1]}\n{"batch":[2]}\n'
+
+
+def test_the_outbox_is_written_one_body_at_a_time(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "out.jsonl")
+    assert outbox.max_in_flight == 1
+    threads = [threading.Thread(target=outbox.post, args=(b'{"batch":[%d]}' % i, 1)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = sorted(json.loads(line)["batch"][0] for line in (tmp_path / "out.jsonl").read_bytes().splitlines())
+    assert lines == list(range(20))
