@@ -1,6 +1,6 @@
 """Event building benchmark: the columnar builder next to the row-wise reference, on the same diffs.
 
-Run: ./dev python benchmarks/build_bench.py [--rows 200000] [--repeat 3]
+Run: ./dev python -m benchmarks.build_bench [--rows 200000] [--repeat 3]
 A synthetic model (integer key, text, numbers, a decimal, a boolean and a zoned datetime) is diffed against
 an empty state, so every row is added; an identify sync and a track sync (with a timestamp column) build
 their events chunk by chunk as `sync_run.deliver_diff` does, payloads taken out as bytes. An audience sync
@@ -17,20 +17,16 @@ import argparse
 import datetime as dt
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import polars as pl
 
-import polars as pl  # noqa: E402
-
-from segment_sync.delivery.diff_delivery import CHUNK_ROWS  # noqa: E402
+from segment_sync.delivery.diff_delivery import CHUNK_ROWS
 from segment_sync.diff.keyed_diff import compute_diff, delivered_rows
-from segment_sync.events.frame_builder import PAYLOAD, build_event_frame, outcome_columns  # noqa: E402
-from segment_sync.events.row_builder import DiffRow, build_outcomes  # noqa: E402
-from segment_sync.spec import SyncSpec  # noqa: E402
+from segment_sync.events.frame_builder import PAYLOAD, build_event_frame, outcome_columns
+from segment_sync.events.row_builder import DiffRow, build_outcomes
+from segment_sync.spec import SyncSpec
 from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, DELIVERED_SCHEMA, HASH, KEY, KIND
 
 SYNC_UUID = "0b9d6c1e-4f3a-4c55-9d0e-3c1f2a4b5c6d"

@@ -1,6 +1,6 @@
 """Diff benchmark: our keyed diff next to the Parquet read floor and the same diff in DuckDB SQL.
 
-Run: ./dev python benchmarks/diff_bench.py [--rows 1000000] [--repeat 3] [--upgrade] [--mass]
+Run: ./dev python -m benchmarks.diff_bench [--rows 1000000] [--repeat 3] [--upgrade] [--mass]
 Two snapshots of a synthetic model (string key + 10 columns) differ by 1% removed, 1% added and 2%
 changed rows. The floor reads both snapshots; our diff reads the new snapshot and the sync's state as the
 first run left it (made from the old snapshot before timing) and writes the diff file the delivery reads;
@@ -160,9 +160,9 @@ def writer_hashing_seconds(results: dict[str, dict]) -> float:
 def _child(method: str, old: str, new: str) -> None:
     import duckdb  # noqa: F401 - imports are not what is measured
     import polars  # noqa: F401
-    from measure import peak_rss_mb
 
     import segment_sync.diff.keyed_diff  # noqa: F401
+    from benchmarks.measure import peak_rss_mb
 
     started = time.perf_counter()
     rows = {**METHODS, **WRITES, **ONCE}[method](Path(old), Path(new))
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if method in ONCE and repeat > 0:
                     continue
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", method, str(old), str(new)],
+                    [sys.executable, "-m", "benchmarks.diff_bench", "--child", method, str(old), str(new)],
                     capture_output=True,
                     text=True,
                     check=True,
@@ -215,7 +215,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(*sys.argv[2:5])
     else:

@@ -1,6 +1,6 @@
 """End-to-end benchmark: a sync through the real Dagster assets, from a DuckDB warehouse to the Segment emulator.
 
-Run: ./dev python benchmarks/e2e_bench.py [--sync identify|track] [--rows 1000000] [--repeat 3]
+Run: ./dev python -m benchmarks.e2e_bench [--sync identify|track] [--rows 1000000] [--repeat 3]
 Each repeat starts from an empty state: an initial run, then a run after 1% of rows were removed, 1% added
 and 2% changed. The identify sync sends every row on its initial run; the track sync (send_initial off, as a
 track sync usually is) records its baseline, then sends an event per change. The warehouse is seeded and
@@ -18,11 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.emulator_process import EmulatorProcesses  # noqa: E402
+from benchmarks.emulator_process import EmulatorProcesses
 
 WRITE_KEY = "bench_write_key_0123456789abcdef"
 FIELDS = ["email", "plan", "seats", "score", "active", "signed_up_at", "region", "note"]
@@ -72,7 +69,7 @@ def _run(sync_kind: str) -> None:
     import dagster as dg
 
     from benchmarks.measure import peak_rss_mb
-    from segment_sync_tests.conftest import make_definitions
+    from segment_sync_tests.support.sync_runs import make_definitions
 
     sync = SYNCS[sync_kind]
     project = {"models": [{"name": "users", "table": "users", "primary_key": "user_id"}], "syncs": [sync]}
@@ -99,7 +96,9 @@ def _run(sync_kind: str) -> None:
 
 
 def _child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=os.environ)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.e2e_bench", *args], capture_output=True, text=True, env=os.environ
+    )
     if out.returncode:
         raise RuntimeError(f"{args[0]} failed: {out.stderr[-2000:]}")
     lines = out.stdout.strip().splitlines()

@@ -3,8 +3,8 @@
 Several processes listen on one port (SO_REUSEPORT, the kernel spreads connections over them); counts
 are summed and duplicates are counted across all of them.
 
-As a script: `emulator_process.py WRITE_KEY [--processes N] [--latency-seconds S]` prints its URL on the
-first line of stdout and, when stdin closes, "accepted duplicates discarded" on the next line.
+As a script: `python -m benchmarks.emulator_process WRITE_KEY [--processes N] [--latency-seconds S]` prints
+its URL on the first line of stdout and, when stdin closes, "accepted duplicates discarded" on the next line.
 """
 
 from __future__ import annotations
@@ -17,12 +17,9 @@ import socket
 import sys
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from segment_sync_tests.segment_emulator import SegmentEmulator  # noqa: E402
+from segment_sync_tests.support.segment_emulator import SegmentEmulator
 
 
 class EmulatorProcesses:

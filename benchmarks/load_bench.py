@@ -1,6 +1,6 @@
 """Code-location load benchmark: how long Dagster takes to load a project with many syncs.
 
-Run: ./dev python benchmarks/load_bench.py [--syncs 50] [--repeat 3]
+Run: ./dev python -m benchmarks.load_bench [--syncs 50] [--repeat 3]
 Writes a defs.yaml with --syncs syncs (over --syncs / 2 models, all four sync types, schedules, `after:`
 chains), then in a fresh process per run: imports Dagster, loads the component from the YAML and resolves
 the whole repository (assets, checks, jobs, schedules, sensors) as the webserver does. No warehouse or
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         path.write_text(project_yaml(args.syncs))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "bytecode")
-        child = [sys.executable, __file__, "--child", str(path)]
+        child = [sys.executable, "-m", "benchmarks.load_bench", "--child", str(path)]
         subprocess.run(child, capture_output=True, check=True, env=env)  # compiles the bytecode; not counted
         runs = []
         for _ in range(args.repeat):
@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2])
     else:

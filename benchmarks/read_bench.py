@@ -1,6 +1,6 @@
 """Read benchmark: a model read into Polars through SQLAlchemy and through each dialect's fast path.
 
-Run: ./dev python benchmarks/read_bench.py [--rows 1000000] [--repeat 3] [--databases duckdb,sqlite,postgres]
+Run: ./dev python -m benchmarks.read_bench [--rows 1000000] [--repeat 3] [--databases duckdb,sqlite,postgres]
 A synthetic model (string key + 10 columns: ints, floats, strings, a nullable string, a boolean, a timestamp)
 is written to a DuckDB file, a SQLite file and a PostgreSQL table (dropped afterwards). Each read streams the
 model's batches as the snapshot asset does, in its own process, so peak RSS is the reader's own. Prints a table
@@ -93,8 +93,8 @@ def drop_postgres(table: str) -> None:
 def _child(url: str, table: str, read_path: str) -> None:
     import duckdb_engine  # noqa: F401 - imports are not what is measured
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
-    from measure import peak_rss_mb
 
+    from benchmarks.measure import peak_rss_mb
     from segment_sync.spec import ModelSpec
     from segment_sync.warehouse.model_reader import read_model_batches
 
@@ -113,7 +113,10 @@ def _measure(url: str, table: str, read_path: str, repeat: int) -> dict:
     runs = []
     for _ in range(repeat):
         out = subprocess.run(
-            [sys.executable, __file__, "--child", url, table, read_path], capture_output=True, text=True, check=True
+            [sys.executable, "-m", "benchmarks.read_bench", "--child", url, table, read_path],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(json.loads(out.stdout))
     return {
@@ -169,7 +172,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(*sys.argv[2:5])
     else:

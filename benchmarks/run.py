@@ -1,8 +1,8 @@
 """The whole benchmark suite in one command, with the issue's targets checked.
 
-Run: ./dev python benchmarks/run.py            # 1M rows everywhere, 10M for the diff and the track sync
-     ./dev python benchmarks/run.py --quick    # 1M only (about 10 minutes on 2 cores)
-     ./dev python benchmarks/run.py --smoke    # tiny sizes, one repeat: checks the benchmarks still run
+Run: ./dev python -m benchmarks.run            # 1M rows everywhere, 10M for the diff and the track sync
+     ./dev python -m benchmarks.run --quick    # 1M only (about 10 minutes on 2 cores)
+     ./dev python -m benchmarks.run --smoke    # tiny sizes, one repeat: checks the benchmarks still run
 Runs each benchmark (read, diff, send, build, end to end, code-location load), which print their own tables
 and write benchmarks/results/*.json; then prints the targets and writes benchmarks/results/summary.json.
 Measure on a quiet machine: the figures are wall times.
@@ -11,14 +11,10 @@ Measure on a quiet machine: the figures are wall times.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import build_bench, diff_bench, e2e_bench, load_bench, read_bench, send_bench  # noqa: E402
+from benchmarks import build_bench, diff_bench, e2e_bench, load_bench, read_bench, send_bench
 
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": {"rows": 20_000, "big": None, "events": 20_000, "repeat": 1, "send": ["--in-flight", "4"]},

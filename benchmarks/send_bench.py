@@ -1,6 +1,6 @@
 """Send benchmark: a computed diff delivered to the Segment emulator, next to the official Python client.
 
-Run: ./dev python benchmarks/send_bench.py [--events 200000] [--repeat 3]
+Run: ./dev python -m benchmarks.send_bench [--events 200000] [--repeat 3]
 An identify sync over a synthetic model, diffed against an empty state (every row added), is delivered by
 `sync_run.deliver_diff` through `SegmentHttp` to the emulator, which runs in processes of its own, with 0 and
 30 ms of emulated latency and 1, 2, 4 and 8 requests in flight. Also measured, in the same run: the emulator's
@@ -28,22 +28,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import orjson
+import polars as pl
 
-import orjson  # noqa: E402
-import polars as pl  # noqa: E402
-
-from benchmarks.emulator_process import EmulatorProcesses  # noqa: E402
-from segment_sync.delivery.diff_delivery import CHUNK_ROWS, deliver_diff  # noqa: E402
-from segment_sync.diff.keyed_diff import compute_diff  # noqa: E402
-from segment_sync.events.frame_builder import PAYLOAD, build_event_frame  # noqa: E402
-from segment_sync.segment_api.batching import MAX_BATCH_BYTES, pack, request_body  # noqa: E402
+from benchmarks.emulator_process import EmulatorProcesses
+from segment_sync.delivery.diff_delivery import CHUNK_ROWS, deliver_diff
+from segment_sync.diff.keyed_diff import compute_diff
+from segment_sync.events.frame_builder import PAYLOAD, build_event_frame
+from segment_sync.segment_api.batching import MAX_BATCH_BYTES, pack, request_body
 from segment_sync.segment_api.client import deliver
-from segment_sync.segment_api.pacing import Pacer  # noqa: E402
+from segment_sync.segment_api.pacing import Pacer
 from segment_sync.segment_api.transport import DEFAULT_GZIP_LEVEL, DEFAULT_MAX_IN_FLIGHT, SegmentHttp
-from segment_sync.spec import SyncSpec  # noqa: E402
-from segment_sync.storage.run_log import RunLog  # noqa: E402
-from segment_sync.storage.state import SyncState  # noqa: E402
+from segment_sync.spec import SyncSpec
+from segment_sync.storage.run_log import RunLog
+from segment_sync.storage.state import SyncState
 
 WRITE_KEY = "bench_write_key_0123456789abcdef"
 SYNC = SyncSpec(

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from segment_sync_tests.conftest import postgres_or_skip
+from segment_sync_tests.support.warehouses import postgres_or_skip
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.postgres
 def test_the_benchmark_suite_runs_at_smoke_scale() -> None:
     postgres_or_skip()  # the read benchmark reads PostgreSQL too
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke"], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "benchmarks.run", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((ROOT / "benchmarks" / "results" / "summary.json").read_text())

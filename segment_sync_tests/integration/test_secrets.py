@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from segment_sync_tests.conftest import WRITE_KEY, make_definitions, run_sync
-from segment_sync_tests.segment_emulator import Fault
+from segment_sync_tests.support.segment_emulator import Fault
+from segment_sync_tests.support.sync_runs import WRITE_KEY, make_definitions, run_sync
 
 PASSWORD = "pw-Secret-7f3a9"
 SLACK_TOKEN = "xoxb-0000-secret-slack-token"

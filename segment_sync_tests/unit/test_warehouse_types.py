@@ -27,7 +27,7 @@ from segment_sync.warehouse.column_types import (
     snowflake_read_as,
 )
 from segment_sync.warehouse.model_reader import finish_batch
-from segment_sync_tests.test_values import _payloads, _sync
+from segment_sync_tests.support.both_builders import identify_sync, payloads_both_ways
 
 SNOWFLAKE_TABLE = """create or replace table t (id int, uid varchar, n number(38, 10), big number(38, 0),
   f float, v variant, o object, a array, b binary, d date, ts timestamp_ntz, tz timestamp_tz, bo boolean, tm time)"""
@@ -51,7 +51,9 @@ def test_snowflake_columns_are_read_by_their_declared_types_on_fakesnow() -> Non
         conn.close()
     snapshot = finish_batch(frame, plan).rename({"ID": "id", "UID": "uid"})
     assert snapshot.schema["V"] == JSON and snapshot.schema["F"] == pl.Float64
-    [payload] = _payloads(snapshot, _sync(["N", "BIG", "F", "V", "O", "A", "B", "D", "TS", "TZ", "BO", "TM"]))[0]
+    [payload] = payloads_both_ways(
+        snapshot, identify_sync(["N", "BIG", "F", "V", "O", "A", "B", "D", "TS", "TZ", "BO", "TM"])
+    )[0]
     assert (
         b'"traits":{"N":1234567890123456789012345678.0123456789,"BIG":1234567890123456789,"F":0.1,'
         b'"V":{"a":[1,2.5]},"O":{"k":1},"A":[1,"two"],"B":"YWJj","D":"2026-01-01","TS":"2026-01-01T10:00:00.123Z",'

@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 import polars as pl
 
-from segment_sync_tests.conftest import WRITE_KEY, SyncRun, Warehouse, make_definitions, run_sync
-from segment_sync_tests.segment_emulator import SegmentEmulator
+from segment_sync_tests.support.segment_emulator import SegmentEmulator
+from segment_sync_tests.support.sync_runs import WRITE_KEY, SyncRun, make_definitions, run_sync
+from segment_sync_tests.support.warehouses import Warehouse
 
 PROJECT = {
     "models": [{"name": "users", "table": "users", "primary_key": "id"}],

@@ -15,9 +15,9 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from segment_sync.alerts.status import RejectedThreshold, parse_thresholds
-from segment_sync_tests.conftest import TRACK, SyncRun, make_definitions, run_sync
-from segment_sync_tests.segment_emulator import Fault
-from segment_sync_tests.slack_stub import Reply, SlackStub
+from segment_sync_tests.support.segment_emulator import Fault
+from segment_sync_tests.support.slack_stub import Reply, SlackStub
+from segment_sync_tests.support.sync_runs import TRACK, SyncRun, make_definitions, run_sync
 
 TOKEN = "xoxb-1111-2222-SECRETtokenVALUE"
 WRONG_TOKEN = "xoxb-9999-OTHERsecretVALUE"

@@ -24,7 +24,7 @@ from isal import igzip
 
 from segment_sync import __version__
 from segment_sync.segment_api.transport import DEFAULT_ENDPOINT, Outbox, Response, SegmentHttp
-from segment_sync_tests.segment_emulator import Fault, SegmentEmulator
+from segment_sync_tests.support.segment_emulator import Fault, SegmentEmulator
 
 KEY = "wk_connections_0123456789abcdef"
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"success":true}'

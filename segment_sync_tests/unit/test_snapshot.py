@@ -19,7 +19,8 @@ from segment_sync.snapshot.snapshot_file import SnapshotError, scan_snapshot, wr
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec
 from segment_sync.values.row_columns import HASH
 from segment_sync.warehouse.warehouse_error import WarehouseError
-from segment_sync_tests.conftest import TRACK, Warehouse, make_definitions, run_sync
+from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_sync
+from segment_sync_tests.support.warehouses import Warehouse
 
 FAIL = ModelSpec(name="m", table="src", primary_key="id")
 

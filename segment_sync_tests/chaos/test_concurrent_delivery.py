@@ -12,7 +12,7 @@ import pytest
 from segment_sync.segment_api.client import DeliveryReport, RetryPolicy, deliver
 from segment_sync.segment_api.pacing import Pacer
 from segment_sync.segment_api.transport import Response, SegmentHttp
-from segment_sync_tests.segment_emulator import Fault, SegmentEmulator
+from segment_sync_tests.support.segment_emulator import Fault, SegmentEmulator
 
 KEY = "wk_concurrent_0123456789abcdefgh"
 FAST_RETRIES = RetryPolicy(base_seconds=0.01, max_attempts=8)

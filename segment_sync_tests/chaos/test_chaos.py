@@ -22,8 +22,9 @@ from segment_sync.resources import SegmentResource
 from segment_sync.segment_api.batching import MIN_BATCH_BYTES
 from segment_sync.storage.run_log import read_row_log
 from segment_sync.storage.state import SyncState
-from segment_sync_tests.conftest import TRACK, WRITE_KEY, SyncRun, Warehouse, make_definitions, run_sync
-from segment_sync_tests.segment_emulator import Fault, RecordedRequest, SegmentEmulator
+from segment_sync_tests.support.segment_emulator import Fault, RecordedRequest, SegmentEmulator
+from segment_sync_tests.support.sync_runs import TRACK, WRITE_KEY, SyncRun, make_definitions, run_sync
+from segment_sync_tests.support.warehouses import Warehouse
 
 pytestmark = pytest.mark.chaos
 

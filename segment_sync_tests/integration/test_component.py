@@ -14,9 +14,9 @@ import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
 from segment_sync import SegmentSyncComponent
-from segment_sync_tests.conftest import make_definitions, run_sync
+from segment_sync_tests.support.sync_runs import make_definitions, run_sync
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DG = Path(sys.executable).with_name("dg")
 
 GOOD = {

@@ -5,7 +5,7 @@ import sys
 
 import dagster as dg
 
-from segment_sync_tests.conftest import make_definitions, run_sync
+from segment_sync_tests.support.sync_runs import make_definitions, run_sync
 
 if __name__ == "__main__":
     project, sync, segment = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])

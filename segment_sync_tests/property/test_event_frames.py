@@ -20,15 +20,15 @@ from segment_sync.events.frame_builder import (
     PY_WHITESPACE,
     REASON,
     build_event_frame,
-    outcome_columns,
 )
-from segment_sync.events.row_builder import DiffRow, build_outcomes
+from segment_sync.events.row_builder import DiffRow
 from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import SyncSpec
 from segment_sync.values.json_column import from_texts
-from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, DELIVERED_SCHEMA, HASH, KEY, KIND
+from segment_sync.values.row_columns import DELIVERED_SCHEMA, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import finish_batch
-from segment_sync_tests.test_properties import KEY_COLUMN, SETTINGS, SYNC_UUID, Case, cases
+from segment_sync_tests.support.both_builders import row_wise
+from segment_sync_tests.support.warehouse_rows import KEY_COLUMN, SETTINGS, SYNC_UUID, Case, cases
 
 TRACK = {"added": "Signed Up", "changed": "Changed", "removed": "Left"}
 
@@ -44,12 +44,6 @@ def diff_of(
         state = delivered_rows(finish_batch(old, None), keys, sent, gen).lazy()
     diff = compute_diff(finish_batch(new, None), keys, sent, state)
     return diff.filter(pl.col(KIND) != UNCHANGED).collect()  # the diff asset refreshes their hashes and drops them
-
-
-def row_wise(sync: SyncSpec, diff: pl.DataFrame, *, initial: bool = False) -> pl.DataFrame:
-    rows = [DiffRow(*r) for r in diff.select(KEY, KIND, BEFORE_GEN, BEFORE, AFTER).iter_rows()]
-    outcomes = list(build_outcomes(sync, rows, SYNC_UUID, initial=initial))
-    return diff.select(KEY, KIND, AFTER, HASH).hstack(outcome_columns(outcomes))
 
 
 def assert_same_outcomes(sync: SyncSpec, diff: pl.DataFrame, *, initial: bool = False) -> pl.DataFrame:

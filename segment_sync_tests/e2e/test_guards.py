@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segment_sync_tests.conftest import TRACK, make_definitions, run_sync
+from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_sync
 
 
 def _project(sync: dict | None = None, **model: object) -> dict:

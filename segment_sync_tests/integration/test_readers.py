@@ -11,7 +11,7 @@ from segment_sync.spec import ModelSpec
 from segment_sync.values.json_column import JSON, text_of
 from segment_sync.warehouse.model_reader import read_model, read_model_batches
 from segment_sync.warehouse.warehouse_error import WarehouseError
-from segment_sync_tests.conftest import Warehouse
+from segment_sync_tests.support.warehouses import Warehouse
 
 AWKWARD_TEXT = ["", "ü😀 naïve", 'say "hi", then leave', "two\nlines\r\nand a tab\t", "\\N", " padded ", "NULL"]
 

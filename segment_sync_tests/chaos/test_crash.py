@@ -10,8 +10,8 @@ import sys
 import time
 
 from segment_sync.storage.state import SyncState
-from segment_sync_tests.conftest import make_definitions, run_sync
-from segment_sync_tests.segment_emulator import Fault
+from segment_sync_tests.support.segment_emulator import Fault
+from segment_sync_tests.support.sync_runs import make_definitions, run_sync
 
 PROJECT = {
     "models": [{"name": "m", "table": "src", "primary_key": "id"}],
@@ -51,7 +51,14 @@ def test_sigkill_mid_delivery_then_rerun(duckdb_warehouse, state_dir, emulator, 
         Fault(status=200, body=ACK, record_first=True, delay=120),
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "segment_sync_tests.sync_process", json.dumps(PROJECT), "t", json.dumps(SMALL_BATCHES)],
+        [
+            sys.executable,
+            "-m",
+            "segment_sync_tests.support.sync_process",
+            json.dumps(PROJECT),
+            "t",
+            json.dumps(SMALL_BATCHES),
+        ],
         env=os.environ.copy(),
     )
     try:
@@ -89,7 +96,14 @@ def test_a_second_run_while_one_is_delivering_sends_nothing(
     duckdb_warehouse.execute("create table src as select i as id, 'user-' || i as uid, 'v' as v from range(1, 6) t(i)")
     emulator.inject(Fault(status=200, body=ACK, record_first=True, delay=3))  # the first run is mid-delivery
     process = subprocess.Popen(
-        [sys.executable, "-m", "segment_sync_tests.sync_process", json.dumps(PROJECT), "t", json.dumps(SMALL_BATCHES)],
+        [
+            sys.executable,
+            "-m",
+            "segment_sync_tests.support.sync_process",
+            json.dumps(PROJECT),
+            "t",
+            json.dumps(SMALL_BATCHES),
+        ],
         env=os.environ.copy(),
     )
     try:

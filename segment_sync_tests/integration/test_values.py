@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, delivered_rows
 from segment_sync.events.frame_builder import PAYLOAD, build_event_frame
-from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.spec import ModelSpec
 from segment_sync.values.json_column import JSON
-from segment_sync.values.row_columns import DELIVERED_SCHEMA, KIND
+from segment_sync.values.row_columns import KIND
 from segment_sync.warehouse.model_reader import read_model_batches
-from segment_sync_tests.conftest import Warehouse
-from segment_sync_tests.test_event_frames import row_wise
-from segment_sync_tests.test_properties import SYNC_UUID
+from segment_sync_tests.support.both_builders import identify_sync, payloads_both_ways
+from segment_sync_tests.support.warehouse_rows import SYNC_UUID
+from segment_sync_tests.support.warehouses import Warehouse
 
 PG_CORPUS = """
 create type mood as enum ('calm', 'busy');
@@ -66,10 +66,6 @@ create table corpus as select * from (values
 DUCK_COLUMNS = ["j", "s", "l", "mp", "d38", "h", "ub", "f4", "f8", "b", "gap", "u", "ns", "aware", "m"]
 
 
-def _sync(columns: list[str]) -> SyncSpec:
-    return SyncSpec(name="s", model="m", type="identify", user_id="uid", fields=columns)
-
-
 def _read(url: str, sql: str, read_path: str, batch_size: int = 1) -> tuple[pl.DataFrame, str, dict[str, int]]:
     model = ModelSpec(name="m", sql=sql, primary_key="id")
     with read_model_batches(url, model, batch_size=batch_size, read_path=read_path) as batches:  # type: ignore[arg-type]
@@ -78,15 +74,6 @@ def _read(url: str, sql: str, read_path: str, batch_size: int = 1) -> tuple[pl.D
     if path != "sqlalchemy" or "sqlite" not in url:
         assert all(f.schema == frames[0].schema for f in frames), "the declared types, whatever a batch holds"
     return pl.concat(frames, how="vertical_relaxed"), path, dict(batches.non_finite)
-
-
-def _payloads(snapshot: pl.DataFrame, sync: SyncSpec) -> list[list[bytes]]:
-    """The events of every row as added, from the columnar builder and from the row-wise builder."""
-    empty = pl.LazyFrame(schema=DELIVERED_SCHEMA)
-    diff = compute_diff(snapshot, ["id"], sync.sent_columns, empty).collect()
-    columnar = build_event_frame(sync, diff, SYNC_UUID, initial=False)[PAYLOAD].to_list()
-    row_wise_built = row_wise(sync, diff)[PAYLOAD].to_list()
-    return [columnar, row_wise_built]
 
 
 def _all_events(url: str, sql: str, columns: list[str], paths: dict[str, str]) -> tuple[list[bytes], dict[str, int]]:
@@ -99,7 +86,7 @@ def _all_events(url: str, sql: str, columns: list[str], paths: dict[str, str]) -
             snapshot, path, non_finite = _read(url, sql, read_path, batch_size)
             assert path == expected_path
             counts[read_path] = non_finite
-            seen += _payloads(snapshot, _sync(columns))
+            seen += payloads_both_ways(snapshot, identify_sync(columns))
     for other in seen[1:]:
         assert other == seen[0]
     assert counts["auto"] == counts["sqlalchemy"]
@@ -166,7 +153,7 @@ def test_a_key_added_inside_one_rows_json_changes_that_row_only(postgres_warehou
         "create table m (id int4, uid text, props jsonb)",
         """insert into m values (1, 'a', '{"plan": "pro"}'), (2, 'b', '[1, 2]'), (3, 'c', '7'), (4, 'd', null)""",
     )
-    sync = _sync(["props"])
+    sync = identify_sync(["props"])
     before, _, _ = _read(postgres_warehouse.url, "select * from m", "auto", 1000)
     state = delivered_rows(before, ["id"], sync.sent_columns, 1).lazy()
     postgres_warehouse.execute("""update m set props = '{"plan": "pro", "seats": 3}' where id = 1""")

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from segment_sync.storage.state import SyncState
-from segment_sync_tests.conftest import TRACK, WRITE_KEY, make_definitions, run_sync
-from segment_sync_tests.segment_emulator import Fault
+from segment_sync_tests.support.segment_emulator import Fault
+from segment_sync_tests.support.sync_runs import TRACK, WRITE_KEY, make_definitions, run_sync
 
 
 def _project(sync: dict | None = None, **model: object) -> dict:

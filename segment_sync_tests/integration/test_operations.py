@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from segment_sync.cli import main as cli
 from segment_sync.storage.run_log import prune_logs, read_row_log
-from segment_sync_tests.conftest import TRACK, WRITE_KEY, SyncRun, make_definitions, run_sync
-from segment_sync_tests.segment_emulator import Fault
+from segment_sync_tests.support.segment_emulator import Fault
+from segment_sync_tests.support.sync_runs import TRACK, WRITE_KEY, SyncRun, make_definitions, run_sync
 
 PROJECT = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
 

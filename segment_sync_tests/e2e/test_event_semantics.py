@@ -12,8 +12,8 @@ import polars as pl
 
 from segment_sync.delivery.diff_delivery import _recorder
 from segment_sync.segment_api.batching import Joined
-from segment_sync_tests.conftest import make_definitions, run_sync
-from segment_sync_tests.segment_emulator import SegmentEmulator
+from segment_sync_tests.support.segment_emulator import SegmentEmulator
+from segment_sync_tests.support.sync_runs import make_definitions, run_sync
 
 
 def _project(warehouse: Path, **sync: Any) -> dict[str, Any]:

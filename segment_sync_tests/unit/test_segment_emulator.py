@@ -16,7 +16,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segment_sync_tests.segment_emulator import SINGLE_ROUTES, Fault, SegmentEmulator
+from segment_sync_tests.support.segment_emulator import SINGLE_ROUTES, Fault, SegmentEmulator
 
 KEY = "wk_emulator_0123456789abcdefghij"
 

@@ -1,0 +1,1 @@
+"""Integration tests: real DuckDB, SQLite and PostgreSQL, the component from YAML, alerts through the Slack stub."""

@@ -1,0 +1,1 @@
+"""Property tests: generated warehouse rows and changes, checked against Segment's rules and a reference builder."""

@@ -1,0 +1,93 @@
+"""Sync projects built as the component builds them, and run in process with their results as plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from segment_sync.factory import build_definitions
+from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
+from segment_sync.spec import AlertSettings, LogSettings, ProjectSpec
+
+WRITE_KEY = "wk_TEST_0123456789abcdefghijklmnop"
+# A track sync of model "m" (table src: id, uid, v) that many tests share.
+TRACK = {
+    "name": "t",
+    "model": "m",
+    "type": "track",
+    "user_id": "uid",
+    "fields": ["v"],
+    "events": {"added": "Added", "changed": "Changed", "removed": "Removed"},
+    "send_initial": True,
+}
+
+
+@dataclass
+class SyncRun:
+    """The result of one sync job run, with each asset's metadata as plain values."""
+
+    result: dg.ExecuteInProcessResult
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+    def metadata(self, *key: str) -> dict[str, Any]:
+        """Metadata of the latest materialization of an asset in this run."""
+        events = [e for e in self.result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(list(key))]
+        assert events, f"{'/'.join(key)} was not materialized; failures: {self.failure_messages()}"
+        return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+    def materialized(self) -> set[str]:
+        """Keys of the assets materialized by this run."""
+        return {e.asset_key.to_user_string() for e in self.result.get_asset_materialization_events()}
+
+    def error_text(self) -> str:
+        """Every message and error (with causes) the run's events carry."""
+        parts = []
+        for event in self.result.all_events:
+            parts.append(event.message or "")
+            error = getattr(event.event_specific_data, "error", None)
+            if error is not None:
+                parts.append(error.to_string())
+        return "\n".join(parts)
+
+    def failure_messages(self) -> list[str]:
+        """Error messages of failed steps."""
+        out = []
+        for event in self.result.all_events:
+            if event.is_step_failure:
+                error = event.step_failure_data.error
+                out.append(f"{event.step_key}: {error.message if error else event.message}")
+        return out
+
+
+def make_definitions(
+    project: dict[str, Any],
+    *,
+    segment: dict[str, Any] | None = None,
+    logs: dict[str, Any] | None = None,
+    alerts: dict[str, Any] | None = None,
+) -> dg.Definitions:
+    """Definitions for a project given as the YAML attributes would be, with fast retries for tests."""
+    settings = {"max_attempts": 3, "max_retry_seconds": 5.0, "timeout_seconds": 5.0, **(segment or {})}
+    return build_definitions(
+        ProjectSpec.model_validate(project),
+        warehouse=WarehouseResource(),
+        segment=SegmentResource(**settings),
+        state=StateResource(),
+        logs=LogSettings(**(logs or {})),
+        alerts=AlertSettings(**(alerts or {})),
+    )
+
+
+_QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def run_sync(definitions: dg.Definitions, sync: str, instance: dg.DagsterInstance, *, approve: bool = False) -> SyncRun:
+    """Run one sync's job in process (approving a large change when asked)."""
+    job = definitions.resolve_job_def(f"sync_{sync}")
+    config = {**_QUIET, "ops": {f"diff__{sync}": {"config": {"approve_large_change": approve}}}}
+    return SyncRun(job.execute_in_process(instance=instance, raise_on_error=False, run_config=config))
