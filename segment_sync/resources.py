@@ -9,7 +9,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MAX_EVENT_BYTES, MIN_BATCH_BYTES
+from segment_sync.segment_api.batching import MAX_BATCH_BYTES, MIN_BATCH_BYTES, check_max_batch_bytes
 from segment_sync.segment_api.client import RetryPolicy
 from segment_sync.segment_api.pacing import Pacer, pacer_for
 from segment_sync.segment_api.transport import (
@@ -19,6 +19,8 @@ from segment_sync.segment_api.transport import (
     Outbox,
     SegmentHttp,
     Transport,
+    check_gzip_level,
+    check_max_in_flight,
 )
 
 Destination = Literal["http", "outbox"]
@@ -97,15 +99,13 @@ class SegmentResource(dg.ConfigurableResource):
     @classmethod
     def _in_range(cls, value: int, info: ValidationInfo) -> int:
         """Refuse a gzip level, requests in flight or batch size out of range when the definitions load."""
-        if info.field_name == "gzip_level" and not 1 <= value <= 9:
-            raise ValueError(f"segment.gzip_level is {value}; use 1 (fastest) to 9 (smallest)")
-        if info.field_name == "max_in_flight" and value < 1:
-            raise ValueError(f"segment.max_in_flight is {value}; use 1 (one request at a time) or more")
-        if info.field_name == "max_batch_bytes" and not MIN_BATCH_BYTES <= value <= MAX_BATCH_BYTES:
-            raise ValueError(
-                f"segment.max_batch_bytes is {value}; use {MIN_BATCH_BYTES:,} to {MAX_BATCH_BYTES:,}: a request must "
-                f"hold one event of the largest size ({MAX_EVENT_BYTES:,} bytes) and stay within Segment's 500 KB limit"
-            )
+        check = {"gzip_level": check_gzip_level, "max_in_flight": check_max_in_flight}.get(
+            info.field_name or "", check_max_batch_bytes
+        )
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ValueError(f"segment.{exc}") from None
         return value
 
     def resolved_destination(self) -> Destination:

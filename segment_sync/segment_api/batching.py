@@ -20,6 +20,15 @@ MAX_BATCH_EVENTS = 2_500
 _SENT_AT_CHARS = len("2026-01-01T00:00:00.000Z")
 
 
+def check_max_batch_bytes(limit: int) -> None:
+    """Refuse a request body limit that cannot hold the largest event or exceeds Segment's."""
+    if not MIN_BATCH_BYTES <= limit <= MAX_BATCH_BYTES:
+        raise ValueError(
+            f"max_batch_bytes is {limit}; use {MIN_BATCH_BYTES:,} to {MAX_BATCH_BYTES:,}: a request must hold one "
+            f"event of the largest size ({MAX_EVENT_BYTES:,} bytes) and stay within Segment's 500 KB limit"
+        )
+
+
 class Joined:
     """Byte strings stored back to back in one buffer, so that consecutive ones are read as a single slice."""
 

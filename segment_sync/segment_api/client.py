@@ -15,7 +15,7 @@ from itertools import pairwise
 from segment_sync.error_text import first_line
 from segment_sync.segment_api.batching import Payloads, batch_body, pack, utc_stamp
 from segment_sync.segment_api.pacing import Pacer
-from segment_sync.segment_api.transport import Response, Transport
+from segment_sync.segment_api.transport import Response, Transport, check_max_in_flight
 
 RETRYABLE_STATUSES = frozenset({408, 410, 429, 460}) | (frozenset(range(500, 600)) - {501, 505})
 PROBE_SPLITS = 2  # a 400 is the request's when the parts of a batch this many splits down are all answered 400
@@ -199,8 +199,7 @@ def deliver(
     policy = policy or RetryPolicy()
     pacer = pacer or Pacer(sleep=sleep or time.sleep)
     limit = getattr(transport, "max_in_flight", 1) if max_in_flight is None else max_in_flight
-    if limit < 1:
-        raise ValueError(f"max_in_flight is {limit}; use 1 (one request at a time) or more")
+    check_max_in_flight(limit)
     report = DeliveryReport()
     limits = {"max_bytes": max_batch_bytes} if max_batch_bytes else {}
     events = payloads if isinstance(payloads, Payloads) else Payloads.of(payloads)

@@ -70,10 +70,8 @@ class SegmentHttp:
     ):
         if not write_key:
             raise ValueError("the Segment write key is empty; set SEGMENT_WRITE_KEY or use the outbox destination")
-        if not 1 <= gzip_level <= 9:
-            raise ValueError(f"gzip_level is {gzip_level}; use 1 (fastest) to 9 (smallest)")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight is {max_in_flight}; use 1 (one request at a time) or more")
+        check_gzip_level(gzip_level)
+        check_max_in_flight(max_in_flight)
         self.write_key = write_key
         self.url = endpoint.rstrip("/").removesuffix("/v1") + "/v1/batch"
         self.timeout = timeout
@@ -143,6 +141,18 @@ class SegmentHttp:
 
     def __repr__(self) -> str:  # never show the write key
         return f"SegmentHttp(url={self.url!r})"
+
+
+def check_gzip_level(level: int) -> None:
+    """Refuse a gzip level outside 1-9."""
+    if not 1 <= level <= 9:
+        raise ValueError(f"gzip_level is {level}; use 1 (fastest) to 9 (smallest)")
+
+
+def check_max_in_flight(limit: int) -> None:
+    """Refuse fewer than one request in flight."""
+    if limit < 1:
+        raise ValueError(f"max_in_flight is {limit}; use 1 (one request at a time) or more")
 
 
 class Outbox:
