@@ -38,12 +38,13 @@ SYNCS = {
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def _seed(url: str, rows: int) -> None:
+def seed_users(url: str, rows: int, table: str = "users") -> None:
+    """A table of `rows` users in a DuckDB file: a string key and eight columns of common types."""
     import duckdb
 
     with duckdb.connect(url.removeprefix("duckdb:///")) as conn:
         conn.execute(
-            f"""create or replace table users as select
+            f"""create or replace table {table} as select
                 'user-' || i as user_id, 'u' || i || '@example.com' as email,
                 ['free', 'pro', 'team'][1 + i % 3] as plan, (i % 50)::integer as seats, i * 0.37 as score,
                 i % 7 <> 0 as active, timestamp '2026-01-01' + to_seconds(i) as signed_up_at,
@@ -52,14 +53,15 @@ def _seed(url: str, rows: int) -> None:
         )
 
 
-def _change(url: str, rows: int) -> None:
+def change_users(url: str, rows: int, table: str = "users") -> None:
+    """1% of the rows removed, 2% changed and 1% added."""
     import duckdb
 
     with duckdb.connect(url.removeprefix("duckdb:///")) as conn:
-        conn.execute("delete from users where hash(user_id) % 100 = 0")
-        conn.execute("update users set plan = 'enterprise' where hash(user_id) % 100 in (1, 2)")
+        conn.execute(f"delete from {table} where hash(user_id) % 100 = 0")
+        conn.execute(f"update {table} set plan = 'enterprise' where hash(user_id) % 100 in (1, 2)")
         conn.execute(
-            f"insert into users select 'new-' || i, 'n' || i || '@example.com', 'free', 1, 0.5, true,"
+            f"insert into {table} select 'new-' || i, 'n' || i || '@example.com', 'free', 1, 0.5, true,"
             f" timestamp '2026-11-01', 'eu', null from range({rows // 100}) t(i)"
         )
 
@@ -152,9 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--seed":
-        _seed(sys.argv[2], int(sys.argv[3]))
+        seed_users(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--change":
-        _change(sys.argv[2], int(sys.argv[3]))
+        change_users(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--run":
         _run(sys.argv[2])
     else:

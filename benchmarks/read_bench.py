@@ -109,7 +109,7 @@ def _child(url: str, table: str, read_path: str) -> None:
     print(json.dumps({"seconds": seconds, "rss_mb": peak_rss_mb(), "rows": rows, "path": path}))
 
 
-def _measure(url: str, table: str, read_path: str, repeat: int) -> dict:
+def measure(url: str, table: str, read_path: str, repeat: int) -> dict:
     runs = []
     for _ in range(repeat):
         out = subprocess.run(
@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> dict:
                     url, table = make_sqlite(folder, args.rows), "model"
                 else:
                     url, table = make_postgres(folder, args.rows, pg_table), pg_table
-                baseline = _measure(url, table, "sqlalchemy", args.repeat)
+                baseline = measure(url, table, "sqlalchemy", args.repeat)
                 results.append({"database": database, **baseline, "x_sqlalchemy": 1.0})
                 if database in FAST_PATH:
-                    fast = _measure(url, table, "auto", args.repeat)
+                    fast = measure(url, table, "auto", args.repeat)
                     assert fast["path"] == FAST_PATH[database] and fast["rows"] == args.rows, fast
                     results.append(
                         {"database": database, **fast, "x_sqlalchemy": baseline["seconds"] / fast["seconds"]}

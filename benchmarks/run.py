@@ -3,8 +3,9 @@
 Run: ./dev python -m benchmarks.run            # 1M rows everywhere, 10M for the diff and the track sync
      ./dev python -m benchmarks.run --quick    # 1M only (about 10 minutes on 2 cores)
      ./dev python -m benchmarks.run --smoke    # tiny sizes, one repeat: checks the benchmarks still run
-Runs each benchmark (read, diff, send, build, end to end, code-location load), which print their own tables
-and write benchmarks/results/*.json; then prints the targets and writes benchmarks/results/summary.json.
+Runs each benchmark (read, diff, send, build, end to end, code-location load, runs launched with `dg launch`),
+which print their own tables and write benchmarks/results/*.json; then prints the targets and writes
+benchmarks/results/summary.json.
 Measure on a quiet machine: the figures are wall times.
 """
 
@@ -14,12 +15,26 @@ import argparse
 import time
 from typing import Any
 
-from benchmarks import build_bench, diff_bench, e2e_bench, load_bench, read_bench, send_bench
+from benchmarks import build_bench, diff_bench, e2e_bench, launch_bench, load_bench, read_bench, send_bench
 
 SCALES: dict[str, dict[str, Any]] = {
-    "smoke": {"rows": 20_000, "big": None, "events": 20_000, "repeat": 1, "send": ["--in-flight", "4"]},
-    "quick": {"rows": 1_000_000, "big": None, "events": 200_000, "repeat": 3, "send": []},
-    "full": {"rows": 1_000_000, "big": 10_000_000, "events": 200_000, "repeat": 3, "send": []},
+    "smoke": {
+        "rows": 20_000,
+        "big": None,
+        "events": 20_000,
+        "repeat": 1,
+        "send": ["--in-flight", "4"],
+        "launch": ["--rows", "20000", "--big-rows", "20000", "--many-rows", "2000", "--no-multiprocess"],
+    },
+    "quick": {
+        "rows": 1_000_000,
+        "big": None,
+        "events": 200_000,
+        "repeat": 3,
+        "send": [],
+        "launch": ["--rows", "1000000", "--big-rows", "1000000", "--many-rows", "20000"],
+    },
+    "full": {"rows": 1_000_000, "big": 10_000_000, "events": 200_000, "repeat": 3, "send": [], "launch": []},
 }
 
 
@@ -36,6 +51,7 @@ def run_suite(scale: str) -> dict[str, Any]:
     results["e2e"] = [e2e_bench.main(["--sync", "identify", "--rows", str(s["rows"]), *repeat])]
     results["e2e"].append(e2e_bench.main(["--sync", "track", "--rows", str(s["big"] or s["rows"]), *repeat]))
     results["load"] = load_bench.main(["--syncs", "50", *repeat])
+    results["launch"] = launch_bench.main(s["launch"])
     results["targets"] = targets(results)
     return results
 
@@ -66,6 +82,14 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         peak = max(run["rss_mb"] for run in e["results"].values())
         out[f"{e['sync']} sync of {e['rows']:,} rows: peak RSS <= 2 GB"] = _check(peak, 2048, "MB", lower=True)
     out["code location with 50 syncs loads < 2 s"] = _check(results["load"]["results"]["total"], 2, "s", lower=True)
+    identify = results["launch"]["identify"]
+    rows, floor = identify["rows"], identify["read_floor"]
+    label = f"dg launch, identify sync of {rows:,} rows"
+    out[f"{label}, no change: <= 2x the read floor + 2 s"] = _check(
+        identify["runs"]["no change"]["wall"], 2 * floor + 2, "s", lower=True
+    )
+    official = identify["official"]["seconds"] / identify["runs"]["initial"]["wall"]
+    out[f"{label}, initial: >= 8x the official client (tuned)"] = _check(official, 8, "x")
     return out
 
 

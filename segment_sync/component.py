@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import dagster as dg
 from pydantic import BaseModel, Field, ValidationError
@@ -47,6 +47,12 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     owners: list[str] = Field(default_factory=list, description="Owners of the assets: emails or team:name.")
     sync_log: LogSettings = Field(default_factory=LogSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    executor: Literal["in_process", "project_default"] = Field(
+        default="project_default",
+        description="How runs other than the sync jobs execute their steps (the UI's Materialize, dg launch --assets, "
+        "automation): in_process runs them in the run's process, as the sync jobs always do, and becomes the code "
+        "location's default executor; project_default leaves the project's own.",
+    )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = context.path / "defs.yaml"
@@ -66,4 +72,5 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
             logs=self.sync_log,
             alerts=self.alerts,
             source=source,
+            in_process=self.executor == "in_process",
         )

@@ -32,10 +32,13 @@ def build_definitions(
     logs: LogSettings | None = None,
     alerts: AlertSettings | None = None,
     source: str | None = None,
+    in_process: bool = False,
 ) -> dg.Definitions:
     """Assets, checks, one job per sync with its schedule, the automation sensor, and the resources they need.
 
-    `source` names where the syncs were declared (a defs.yaml), for error messages.
+    `source` names where the syncs were declared (a defs.yaml), for error messages. The sync jobs run their steps
+    in the run's process; `in_process` makes that the code location's default too (the UI's Materialize, `dg
+    launch --assets` and automation runs), where a project may have only one default executor.
     """
     options = options or AssetOptions()
     kinds = {options.warehouse_kind} if options.warehouse_kind else set()
@@ -62,6 +65,7 @@ def build_definitions(
             f"sync_{sync.name}",
             selection=dg.AssetSelection.assets(snapshot_key(sync.model), diff_key(sync.name), segment_key(sync.name)),
             description=f"Snapshot model `{sync.model}`, diff it and deliver sync `{sync.name}` to Segment.",
+            executor_def=dg.in_process_executor,  # three steps in a row: a process each would cost more than most runs
         )
         jobs.append(job)
         if sync.schedule:
@@ -85,6 +89,7 @@ def build_definitions(
         schedules=schedules,
         sensors=sensors,
         resources={WAREHOUSE: warehouse, SEGMENT: segment, STATE: state},
+        executor=dg.in_process_executor if in_process else None,
     )
 
 

@@ -92,6 +92,7 @@ def test_component_builds_assets_with_lineage_jobs_and_schedules():
         ({**GOOD, "syncs": [{**GOOD["syncs"][0], "user_idd": "x"}]}, "user_idd"),
         ({**GOOD, "syncs": [{**GOOD["syncs"][0], "name": "Traits!"}]}, "not a valid name"),
         ({**GOOD, "syncs": [{**GOOD["syncs"][1], "events": {}}]}, "at least one event name"),
+        ({**GOOD, "executor": "multiprocessing"}, "'in_process' or 'project_default'"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(attributes, expected):
@@ -160,22 +161,47 @@ def test_dg_check_defs_passes_on_this_repo():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dg_launch_runs_the_demo_sync_end_to_end(tmp_path):
-    env = {
-        **os.environ,
-        "SEGMENT_SYNC_STATE_DIR": str(tmp_path / "state"),
-        "DAGSTER_HOME": str(tmp_path),
-    }
+def _dg_launch(target: list[str], home: Path) -> None:
+    env = {**os.environ, "SEGMENT_SYNC_STATE_DIR": str(home / "state"), "DAGSTER_HOME": str(home)}
     env.pop("WAREHOUSE_URL", None)
     env.pop("SEGMENT_DESTINATION", None)
-    result = subprocess.run(
-        [str(DG), "launch", "--job", "sync_user_traits"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+    command = [str(DG), "launch", *target]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def _step_processes(home: Path) -> tuple[set[int], set[int]]:
+    """The processes the latest run started in, and those its steps ran in, from the run's event log."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs(limit=1)
+        assert run.is_success
+        events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
+    run_pids = {e.pid for e in events if e.event_type == dg.DagsterEventType.RUN_START}
+    step_pids = {e.pid for e in events if e.event_type == dg.DagsterEventType.STEP_START}
+    return run_pids, step_pids
+
+
+def test_dg_launch_runs_the_demo_sync_end_to_end_in_the_runs_process(tmp_path):
+    _dg_launch(["--job", "sync_user_traits"], tmp_path)
     [body] = (tmp_path / "state" / "outbox" / "user_traits.jsonl").read_text().splitlines()
     events = json.loads(body)["batch"]
     assert len(events) == 20 and {e["type"] for e in events} == {"identify"}
     assert events[0]["traits"] == {"email": "user1@example.com", "name": "User 1", "plan": "pro"}
+    run_pids, step_pids = _step_processes(tmp_path)
+    assert len(run_pids) == 1 and step_pids == run_pids  # no process of its own for each step
+
+
+def test_materializing_the_demos_assets_runs_every_step_in_the_runs_process(tmp_path):
+    _dg_launch(["--assets", "key:snapshot/users or key:diff/user_traits or key:segment/user_traits"], tmp_path)
+    run_pids, step_pids = _step_processes(tmp_path)
+    assert len(run_pids) == 1 and step_pids == run_pids
+
+
+def test_the_executor_attribute_sets_the_code_locations_default_executor_only_when_asked():
+    assert _load({**GOOD, "executor": "in_process"}).executor is dg.in_process_executor
+    defs = _load(GOOD)
+    assert defs.executor is None  # the project's own default executor stays
+    assert defs.resolve_job_def("sync_traits").executor_def is dg.in_process_executor  # sync jobs: always
 
 
 def test_a_mapping_to_a_missing_column_names_the_file_and_field(
