@@ -7,6 +7,7 @@ sends to the Segment emulator (two processes of its own). Every run is a `dg lau
 with a Dagster home of its own, exactly as a user types it; the environment is left as it is (on a machine with
 PYTHONDONTWRITEBYTECODE=1, as in many container images, only bytecode compiled at install is used).
 Scenarios:
+- dagster: the same kind of project with one asset that does nothing: what Dagster and `dg` cost on their own.
 - identify: a 1M-row identify sync (`dg launch --job sync_traits`), initial, with no change and with 1% of
   the rows changed; then the same no-change run through `dg launch --assets`, the UI's Materialize path, with
   the component's `executor: in_process` and with the project's default (multiprocess) executor.
@@ -57,6 +58,18 @@ import dagster as dg
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+"""
+
+
+NO_OP_ASSET = """import dagster as dg
+
+
+@dg.asset
+def no_op() -> dg.MaterializeResult:
+    return dg.MaterializeResult()
+
+
+defs = dg.Definitions(assets=[no_op], executor=dg.in_process_executor)
 """
 
 
@@ -120,12 +133,14 @@ def launch(folder: Path, env: dict[str, str], target: list[str]) -> dict[str, An
         [run] = instance.get_runs(limit=1)
         stats = instance.get_run_stats(run.run_id)
         steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.run_id)}
-        sent = 0
+        sent, state = 0, 0.0
         for key in instance.get_asset_keys():
             if key.path[0] == "segment":
                 event = instance.get_latest_materialization_event(key)
                 if event is not None and event.run_id == run.run_id:
-                    sent += event.asset_materialization.metadata["events_sent"].value
+                    metadata = event.asset_materialization.metadata
+                    sent += metadata["events_sent"].value
+                    state += metadata["state_seconds"].value
     if not run.is_success:
         raise RuntimeError(f"{' '.join(target)}: run {run.run_id} is {run.status}")
     in_run = stats.end_time - stats.start_time
@@ -137,6 +152,7 @@ def launch(folder: Path, env: dict[str, str], target: list[str]) -> dict[str, An
         "steps_total": sum(steps.values()),
         "after_run": ended - stats.end_time,
         "events": sent,
+        "state": state,  # of the delivery steps: recording what Segment accepted, and folding it
     }
 
 
@@ -176,6 +192,18 @@ def _checked(emulator: EmulatorProcesses, runs: dict[str, dict[str, Any]]) -> No
     if counts["accepted"] != sent or counts["duplicates"] or counts["discarded"]:
         raise AssertionError(f"the emulator counted {counts}; the runs reported {sent} events")
     emulator.reset()
+
+
+def dagster_scenario(emulator: EmulatorProcesses) -> dict[str, Any]:
+    """What Dagster alone costs: the same kind of project with one asset that does nothing, launched twice."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        _project(folder, [], [])
+        (folder / "launch_project" / "defs" / "syncs" / "defs.yaml").unlink()
+        (folder / "launch_project" / "defs" / "syncs" / "definitions.py").write_text(NO_OP_ASSET)
+        env = _environment(folder, emulator.url)
+        runs = {"first": launch(folder, env, ["--assets", "*"]), "again": launch(folder, env, ["--assets", "*"])}
+    return {"runs": runs}
 
 
 def identify_scenario(emulator: EmulatorProcesses, rows: int, multiprocess: bool = True) -> dict[str, Any]:
@@ -238,18 +266,20 @@ def many_scenario(emulator: EmulatorProcesses, rows: int, multiprocess: bool = T
 
 
 def _print(name: str, result: dict[str, Any]) -> None:
-    if "syncs" in result:
+    if name == "dagster":
+        print("dagster alone: a project with one asset that does nothing")
+    elif "syncs" in result:
         print(f"{name}: {result['syncs']} syncs over {result['models']} models of {result['rows_per_model']:,} rows")
     else:
         print(f"{name}: {result['rows']:,} rows; the read floor {result['read_floor']:.2f} s")
-    print(f"{'run':<22}{'wall':>7}{'before':>8}{'steps':>7}{'after':>7}{'events':>11}  steps (s)")
+    print(f"{'run':<22}{'wall':>7}{'before':>8}{'steps':>7}{'after':>7}{'events':>11}{'state':>7}  steps (s)")
     for run, r in result["runs"].items():
         steps = ", ".join(f"{k.split('__')[0]} {v:.2f}" for k, v in r["steps"].items())
         if len(r["steps"]) > 4:
             steps = f"{len(r['steps'])} steps"
         print(
             f"{run:<22}{r['wall']:>7.2f}{r['before_run']:>8.2f}{r['steps_total']:>7.2f}{r['after_run']:>7.2f}"
-            f"{r['events']:>11,}  {steps}"
+            f"{r['events']:>11,}{r['state']:>7.2f}  {steps}"
         )
     if "official" in result:
         official, ours = result["official"], result["runs"]["initial"]["wall"]
@@ -266,10 +296,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the identify sync's model")
     parser.add_argument("--big-rows", type=int, default=10_000_000, help="rows of the track sync's model")
     parser.add_argument("--many-rows", type=int, default=100_000, help="rows of each of the 5 models")
-    parser.add_argument("--scenarios", default="identify,track,many", help="which to run, comma-separated")
+    parser.add_argument("--scenarios", default="dagster,identify,track,many", help="which to run, comma-separated")
     parser.add_argument("--no-multiprocess", action="store_true", help="skip the runs on the project's executor")
     args = parser.parse_args(argv)
     scenarios = {
+        "dagster": dagster_scenario,
         "identify": lambda emulator: identify_scenario(emulator, args.rows, not args.no_multiprocess),
         "track": lambda emulator: track_scenario(emulator, args.big_rows),
         "many": lambda emulator: many_scenario(emulator, args.many_rows, not args.no_multiprocess),

@@ -90,7 +90,7 @@ def materialize_delivery(
                 store.commit(column_kinds=info["column_kinds"], pending=dict(pending), baseline=not info["reset"])
     if logs.warehouse_table and not config.dry_run:
         _write_log_to_warehouse(context, root, logs.warehouse_table, log)
-    metadata = _delivery_metadata(result, log, calls, started, segment, config.dry_run, transport)
+    metadata = _delivery_metadata(result, log, calls, started, store.seconds, segment, config.dry_run, transport)
     if result.undelivered:
         raise dg.Failure(
             f"sync {sync.name!r}: {result.undelivered} rows were not delivered ({result.undelivered_reason}); "
@@ -113,6 +113,7 @@ def _delivery_metadata(
     log: RunLog,
     calls: CallLog,
     started: float,
+    state_seconds: float,
     segment: SegmentResource,
     dry_run: bool,
     transport: Transport,
@@ -129,6 +130,7 @@ def _delivery_metadata(
         "retries": result.retries,
         "bytes_sent": result.bytes_sent,
         "duration_seconds": round(time.monotonic() - started, 3),
+        "state_seconds": round(state_seconds, 3),  # of which recording what Segment accepted, and folding it
         "destination": "dry run (outbox)" if dry_run else segment.resolved_destination(),
         "api_calls": dg.MetadataValue.md(calls_table(calls.summaries)),
         "sync_log": dg.MetadataValue.path(str(log.path)),

@@ -60,6 +60,7 @@ class SyncState:
         self.delivered_path = self.folder.delivered
         self.journal_path = self.folder.journal
         self._notes_made = 0
+        self.seconds = 0.0  # spent recording: journal lines, files of notes and folding them
         root.mkdir(parents=True, exist_ok=True)
         self.meta = self._load_meta()
 
@@ -174,9 +175,10 @@ class SyncState:
         """
         if rows.is_empty():
             return
-        self._notes_made += 1
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._notes_made:06d}"
-        write_parquet_atomic(self._notes(rows), self.folder.notes_file(name))
+        with self._timed():
+            self._notes_made += 1
+            name = f"{time.time_ns():020d}-{os.getpid()}-{self._notes_made:06d}"
+            write_parquet_atomic(self._notes(rows), self.folder.notes_file(name))
 
     def _notes(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Rows as the state keeps them: this run's generation unless a row brings its own."""
@@ -200,7 +202,7 @@ class SyncState:
         data = b"".join(lines)
         if not data:
             return
-        with open(self.journal_path, "ab") as f:
+        with self._timed(), open(self.journal_path, "ab") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -238,6 +240,18 @@ class SyncState:
 
         Every file is read in pieces: memory holds one piece and the noted keys, not the rows.
         """
+        with self._timed():
+            self._fold()
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _fold(self) -> None:
         for torn in self.folder.unfinished_notes():  # a dead run's unfinished file
             torn.unlink()
         files = self._note_files()
@@ -291,6 +305,7 @@ class DryRunState:
 
     def __init__(self, state: SyncState):
         self.meta = state.meta
+        self.seconds = 0.0
 
     def record(self, rows: pl.DataFrame) -> None:
         """Note nothing."""

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from segment_sync.spec import ModelSpec
 from segment_sync.values.encoding import normalize_types
 from segment_sync.values.json_column import from_texts, is_json
-from segment_sync.warehouse import duckdb_reader, postgres_reader
 from segment_sync.warehouse.column_types import ReadAs
 from segment_sync.warehouse.sqlalchemy_reader import ReadPath, sqlalchemy_batches
 from segment_sync.warehouse.warehouse_error import dialect_of, unusable_url
@@ -60,12 +59,17 @@ def read_model_batches(
 
     with contextlib.ExitStack() as stack:
         path, frames, fallback = "sqlalchemy", None, None
+        # a fast path's driver is imported only when a model uses it: psycopg's dialects alone take 0.1 s
         if read_path == "auto" and dialect == "duckdb":
+            from segment_sync.warehouse import duckdb_reader
+
             if database := duckdb_reader.native_database(url):
                 path, frames = "duckdb_arrow", duckdb_reader.duckdb_batches(url, database, model, batch_size)
             else:
                 fallback = "the URL sets options that only SQLAlchemy applies"
         elif read_path == "auto" and dialect == "postgresql":
+            from segment_sync.warehouse import postgres_reader
+
             if postgres_reader.handles(url):
                 frames = stack.enter_context(postgres_reader.open_copy(url, model, batch_size))
                 path = "postgres_copy" if frames is not None else path
