@@ -5,9 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from segment_sync.assets import (
-    SEGMENT,
-    STATE,
-    WAREHOUSE,
     AssetOptions,
     build_diff_asset,
     build_segment_asset,
@@ -41,6 +38,7 @@ def build_definitions(
     launch --assets` and automation runs), where a project may have only one default executor.
     """
     options = options or AssetOptions()
+    resource_keys = options.resource_keys
     kinds = {options.warehouse_kind} if options.warehouse_kind else set()
     tables = sorted({m.table for m in project.models if m.table})
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = [
@@ -88,7 +86,7 @@ def build_definitions(
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources={WAREHOUSE: warehouse, SEGMENT: segment, STATE: state},
+        resources={resource_keys.warehouse: warehouse, resource_keys.segment: segment, resource_keys.state: state},
         executor=dg.in_process_executor if in_process else None,
     )
 

@@ -3,10 +3,8 @@
 from segment_sync.assets.delivery_asset import build_segment_asset
 from segment_sync.assets.diff_asset import build_diff_asset
 from segment_sync.assets.names import (
-    SEGMENT,
-    STATE,
-    WAREHOUSE,
     AssetOptions,
+    ResourceKeys,
     diff_key,
     segment_key,
     snapshot_key,
@@ -19,12 +17,10 @@ from segment_sync.assets.snapshot_asset import build_snapshot_asset
 __all__ = [
     "GUARD_CHECK",
     "PK_CHECK",
-    "SEGMENT",
-    "STATE",
-    "WAREHOUSE",
     "AssetOptions",
     "DeliveryConfig",
     "DiffConfig",
+    "ResourceKeys",
     "build_diff_asset",
     "build_segment_asset",
     "build_snapshot_asset",

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from segment_sync.assets.names import SEGMENT, STATE, WAREHOUSE, AssetOptions, diff_key, segment_key, sync_pool
+from segment_sync.assets.names import AssetOptions, diff_key, segment_key, sync_pool
 from segment_sync.assets.run_config import DELIVERY_CONFIG_SCHEMA, DeliveryConfig
 from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
 
@@ -15,6 +15,7 @@ def build_segment_asset(
     automation: dg.AutomationCondition | None,
 ) -> dg.AssetsDefinition:
     """The asset that turns a sync's diff into events and delivers them."""
+    keys = options.resource_keys
 
     @dg.asset(
         key=segment_key(sync.name),
@@ -25,7 +26,7 @@ def build_segment_asset(
         automation_condition=automation,
         pool=sync_pool(sync.name),
         description=f"Events of sync `{sync.name}` ({sync.type}) delivered to Segment.",
-        required_resource_keys={STATE, SEGMENT, WAREHOUSE},
+        required_resource_keys={keys.state, keys.segment, keys.warehouse},
         config_schema=DELIVERY_CONFIG_SCHEMA,
     )
     def _segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -33,6 +34,6 @@ def build_segment_asset(
         from segment_sync.assets.delivery_step import materialize_delivery
 
         config = DeliveryConfig(**context.op_execution_context.op_config)
-        return materialize_delivery(context, config, sync, model, logs)
+        return materialize_delivery(context, keys, config, sync, model, logs)
 
     return _segment

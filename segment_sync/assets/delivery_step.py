@@ -9,16 +9,11 @@ import orjson
 import polars as pl
 
 from segment_sync.assets.manual_send import send_outside_the_diff
-from segment_sync.assets.names import (
-    SEGMENT,
-    state_errors_as_failures,
-    state_of,
-    warehouse_of,
-)
+from segment_sync.assets.names import ResourceKeys, state_errors_as_failures
 from segment_sync.assets.run_config import DeliveryConfig
 from segment_sync.delivery.diff_delivery import SyncResult, deliver_diff
 from segment_sync.metadata import calls_table, events_preview
-from segment_sync.resources import SegmentResource
+from segment_sync.resources import SegmentResource, WarehouseResource
 from segment_sync.segment_api.transport import Outbox, Transport
 from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
 from segment_sync.storage.layout import SyncFolder, outbox_path
@@ -27,12 +22,17 @@ from segment_sync.storage.state import SyncState
 
 
 def materialize_delivery(
-    context: dg.AssetExecutionContext, config: DeliveryConfig, sync: SyncSpec, model: ModelSpec, logs: LogSettings
+    context: dg.AssetExecutionContext,
+    keys: ResourceKeys,
+    config: DeliveryConfig,
+    sync: SyncSpec,
+    model: ModelSpec,
+    logs: LogSettings,
 ) -> dg.MaterializeResult:
     """Deliver the sync's diff (or a dry run, test row or replay); fail when rows stay undelivered."""
     started = time.monotonic()
-    root = state_of(context).root()
-    segment: SegmentResource = getattr(context.resources, SEGMENT)
+    root = keys.state_of(context).root()
+    segment = keys.segment_of(context)
     files = SyncFolder.of(root, sync.name)
     prune_logs(files.path, logs.retention_days)
     run_id = context.run.run_id
@@ -89,7 +89,7 @@ def materialize_delivery(
                 pending = log.rejected_by_kind + result.undelivered_by_kind
                 store.commit(column_kinds=info["column_kinds"], pending=dict(pending), baseline=not info["reset"])
     if logs.warehouse_table and not config.dry_run:
-        _write_log_to_warehouse(context, root, logs.warehouse_table, log)
+        _write_log_to_warehouse(keys.warehouse_of(context), root, logs.warehouse_table, log, context)
     metadata = _delivery_metadata(result, log, calls, started, store.seconds, segment, config.dry_run, transport)
     if result.undelivered:
         raise dg.Failure(
@@ -149,11 +149,13 @@ def _delivery_metadata(
     return metadata
 
 
-def _write_log_to_warehouse(context: dg.AssetExecutionContext, root: Path, table: str, log: RunLog) -> None:
+def _write_log_to_warehouse(
+    warehouse: WarehouseResource, root: Path, table: str, log: RunLog, context: dg.AssetExecutionContext
+) -> None:
     from segment_sync.warehouse.log_table import append_to_table
     from segment_sync.warehouse.warehouse_error import WarehouseError
 
     try:
-        append_to_table(warehouse_of(context).url(root), table, pl.read_parquet(log.path))
+        append_to_table(warehouse.url(root), table, pl.read_parquet(log.path))
     except WarehouseError as exc:
         context.log.warning(f"The sync log stays in {log.path}: {exc}")

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from segment_sync.assets.names import SEGMENT, STATE, AssetOptions, diff_key, snapshot_key, sync_pool
+from segment_sync.assets.names import AssetOptions, diff_key, snapshot_key, sync_pool
 from segment_sync.assets.run_config import DIFF_CONFIG_SCHEMA, GUARD_CHECK, DiffConfig
 from segment_sync.spec import ModelSpec, SyncSpec
 
@@ -15,6 +15,7 @@ def build_diff_asset(
     `declared` says where the sync is configured, for the error about a column the model lacks.
     """
     key = diff_key(sync.name)
+    keys = options.resource_keys
     guard = dg.AssetCheckSpec(
         GUARD_CHECK,
         asset=key,
@@ -32,7 +33,7 @@ def build_diff_asset(
         check_specs=[guard],
         pool=sync_pool(sync.name),
         description=f"Rows of `{model.name}` added, changed or removed since sync `{sync.name}` last delivered.",
-        required_resource_keys={STATE, SEGMENT},
+        required_resource_keys={keys.state, keys.segment},
         config_schema=DIFF_CONFIG_SCHEMA,
     )
     def _diff(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -40,6 +41,6 @@ def build_diff_asset(
         from segment_sync.assets.diff_step import materialize_diff
 
         config = DiffConfig(**context.op_execution_context.op_config)
-        return materialize_diff(context, config, sync, model, declared)
+        return materialize_diff(context, keys, config, sync, model, declared)
 
     return _diff

@@ -8,10 +8,7 @@ import dagster as dg
 import orjson
 import polars as pl
 
-from segment_sync.assets.names import (
-    state_errors_as_failures,
-    state_of,
-)
+from segment_sync.assets.names import ResourceKeys, state_errors_as_failures
 from segment_sync.assets.run_config import GUARD_CHECK, DiffConfig
 from segment_sync.diff.guards import change_size_problems, column_kinds, kind_changes
 from segment_sync.diff.keyed_diff import (
@@ -34,10 +31,15 @@ from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HAS
 
 
 def materialize_diff(
-    context: dg.AssetExecutionContext, config: DiffConfig, sync: SyncSpec, model: ModelSpec, declared: str
+    context: dg.AssetExecutionContext,
+    keys: ResourceKeys,
+    config: DiffConfig,
+    sync: SyncSpec,
+    model: ModelSpec,
+    declared: str,
 ) -> dg.MaterializeResult:
     """Diff the model's snapshot against what the sync last delivered; the result carries the guard check."""
-    root = state_of(context).root()
+    root = keys.state_of(context).root()
     path = snapshot_path(root, model.name)
     if not path.exists():
         raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")

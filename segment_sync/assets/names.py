@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from segment_sync.resources import StateResource, WarehouseResource
-
-WAREHOUSE, SEGMENT, STATE = "segment_sync_warehouse", "segment_sync_segment", "segment_sync_state"
+from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 
 
 def snapshot_key(model: str) -> dg.AssetKey:
@@ -37,6 +35,35 @@ def sync_pool(sync: str) -> str:
 
 
 @dataclass(frozen=True)
+class ResourceKeys:
+    """The keys of one component's resources, `<group>_warehouse`, `<group>_segment` and `<group>_state`, so that
+    components of different groups, reading different warehouses, load into one code location."""
+
+    group_name: str = "segment_sync"
+
+    @property
+    def warehouse(self) -> str:
+        return f"{self.group_name}_warehouse"
+
+    @property
+    def segment(self) -> str:
+        return f"{self.group_name}_segment"
+
+    @property
+    def state(self) -> str:
+        return f"{self.group_name}_state"
+
+    def warehouse_of(self, context: dg.AssetExecutionContext) -> WarehouseResource:
+        return getattr(context.resources, self.warehouse)
+
+    def segment_of(self, context: dg.AssetExecutionContext) -> SegmentResource:
+        return getattr(context.resources, self.segment)
+
+    def state_of(self, context: dg.AssetExecutionContext) -> StateResource:
+        return getattr(context.resources, self.state)
+
+
+@dataclass(frozen=True)
 class AssetOptions:
     """How the assets of one component present themselves in the UI, and what triggers them."""
 
@@ -44,13 +71,9 @@ class AssetOptions:
     owners: tuple[str, ...] = ()
     warehouse_kind: str | None = None
 
-
-def state_of(context: dg.AssetExecutionContext) -> StateResource:
-    return getattr(context.resources, STATE)
-
-
-def warehouse_of(context: dg.AssetExecutionContext) -> WarehouseResource:
-    return getattr(context.resources, WAREHOUSE)
+    @property
+    def resource_keys(self) -> ResourceKeys:
+        return ResourceKeys(self.group_name)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from segment_sync.assets.names import SEGMENT, STATE, WAREHOUSE, AssetOptions, snapshot_key, table_key
+from segment_sync.assets.names import AssetOptions, snapshot_key, table_key
 from segment_sync.assets.run_config import PK_CHECK
 from segment_sync.spec import ModelSpec
 
@@ -19,6 +19,7 @@ def build_snapshot_asset(
     `hashed_columns` are the column sets the model's syncs send: the snapshot keeps a row hash for each.
     """
     key = snapshot_key(model.name)
+    keys = options.resource_keys
     check = dg.AssetCheckSpec(
         PK_CHECK, asset=key, blocking=True, description=f"No two rows share a {model.key_columns} value."
     )
@@ -32,12 +33,12 @@ def build_snapshot_asset(
         automation_condition=automation,
         check_specs=[check],
         description=f"Rows of model `{model.name}`, read from the warehouse into Parquet.",
-        required_resource_keys={WAREHOUSE, STATE, SEGMENT},
+        required_resource_keys={keys.warehouse, keys.state, keys.segment},
     )
     def _snapshot(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         # Polars and the warehouse drivers load when a snapshot is taken, not when the definitions load.
         from segment_sync.assets.snapshot_step import materialize_snapshot
 
-        return materialize_snapshot(context, model, hashed_columns or [])
+        return materialize_snapshot(context, keys, model, hashed_columns or [])
 
     return _snapshot

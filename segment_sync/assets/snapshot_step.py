@@ -6,10 +6,7 @@ import time
 import dagster as dg
 import orjson
 
-from segment_sync.assets.names import (
-    state_of,
-    warehouse_of,
-)
+from segment_sync.assets.names import ResourceKeys
 from segment_sync.assets.run_config import PK_CHECK
 from segment_sync.metadata import markdown_table, schema_metadata
 from segment_sync.snapshot.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
@@ -21,12 +18,12 @@ from segment_sync.warehouse.warehouse_error import WarehouseError
 
 
 def materialize_snapshot(
-    context: dg.AssetExecutionContext, model: ModelSpec, hashed_columns: list[list[str]]
+    context: dg.AssetExecutionContext, keys: ResourceKeys, model: ModelSpec, hashed_columns: list[list[str]]
 ) -> dg.MaterializeResult:
     """Read the model into its Parquet snapshot (with row hashes for each set of `hashed_columns`); the result
     carries the primary key check."""
-    root = state_of(context).root()
-    warehouse = warehouse_of(context)
+    root = keys.state_of(context).root()
+    warehouse = keys.warehouse_of(context)
     path = snapshot_path(root, model.name)
     taken_at = dt.datetime.now(dt.UTC).isoformat()
     started = time.perf_counter()

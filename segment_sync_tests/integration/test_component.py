@@ -204,6 +204,18 @@ def test_the_executor_attribute_sets_the_code_locations_default_executor_only_wh
     assert defs.resolve_job_def("sync_traits").executor_def is dg.in_process_executor  # sync jobs: always
 
 
+def test_two_components_that_both_run_in_process_load_into_one_code_location():
+    other = {
+        "executor": "in_process",
+        "group_name": "other_syncs",
+        "models": [{"name": "accounts", "table": "analytics.accounts", "primary_key": "account_id"}],
+        "syncs": [{"name": "accounts", "model": "accounts", "type": "group", "user_id": "owner", "group_id": "id"}],
+    }
+    merged = dg.Definitions.merge(_load({**GOOD, "executor": "in_process"}), _load(other))
+    assert merged.executor is dg.in_process_executor
+    assert {j.name for j in merged.jobs} >= {"sync_traits", "sync_gone", "sync_accounts"}
+
+
 def test_a_mapping_to_a_missing_column_names_the_file_and_field(
     duckdb_warehouse, state_dir, emulator, instance, monkeypatch
 ):
