@@ -29,7 +29,7 @@ def materialize_snapshot(
     started = time.perf_counter()
     try:
         with read_model_batches(warehouse.url(root), model, read_path=warehouse.read_path) as batches:
-            summary = write_snapshot(batches, path, model, hashed_columns)
+            summary = write_snapshot(batches, path, model, hashed_columns, one_schema=batches.one_schema)
     except (WarehouseError, SnapshotError) as exc:
         raise dg.Failure(str(exc)) from None
     seconds = time.perf_counter() - started

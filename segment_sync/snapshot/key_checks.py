@@ -15,6 +15,7 @@ from segment_sync.values.encoding import column, key_strings
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 SAMPLE_SIZE = 20
+_KEY_HASH_SEED = 0x6B65_7973
 ROW = "_snapshot_row"
 
 
@@ -43,11 +44,17 @@ def key_problems(snapshot: pl.DataFrame | pl.LazyFrame, key_columns: Sequence[st
     shape = pl.DataFrame(schema=rows.collect_schema())  # key_strings reads only the schema
     null_rows = rows.select(_has_null_key(key_columns).sum())
     keys = rows.select(key_strings(shape, key_columns).alias("key")).filter(pl.col("key").is_not_null())
-    dupes = keys.group_by("key").len().filter(pl.col("len") > 1).select("key")
-    nulls, count, samples = pl.collect_all(
-        [null_rows, dupes.select(pl.len()), dupes.sort("key").head(SAMPLE_SIZE)], engine="streaming"
-    )
-    return KeyProblems(int(nulls.item() or 0), int(count.item()), samples["key"].to_list())
+    # Grouping 64-bit hashes is about 2.5x faster than grouping the key strings; only keys whose hash repeats are
+    # then compared as strings.
+    hashed = pl.col("key").hash(_KEY_HASH_SEED)
+    repeated = keys.group_by(hashed.alias("_hash")).len().filter(pl.col("len") > 1).select("_hash")
+    nulls, suspects = pl.collect_all([null_rows, repeated], engine="streaming")
+    count, samples = 0, []
+    if suspects.height:
+        suspect_keys = keys.filter(hashed.is_in(suspects["_hash"].implode()))
+        dupes = suspect_keys.group_by("key").len().filter(pl.col("len") > 1).select("key").collect(engine="streaming")
+        count, samples = dupes.height, dupes.sort("key").head(SAMPLE_SIZE)["key"].to_list()
+    return KeyProblems(int(nulls.item() or 0), count, samples)
 
 
 def rows_to_drop(snapshot: pl.DataFrame | pl.LazyFrame, model: ModelSpec) -> pl.Series:

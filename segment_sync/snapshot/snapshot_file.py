@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import polars.selectors as cs
+from polars.io.plugins import register_io_source
 
 from segment_sync.snapshot.key_checks import ROW, KeyProblems, key_problems, missing_columns, rows_to_drop
 from segment_sync.snapshot.row_hash import STORED_HASH_PREFIX, model_columns, with_row_hashes
@@ -32,17 +33,27 @@ class SnapshotSummary:
 
 
 def write_snapshot(
-    frames: Iterable[pl.DataFrame], path: Path, model: ModelSpec, hashed_columns: Sequence[Sequence[str]] = ()
+    frames: Iterable[pl.DataFrame],
+    path: Path,
+    model: ModelSpec,
+    hashed_columns: Sequence[Sequence[str]] = (),
+    *,
+    one_schema: bool = False,
 ) -> SnapshotSummary:
     """Write batches to the model's snapshot file, applying its duplicate-key policy, never holding all rows.
 
     Each set of `hashed_columns` (the columns a sync of the model sends) gets a column of row hashes, made
-    while the rows pass through, so the sync's diff need not read and hash every row again.
+    while the rows pass through, so the sync's diff need not read and hash every row again. With `one_schema`
+    (every batch has the first one's schema) the batches stream straight into Parquet.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
         folder = Path(work)
-        rows = _write_parquet(frames, folder, folder / "read.parquet", model, hashed_columns)
+        target = folder / "read.parquet"
+        if one_schema:
+            rows = _stream_parquet(iter(frames), target, model, hashed_columns)
+        else:
+            rows = _write_parquet(frames, folder, target, model, hashed_columns)
         snapshot = pl.scan_parquet(folder / "read.parquet")
         needed = [*model.key_columns, *([model.order_by] if model.on_duplicate_key != "fail" else [])]
         missing = missing_columns(snapshot, needed)
@@ -70,6 +81,44 @@ def scan_snapshot(path: Path) -> pl.LazyFrame:
     return scan.select(cs.by_name(model_columns(scan.collect_schema())))
 
 
+def _stream_parquet(
+    frames: Iterator[pl.DataFrame], target: Path, model: ModelSpec, hashed_columns: Sequence[Sequence[str]]
+) -> int:
+    """Stream batches of one schema through the row hashing into one Parquet file, with no copy on disk first."""
+    first = next(frames)
+    _check_reserved(first, model)
+    schema, rows = first.schema, 0
+    frames = _put_back(first, frames)
+    del first  # only the generator holds it, and lets it go once it is written
+
+    def source(
+        columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        nonlocal rows
+        for frame in frames:
+            rows += frame.height
+            yield frame if columns is None else frame.select(columns)
+
+    batches = register_io_source(source, schema=schema)
+    with_row_hashes(batches, model.key_columns, hashed_columns).sink_parquet(target, compression=COMPRESSION)
+    return rows
+
+
+def _put_back(first: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    yield first
+    del first
+    yield from rest
+
+
+def _check_reserved(frame: pl.DataFrame, model: ModelSpec) -> None:
+    reserved = [c for c in frame.columns if c.startswith(STORED_HASH_PREFIX)]
+    if reserved:
+        raise SnapshotError(
+            f"model {model.name!r}: column {reserved[0]!r} starts with {STORED_HASH_PREFIX!r}, which "
+            "segment-sync keeps for its row hashes; rename it in the model's query"
+        )
+
+
 def _write_parquet(
     frames: Iterable[pl.DataFrame],
     folder: Path,
@@ -80,12 +129,7 @@ def _write_parquet(
     """Spill each batch to an Arrow IPC file, then stream them into one Parquet file under a common schema."""
     parts, rows = [], 0
     for i, frame in enumerate(frames):
-        reserved = [c for c in frame.columns if c.startswith(STORED_HASH_PREFIX)]
-        if reserved:
-            raise SnapshotError(
-                f"model {model.name!r}: column {reserved[0]!r} starts with {STORED_HASH_PREFIX!r}, which "
-                "segment-sync keeps for its row hashes; rename it in the model's query"
-            )
+        _check_reserved(frame, model)
         part = folder / f"batch-{i:06d}.arrow"
         frame.write_ipc(part, compression="lz4")
         parts.append(part)

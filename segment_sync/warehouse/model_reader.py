@@ -38,6 +38,11 @@ class ModelBatches:
     def __iter__(self) -> Iterator[pl.DataFrame]:
         return self.frames
 
+    @property
+    def one_schema(self) -> bool:
+        """Whether every batch surely has the first one's schema: a fast path, which reads by declared types."""
+        return self.path != "sqlalchemy"
+
 
 @contextlib.contextmanager
 def read_model_batches(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import gc
 import weakref
 from collections.abc import Iterator
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segment_sync.diff.keyed_diff import current_rows
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.snapshot.key_checks import key_problems, rows_to_drop
+from segment_sync.snapshot.key_checks import SAMPLE_SIZE, key_problems, rows_to_drop
 from segment_sync.snapshot.row_hash import STORED_HASH_PREFIX, stored_hash_name
 from segment_sync.snapshot.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
 from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec
@@ -42,7 +45,8 @@ def test_batches_of_different_dtypes_are_relaxed_to_one_schema(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]  # no batch or temporary file left behind
 
 
-def test_batches_are_written_as_they_arrive_not_held(tmp_path):
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_batches_are_written_as_they_arrive_not_held(one_schema, tmp_path):
     alive: list[weakref.ref] = []
 
     def batches() -> Iterator[pl.DataFrame]:
@@ -55,29 +59,31 @@ def test_batches_are_written_as_they_arrive_not_held(tmp_path):
             yield frame
             del frame
 
-    assert write_snapshot(batches(), tmp_path / "m.parquet", FAIL).rows == 5000
+    assert write_snapshot(batches(), tmp_path / "m.parquet", FAIL, one_schema=one_schema).rows == 5000
     assert pl.scan_parquet(tmp_path / "m.parquet").select(pl.len()).collect().item() == 5000
 
 
-def test_missing_key_column_keeps_the_old_snapshot(tmp_path):
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_missing_key_column_keeps_the_old_snapshot(one_schema, tmp_path):
     path = tmp_path / "m.parquet"
-    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL)
+    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL, one_schema=one_schema)
     with pytest.raises(SnapshotError, match=r"model 'm': the query returns no column \['id'\]"):
-        write_snapshot([pl.DataFrame({"ident": [2]})], path, FAIL)
+        write_snapshot([pl.DataFrame({"ident": [2]})], path, FAIL, one_schema=one_schema)
     assert pl.read_parquet(path)["id"].to_list() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]
 
 
-def test_a_read_failing_midway_keeps_the_old_snapshot(tmp_path):
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_a_read_failing_midway_keeps_the_old_snapshot(one_schema, tmp_path):
     path = tmp_path / "m.parquet"
-    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL)
+    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL, one_schema=one_schema)
 
     def failing() -> Iterator[pl.DataFrame]:
         yield pl.DataFrame({"id": [2]})
         raise WarehouseError("model 'm': reading from duckdb:///w.duckdb failed: connection lost.")
 
     with pytest.raises(WarehouseError, match="connection lost"):
-        write_snapshot(failing(), path, FAIL)
+        write_snapshot(failing(), path, FAIL, one_schema=one_schema)
     assert pl.read_parquet(path)["id"].to_list() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]
 
@@ -104,9 +110,10 @@ SNAPSHOT = pl.DataFrame(
         ("keep_last", ["2b", "1b", "null-key", "3b"]),
     ],
 )
-def test_duplicate_policy_keeps_one_row_per_key_in_file_order(tmp_path, policy, kept):
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_duplicate_policy_keeps_one_row_per_key_in_file_order(one_schema, tmp_path, policy, kept):
     path = tmp_path / "m.parquet"
-    summary = write_snapshot(SNAPSHOT.iter_slices(3), path, _policy(policy))
+    summary = write_snapshot(SNAPSHOT.iter_slices(3), path, _policy(policy), one_schema=one_schema)
     written = pl.read_parquet(path)
     assert sorted(written["v"].to_list()) == sorted(kept)
     assert written["v"].to_list() == [v for v in SNAPSHOT["v"] if v in kept]  # file order is kept
@@ -114,8 +121,9 @@ def test_duplicate_policy_keeps_one_row_per_key_in_file_order(tmp_path, policy, 
     assert (summary.problems.duplicate_keys, summary.problems.null_rows) == (0, 1)
 
 
-def test_fail_policy_writes_every_row_and_reports_duplicates(tmp_path):
-    summary = write_snapshot([SNAPSHOT], tmp_path / "m.parquet", FAIL)
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_fail_policy_writes_every_row_and_reports_duplicates(one_schema, tmp_path):
+    summary = write_snapshot([SNAPSHOT], tmp_path / "m.parquet", FAIL, one_schema=one_schema)
     assert summary.rows == 8 and summary.dropped_rows == 0
     assert (summary.problems.duplicate_keys, summary.problems.duplicate_samples) == (3, ["1", "2", "3"])
     assert pl.read_parquet(tmp_path / "m.parquet").equals(SNAPSHOT)
@@ -163,13 +171,14 @@ def test_snapshot_metadata_names_the_read_path(
     assert stored_hash_name(snapshot.schema, ["id"], sync.sent_columns) in pl.read_parquet_schema(meta["path"])
 
 
-def test_row_hashes_are_kept_for_each_set_of_sent_columns(tmp_path):
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_row_hashes_are_kept_for_each_set_of_sent_columns(one_schema, tmp_path):
     path = tmp_path / "m.parquet"
     frames = [
         pl.DataFrame({"id": [1, 2], "v": ["a", None], "w": [1.5, 2.5]}),
         pl.DataFrame({"id": [3], "v": ["c"], "w": [None]}),
     ]
-    write_snapshot(frames, path, FAIL, [["v"], ["v", "w"], ["v"], ["nope"]])
+    write_snapshot(frames, path, FAIL, [["v"], ["v", "w"], ["v"], ["nope"]], one_schema=one_schema)
     written = pl.read_parquet(path)
     model = scan_snapshot(path).collect()
     assert model.columns == ["id", "v", "w"]
@@ -181,20 +190,22 @@ def test_row_hashes_are_kept_for_each_set_of_sent_columns(tmp_path):
         assert written[stored_hash_name(model.schema, ["id"], sent)].to_list() == made.to_list()
 
 
-def test_row_hashes_stay_with_their_rows_when_duplicates_are_dropped(tmp_path):
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_row_hashes_stay_with_their_rows_when_duplicates_are_dropped(one_schema, tmp_path):
     path = tmp_path / "m.parquet"
-    write_snapshot(SNAPSHOT.iter_slices(3), path, _policy("keep_last"), [["v", "seq"]])
+    write_snapshot(SNAPSHOT.iter_slices(3), path, _policy("keep_last"), [["v", "seq"]], one_schema=one_schema)
     model = scan_snapshot(path).collect()
     made = current_rows(model, ["id"], ["v", "seq"]).collect()[HASH]
     assert pl.read_parquet(path)[stored_hash_name(model.schema, ["id"], ["v", "seq"])].to_list() == made.to_list()
 
 
-def test_a_model_column_named_like_a_row_hash_is_refused(tmp_path):
+@pytest.mark.parametrize("one_schema", [False, True])
+def test_a_model_column_named_like_a_row_hash_is_refused(one_schema, tmp_path):
     path = tmp_path / "m.parquet"
-    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL)
+    write_snapshot([pl.DataFrame({"id": [1]})], path, FAIL, one_schema=one_schema)
     clash = pl.DataFrame({"id": [2], f"{STORED_HASH_PREFIX}x": [1]})
     with pytest.raises(SnapshotError, match="starts with '__segment_sync_hash_'.*rename it"):
-        write_snapshot([clash], path, FAIL)
+        write_snapshot([clash], path, FAIL, one_schema=one_schema)
     assert pl.read_parquet(path)["id"].to_list() == [1]
 
 
@@ -228,3 +239,13 @@ def test_snapshot_metadata_says_why_a_fast_path_was_not_taken(
     meta = run.metadata("snapshot", "m")
     assert meta["read_path"] == "sqlalchemy (the URL sets options that only SQLAlchemy applies)"
     assert meta["non_finite_values"] == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.one_of(st.none(), st.text(max_size=3), st.sampled_from(["a", "b", "", " "])), max_size=60))
+def test_duplicate_keys_are_counted_as_a_plain_count_would(keys: list[str | None]) -> None:
+    problems = key_problems(pl.DataFrame({"id": keys}, schema={"id": pl.String}), ["id"])
+    counts = collections.Counter(k for k in keys if k is not None)
+    duplicated = sorted(k for k, n in counts.items() if n > 1)
+    assert problems.null_rows == keys.count(None)
+    assert (problems.duplicate_keys, problems.duplicate_samples) == (len(duplicated), duplicated[:SAMPLE_SIZE])
