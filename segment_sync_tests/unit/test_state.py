@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from segment_sync.diff.keyed_diff import compute_diff
 from segment_sync.events.row_builder import DiffRow, build_outcomes
@@ -491,3 +493,25 @@ def test_state_of_format_1_is_upgraded_in_place(tmp_path: Path) -> None:
     frame = state.delivered().collect().sort(KEY)
     assert frame.rows() == [("a", '{"v":1}', 2, 0), ("b", None, 3, None), ("c", '{"v":3}', 3, 0)]
     assert state.delivered_row_count() == 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pairs=st.dictionaries(
+        st.text(st.characters(codec="utf-8"), max_size=12),
+        st.none() | st.text(st.characters(codec="utf-8"), max_size=40).map(lambda s: orjson.dumps({"v": s}).decode()),
+        max_size=30,
+    ),
+    torn=st.booleans(),
+)
+def test_any_key_and_content_come_back_from_the_journal_as_they_were_noted(
+    tmp_path_factory: pytest.TempPathFactory, pairs: dict[str, str | None], torn: bool
+) -> None:
+    state = new_state(tmp_path_factory.mktemp("state"))
+    gen = state.begin_run()
+    state.record(noted(pairs.items()))
+    if torn:  # a dead run's last line, cut while it was written: that row is not noted
+        with open(state.journal_path, "ab") as f:
+            f.write(b'{"g":1,"k":"cut","c":"{\\"v')
+    state.commit()
+    assert rows(state) == sorted((k, c, gen) for k, c in pairs.items())
