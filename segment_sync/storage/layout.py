@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 NOTES_PREFIX, NOTES_SUFFIX = "noted-", ".parquet"  # rows noted in bulk by a run, until folded into the state
+SEGMENT_PREFIX = "delivered.s"  # delivered rows of one fold, on top of delivered.parquet until compacted
 
 
 def snapshot_path(state_dir: Path, model: str) -> Path:
@@ -67,6 +68,14 @@ class SyncFolder:
     def unfinished_notes(self) -> list[Path]:
         """Notes files a killed run left half written."""
         return sorted(self.path.glob(f"{NOTES_PREFIX}*{NOTES_SUFFIX}.tmp"))
+
+    def segments(self) -> list[Path]:
+        """The delivered rows folded since delivered.parquet was last compacted, oldest first."""
+        return sorted(self.path.glob(f"{SEGMENT_PREFIX}*.parquet"))
+
+    def segment(self, number: int) -> Path:
+        """Where the fold numbered `number` since the last compaction writes its rows."""
+        return self.path / f"{SEGMENT_PREFIX}{number:08d}.parquet"
 
     def delivered_backup(self, generation: int) -> Path:
         """Where a reset keeps the delivered rows it set aside."""

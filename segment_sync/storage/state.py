@@ -16,10 +16,13 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from segment_sync.storage import durable_file
-from segment_sync.storage.layout import SyncFolder
+from segment_sync.storage.layout import SEGMENT_PREFIX, SyncFolder
 from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3  # 3: delivered rows in delivered.parquet and segments on top of it; 2 had no segments
+COMPACT_SHARE = 0.2  # fold the segments into delivered.parquet once they hold this share of its rows
+MAX_SEGMENTS = 16
+_ROW = "_state_row"
 COMPRESSION = "lz4"  # local working files: lz4 reads about 1.5x faster than zstd, for twice the disk
 _JOURNAL_SCHEMA = {"g": pl.Int64, "k": pl.String, "c": pl.String, "h": pl.UInt64}
 
@@ -58,13 +61,15 @@ class SyncState:
         self.delivered_path = self.folder.delivered
         self.journal_path = self.folder.journal
         self._notes_made = 0
+        self._live: pl.LazyFrame | None = None  # delivered(), until the next fold
         self.seconds = 0.0  # spent recording: journal lines, files of notes and folding them
         root.mkdir(parents=True, exist_ok=True)
         self.meta = self._load_meta()
 
     def _load_meta(self) -> SyncMeta:
         if not self.meta_path.exists():
-            if self.delivered_path.exists() or self.journal_path.exists() or self._note_files():
+            leftovers = [self.delivered_path, self.journal_path, *self.folder.segments(), *self._note_files()]
+            if any(path.exists() for path in leftovers):
                 raise StateError(
                     f"sync {self.sync_name!r}: {self.meta_path} is missing but delivered rows exist; "
                     "restore it from a backup rather than start over, or every row would be sent again"
@@ -75,7 +80,7 @@ class SyncState:
         raw = orjson.loads(self.meta_path.read_bytes())
         if raw.get("format") == 1:
             self._upgrade_from_format_1()
-        elif raw.get("format") != STATE_FORMAT:
+        elif raw.get("format") not in (2, STATE_FORMAT):
             raise StateError(f"sync {self.sync_name!r}: {self.meta_path} has format {raw.get('format')!r}")
         meta = SyncMeta(
             raw["sync_uuid"],
@@ -85,7 +90,7 @@ class SyncState:
             raw.get("pending", {}),
             raw.get("hash_basis"),
         )
-        if raw.get("format") == 1:
+        if raw.get("format") != STATE_FORMAT:  # so that a version that knows no segments refuses the folder
             self._save_meta(meta)
         return meta
 
@@ -122,10 +127,27 @@ class SyncState:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def delivered(self) -> pl.LazyFrame:
-        """The last acknowledged content per key (null content: removed, kept as a tombstone)."""
-        if not self.delivered_path.exists():
-            return pl.LazyFrame(schema=DELIVERED_SCHEMA)
-        return pl.scan_parquet(self.delivered_path)
+        """The last acknowledged content per key (null content: removed, kept as a tombstone).
+
+        That is delivered.parquet, less its rows whose key a segment holds, plus each key's row in the latest
+        segment holding it. Finding those rows reads the keys of delivered.parquet once per fold.
+        """
+        if self._live is None:
+            self._live = self._live_rows()
+        return self._live
+
+    def _live_rows(self) -> pl.LazyFrame:
+        segments = self.folder.segments()
+        base = pl.scan_parquet(self.delivered_path) if self.delivered_path.exists() else None
+        if not segments:
+            return base if base is not None else pl.LazyFrame(schema=DELIVERED_SCHEMA)
+        newest = pl.concat([pl.scan_parquet(s) for s in segments]).unique(KEY, keep="last", maintain_order=True)
+        if base is None:
+            return newest
+        keys = newest.select(KEY).collect()[KEY]
+        superseded = base.with_row_index(_ROW).filter(pl.col(KEY).is_in(keys.implode())).select(_ROW).collect()
+        kept = base.with_row_index(_ROW).filter(~pl.col(_ROW).is_in(superseded[_ROW].implode())).drop(_ROW)
+        return pl.concat([kept, newest])
 
     def delivered_row_count(self) -> int:
         """Rows currently delivered (tombstones not counted)."""
@@ -137,10 +159,13 @@ class SyncState:
         The sync gets a new identity too, so the events of the next run get messageIds never used before.
         """
         self.recover()
+        if self.folder.segments():
+            self._compact()
         backup = None
         if self.delivered_path.exists():
             backup = self.folder.delivered_backup(self.meta.generation)
             os.replace(self.delivered_path, backup)
+            self._live = None
         self.meta = SyncMeta(str(uuid.uuid4()), self.meta.generation + 1)
         self._save_meta(self.meta)
         return backup
@@ -267,18 +292,39 @@ class SyncState:
             once = noted.n_unique() == noted.len()
             if not once:  # a key noted twice in one run (rare, and small): the last wins
                 notes = notes.unique(KEY, keep="last", maintain_order=True)
-            if self.delivered_path.exists():
-                kept = self.delivered().filter(~pl.col(KEY).is_in(noted.implode()))
-                sink_parquet_atomic(pl.concat([notes, kept]), self.delivered_path)
+            segments = self.folder.segments()
+            if self.delivered_path.exists() or segments:  # a segment of the rows noted: a run writes what it changed
+                number = int(segments[-1].name.removeprefix(SEGMENT_PREFIX).split(".")[0]) + 1 if segments else 1
+                sink_parquet_atomic(notes, self.folder.segment(number))
             elif once and len(sources) == 1:  # a first run with one file of notes: it becomes the state
                 durable_file.replace(sources.pop(), self.delivered_path)
             else:  # a first run: the notes are all there is
                 sink_parquet_atomic(notes, self.delivered_path)
-        for source in sources:  # only once delivered.parquet holds them: folding the same notes again is harmless
+        for source in sources:  # only once the state holds them: folding the same notes again is harmless
             source.unlink()
         if journal:
             self.journal_path.unlink()
         durable_file.sync_folder(self.root)
+        self._live = None
+        if self._compaction_due():
+            self._compact()
+
+    def _compaction_due(self) -> bool:
+        segments = self.folder.segments()
+        if not segments or not self.delivered_path.exists():
+            return False
+        rows = pl.concat([pl.scan_parquet(s).select(pl.len()) for s in segments]).sum().collect().item()
+        base_rows = pl.scan_parquet(self.delivered_path).select(pl.len()).collect().item()
+        return len(segments) > MAX_SEGMENTS or rows > COMPACT_SHARE * base_rows
+
+    def _compact(self) -> None:
+        """Fold the segments into delivered.parquet (written aside, then renamed; they are removed after)."""
+        segments = self.folder.segments()
+        sink_parquet_atomic(self.delivered(), self.delivered_path)
+        for segment in segments:  # delivered.parquet holds their rows now: were one left, it would change nothing
+            segment.unlink()
+        durable_file.sync_folder(self.root)
+        self._live = None
 
 
 def _journal_notes(path: Path) -> pl.LazyFrame:

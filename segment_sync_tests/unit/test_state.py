@@ -45,7 +45,7 @@ def new_state(tmp_path: Path, name: str = "users_lifecycle") -> SyncState:
 def test_new_state_creates_meta(tmp_path: Path) -> None:
     state = new_state(tmp_path)
     raw = json.loads(state.meta_path.read_bytes())
-    assert raw["format"] == STATE_FORMAT == 2
+    assert raw["format"] == STATE_FORMAT == 3
     assert raw["generation"] == 0
     assert raw["baseline_done"] is False
     assert str(uuid.UUID(raw["sync_uuid"])) == raw["sync_uuid"] == state.meta.sync_uuid
@@ -515,3 +515,124 @@ def test_any_key_and_content_come_back_from_the_journal_as_they_were_noted(
             f.write(b'{"g":1,"k":"cut","c":"{\\"v')
     state.commit()
     assert rows(state) == sorted((k, c, gen) for k, c in pairs.items())
+
+
+# --- segments: a run writes what it noted, and compaction folds them into delivered.parquet ---------------------
+
+
+def test_a_run_writes_a_segment_of_its_rows_and_leaves_delivered_parquet_alone(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([(f"k{i:03d}", f"v{i}") for i in range(100)]))
+    state.commit()
+    base = state.delivered_path.read_bytes()
+    gen = state.begin_run()
+    state.record(noted([("k001", "changed"), ("k002", None), ("new", "n")]))
+    state.commit()
+    assert state.delivered_path.read_bytes() == base
+    [segment] = state.folder.segments()
+    assert pl.read_parquet(segment).height == 3
+    assert rows(state)[:3] == [("k000", "v0", 1), ("k001", "changed", gen), ("k002", None, gen)]
+    assert ("new", "n", gen) in rows(state) and len(rows(state)) == 101
+    assert state.delivered_row_count() == 100  # k002 is a tombstone now, "new" is new
+
+
+def test_segments_are_compacted_once_they_hold_a_fifth_of_the_rows(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([(f"k{i:02d}", "v") for i in range(50)]))
+    state.commit()
+    for run in range(1, 4):  # 5 rows each: 5 and 10 rows stay as segments, 15 > 20% of 50 compacts them
+        state.begin_run()
+        state.record(noted([(f"k{i:02d}", f"v{run}") for i in range(run * 5, run * 5 + 5)]))
+        before = rows(state)
+        state.commit()
+        assert len(state.folder.segments()) == (run if run < 3 else 0)
+    expected = {k: c for k, c, _ in before} | {f"k{i:02d}": "v3" for i in range(15, 20)}
+    assert {k: c for k, c, _ in rows(state)} == expected
+
+
+def test_a_fold_repeated_after_a_crash_before_its_notes_were_removed_changes_nothing(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([(f"k{i:02d}", "v") for i in range(50)]))
+    state.commit()
+    state.begin_run()
+    state.record(noted([("k01", "w"), ("k02", None)]))
+    journal = state.journal_path.read_bytes()
+    state.commit()
+    state.journal_path.write_bytes(journal)  # as if the run died after writing the segment
+    again = new_state(tmp_path)
+    again.recover()
+    assert len(again.folder.segments()) == 2
+    assert rows(again) == rows(state) and again.delivered_row_count() == 49
+
+
+def test_a_compaction_repeated_after_a_crash_before_the_segments_were_removed_changes_nothing(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([(f"k{i:02d}", "v") for i in range(50)]))
+    state.commit()
+    state.begin_run()
+    state.record(noted([("k01", "w"), ("k02", None), ("x", "y")]))
+    state.commit()
+    [segment] = state.folder.segments()
+    kept = segment.read_bytes()
+    expected = rows(state)
+    state._compact()
+    segment.write_bytes(kept)  # as if the run died after renaming delivered.parquet
+    assert rows(new_state(tmp_path)) == expected
+
+
+def test_a_reset_sets_the_segments_aside_with_delivered_parquet(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    state.begin_run()
+    state.record_file(noted([(f"k{i:02d}", "v") for i in range(50)]))
+    state.commit()
+    state.begin_run()
+    state.record(noted([("k01", "w")]))
+    state.commit()
+    backup = state.reset()
+    assert backup is not None and pl.read_parquet(backup).filter(pl.col(KEY) == "k01")[CONTENT].item() == "w"
+    assert state.folder.segments() == [] and rows(state) == []
+
+
+def test_a_state_of_format_2_is_read_and_marked_format_3(tmp_path: Path) -> None:
+    state = new_state(tmp_path)
+    raw = json.loads(state.meta_path.read_bytes())
+    state.meta_path.write_text(json.dumps({**raw, "format": 2}))
+    new_state(tmp_path)
+    assert json.loads(state.meta_path.read_bytes())["format"] == 3
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    runs=st.lists(
+        st.lists(
+            st.tuples(st.sampled_from("abcdefgh"), st.none() | st.sampled_from(["1", "2", "3"]), st.booleans()),
+            max_size=6,
+            unique_by=lambda note: note[0],  # a run notes a key once (see SyncState.record_file)
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_sequence_of_runs_gives_the_same_state_with_segments_and_without(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, runs: list[list[tuple]]
+) -> None:
+    """Each run notes rows (key, content or removed, in a file or the journal); a later run's note of a key wins."""
+    outcomes = []
+    for share in (0.0, 10.0**9):  # compacted after every run, or never
+        monkeypatch.setattr("segment_sync.storage.state.COMPACT_SHARE", share)
+        state = new_state(tmp_path_factory.mktemp("state"))
+        expected: dict[str, tuple[str | None, int]] = {}
+        for notes in runs:
+            gen = state.begin_run()
+            for key, content, in_file in notes:
+                (state.record_file if in_file else state.record)(noted([(key, content)]))
+                expected[key] = (content, gen)
+            state.commit()
+            assert rows(state) == sorted((k, c, g) for k, (c, g) in expected.items())
+            assert state.delivered_row_count() == sum(c is not None for c, _ in expected.values())
+        outcomes.append(rows(state))
+    assert outcomes[0] == outcomes[1]
