@@ -94,6 +94,8 @@ def _child(url: str, table: str, read_path: str) -> None:
     import duckdb_engine  # noqa: F401 - imports are not what is measured
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
+    import segment_sync.warehouse.duckdb_reader  # noqa: F401 - model_reader imports a fast path when it takes it
+    import segment_sync.warehouse.postgres_reader  # noqa: F401
     from benchmarks.measure import peak_rss_mb
     from segment_sync.spec import ModelSpec
     from segment_sync.warehouse.model_reader import read_model_batches
