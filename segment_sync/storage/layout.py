@@ -73,8 +73,10 @@ class SyncFolder:
         """The delivered rows folded since delivered.parquet was last compacted, oldest first."""
         return sorted(self.path.glob(f"{SEGMENT_PREFIX}*.parquet"))
 
-    def segment(self, number: int) -> Path:
-        """Where the fold numbered `number` since the last compaction writes its rows."""
+    def next_segment(self) -> Path:
+        """Where the next fold writes its rows: numbered after the newest segment, so the order is the folds'."""
+        segments = self.segments()
+        number = int(segments[-1].name.removeprefix(SEGMENT_PREFIX).split(".")[0]) + 1 if segments else 1
         return self.path / f"{SEGMENT_PREFIX}{number:08d}.parquet"
 
     def delivered_backup(self, generation: int) -> Path:

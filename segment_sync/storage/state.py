@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from segment_sync.storage import durable_file
-from segment_sync.storage.layout import SEGMENT_PREFIX, SyncFolder
+from segment_sync.storage.layout import SyncFolder
 from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
 STATE_FORMAT = 3  # 3: delivered rows in delivered.parquet and segments on top of it; 2 had no segments
@@ -294,8 +294,7 @@ class SyncState:
                 notes = notes.unique(KEY, keep="last", maintain_order=True)
             segments = self.folder.segments()
             if self.delivered_path.exists() or segments:  # a segment of the rows noted: a run writes what it changed
-                number = int(segments[-1].name.removeprefix(SEGMENT_PREFIX).split(".")[0]) + 1 if segments else 1
-                sink_parquet_atomic(notes, self.folder.segment(number))
+                sink_parquet_atomic(notes, self.folder.next_segment())
             elif once and len(sources) == 1:  # a first run with one file of notes: it becomes the state
                 durable_file.replace(sources.pop(), self.delivered_path)
             else:  # a first run: the notes are all there is
