@@ -18,7 +18,7 @@ from segment_sync.segment_api.transport import Outbox, Transport
 from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
 from segment_sync.storage.layout import SyncFolder, outbox_path
 from segment_sync.storage.run_log import CallLog, RunLog, prune_logs
-from segment_sync.storage.state import SyncState
+from segment_sync.storage.state import DryRunState, SyncState
 
 
 def materialize_delivery(
@@ -90,7 +90,7 @@ def materialize_delivery(
                 store.commit(column_kinds=info["column_kinds"], pending=dict(pending), baseline=not info["reset"])
     if logs.warehouse_table and not config.dry_run:
         _write_log_to_warehouse(keys.warehouse_of(context), root, logs.warehouse_table, log, context)
-    metadata = _delivery_metadata(result, log, calls, started, store.seconds, segment, config.dry_run, transport)
+    metadata = _delivery_metadata(result, log, calls, started, store, segment, config.dry_run, transport)
     if result.undelivered:
         raise dg.Failure(
             f"sync {sync.name!r}: {result.undelivered} rows were not delivered ({result.undelivered_reason}); "
@@ -113,7 +113,7 @@ def _delivery_metadata(
     log: RunLog,
     calls: CallLog,
     started: float,
-    state_seconds: float,
+    store: SyncState | DryRunState,
     segment: SegmentResource,
     dry_run: bool,
     transport: Transport,
@@ -130,7 +130,8 @@ def _delivery_metadata(
         "retries": result.retries,
         "bytes_sent": result.bytes_sent,
         "duration_seconds": round(time.monotonic() - started, 3),
-        "state_seconds": round(state_seconds, 3),  # of which recording what Segment accepted, and folding it
+        "state_seconds": round(store.seconds, 3),  # of which waiting for the state: notes queued or written, the fold
+        "journal_write_seconds": round(store.journal_seconds, 3),  # the journal's thread, while sending went on
         "destination": "dry run (outbox)" if dry_run else segment.resolved_destination(),
         "api_calls": dg.MetadataValue.md(calls_table(calls.summaries)),
         "sync_log": dg.MetadataValue.path(str(log.path)),

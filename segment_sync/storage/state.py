@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from segment_sync.storage import durable_file
+from segment_sync.storage.journal import Journal, JournalError
 from segment_sync.storage.layout import SyncFolder
 from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
@@ -46,8 +47,9 @@ class SyncMeta:
 class SyncState:
     """Files under `<state_dir>/syncs/<sync>/`: meta.json, delivered.parquet and a journal of the current run.
 
-    Every acknowledged batch is appended to the journal and fsynced as soon as it is acknowledged (other
-    batches may be in flight meanwhile; they carry the same messageIds if sent again); rows noted in bulk
+    Every acknowledged batch is appended to the journal, which a thread of its own writes and fsyncs while
+    sending goes on (a row acknowledged but not yet on disk when the process dies is sent again under the same
+    messageId, as is a batch in flight); rows noted in bulk
     (skipped, or with a refreshed hash) go in `noted-*.parquet` files instead. The notes are folded into
     delivered.parquet (written to a temporary file, then renamed) when a run ends, or by the next run when
     one died.
@@ -62,7 +64,8 @@ class SyncState:
         self.journal_path = self.folder.journal
         self._notes_made = 0
         self._live: pl.LazyFrame | None = None  # delivered(), until the next fold
-        self.seconds = 0.0  # spent recording: journal lines, files of notes and folding them
+        self.seconds = 0.0  # the run's wait for its state: queuing journal lines, files of notes and folding
+        self._journal = Journal(self.journal_path)
         root.mkdir(parents=True, exist_ok=True)
         self.meta = self._load_meta()
 
@@ -124,7 +127,10 @@ class SyncState:
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                try:
+                    self._close_journal()  # its thread never outlives the lock
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def delivered(self) -> pl.LazyFrame:
         """The last acknowledged content per key (null content: removed, kept as a tombstone).
@@ -182,12 +188,14 @@ class SyncState:
         return self.meta.generation
 
     def record(self, rows: pl.DataFrame) -> None:
-        """Durably note rows as delivered in this run.
+        """Note rows as delivered in this run, durably by the time this returns.
 
         `rows` has `_key`, `_content` (null for a removed row) and `_hash`; an optional `_gen` keeps a row's
         generation (for a row whose hash is only refreshed).
         """
         self.record_lines(line.encode() for line in self.journal_lines(rows))
+        with self._timed():
+            self._close_journal()
 
     def record_file(self, rows: pl.DataFrame) -> None:
         """Durably note rows (as `record`) in a Parquet file of their own, folded with the journal.
@@ -221,14 +229,28 @@ class SyncState:
         return self._notes(rows).select(line).to_series()
 
     def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
-        """Durably append journal lines (from `journal_lines`)."""
-        data = b"".join(lines)
-        if not data:
-            return
-        with self._timed(), open(self.journal_path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append journal lines (from `journal_lines`), written and fsynced by the journal's thread.
+
+        They are durable once the run folds its notes; until then, a row acknowledged but not yet on disk when the
+        process dies is sent again by the next run under the same messageId.
+        """
+        with self._timed():
+            try:
+                self._journal.append(b"".join(lines))
+            except JournalError as exc:
+                raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
+
+    @property
+    def journal_seconds(self) -> float:
+        """The journal thread's time writing and fsyncing (alongside sending, not in its way)."""
+        return self._journal.busy_seconds
+
+    def _close_journal(self) -> None:
+        """Wait for the journal's lines to be on disk, and close it."""
+        try:
+            self._journal.close()
+        except JournalError as exc:
+            raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
 
     def commit(
         self,
@@ -264,6 +286,7 @@ class SyncState:
         Every file is read in pieces: memory holds one piece and the noted keys, not the rows.
         """
         with self._timed():
+            self._close_journal()  # before the fold reads (and removes) the file
             self._fold()
 
     @contextlib.contextmanager
@@ -340,6 +363,7 @@ class DryRunState:
     def __init__(self, state: SyncState):
         self.meta = state.meta
         self.seconds = 0.0
+        self.journal_seconds = 0.0
 
     def record(self, rows: pl.DataFrame) -> None:
         """Note nothing."""

@@ -247,8 +247,9 @@ def test_acknowledged_events_are_recorded_whether_or_not_they_are_a_run(tmp_path
     store.begin_run()
     delivered = pl.DataFrame({KEY: list("abcdef"), CONTENT: list("ABCDEF"), HASH: list(range(6))})
     record = _recorder(store, Joined.from_series(store.journal_lines(delivered)), {})
-    for acknowledged in ([1, 2, 3], range(4, 6), [0, 2], [5, 4]):
-        record(acknowledged)
+    with store.lock():  # the journal is written by the time the lock is released
+        for acknowledged in ([1, 2, 3], range(4, 6), [0, 2], [5, 4]):
+            record(acknowledged)
     lines = [orjson.loads(line) for line in store.journal_path.read_bytes().splitlines()]
     assert [e["k"] for e in lines] == list("bcdefacfe")
     assert [(e["c"], e["h"], e["g"]) for e in lines[:2]] == [("B", 1, 1), ("C", 2, 1)]
