@@ -180,7 +180,7 @@ def compute_diff(
         engine="streaming",
     )
     olds = pl.concat([olds, tombstones.filter(pl.col(KEY).is_in(news[KEY].implode()))])
-    return _changes(news, olds, schema, sent_columns, compared, trust_hashes=True).lazy()
+    return changes_between(news, olds, schema, sent_columns, compared, trust_hashes=True).lazy()
 
 
 def _in_slices(
@@ -207,7 +207,9 @@ def _in_slices(
             olds = _split_by_key(delivered.select(list(DELIVERED_SCHEMA)), slices, Path(folder, "old"))
             for i in range(slices):
                 part_news = news(i).with_columns(_row_struct(sent_columns))
-                yield _changes(part_news, olds(i), schema, sent_columns, compared_columns, trust_hashes=trust_hashes)
+                yield changes_between(
+                    part_news, olds(i), schema, sent_columns, compared_columns, trust_hashes=trust_hashes
+                )
 
     def read(
         columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _: int | None
@@ -249,7 +251,7 @@ def _slices(rows: int, in_memory_rows: int) -> int:
     return max(1, -(-rows // max(1, in_memory_rows)))
 
 
-def _changes(
+def changes_between(
     news: pl.DataFrame,
     olds: pl.DataFrame,
     schema: Mapping[str, pl.DataType],

@@ -1,13 +1,13 @@
-"""A run's journal file, appended to and fsynced by a thread of its own, so sending never waits on the disk."""
+"""A run's journal, appended to by a thread of its own (a file, fsynced, or a table), so sending never waits."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 MAX_QUEUED = 64  # appends waiting for the disk; past this, `append` waits (their lines are held in memory)
 
@@ -16,19 +16,51 @@ class JournalError(OSError):
     """The journal could not be written: the rows it held are sent again by the next run, with the same messageIds."""
 
 
+class JournalSink(Protocol):
+    """Where a journal's bytes go: `write` makes them durable; `close` lets go of what it holds."""
+
+    name: str
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileSink:
+    """A journal file: appended to, then fsynced, on every write."""
+
+    def __init__(self, path: Path):
+        self.name = str(path)
+        self.path = path
+        self._handle: BinaryIO | None = None
+
+    def write(self, data: bytes) -> None:
+        """Append and fsync."""
+        self._handle = self._handle or open(self.path, "ab")  # noqa: SIM115 - held open until close
+        self._handle.write(data)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
 class Journal:
-    """Appends to a file from a background thread: one write and one fsync for all the appends waiting.
+    """Appends through a sink from a background thread: one write for all the appends waiting.
 
     What was appended is durable once `close` returns. A row acknowledged but not yet durable when the process
     dies is sent again by the next run under the same messageId, which Segment deduplicates.
     """
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, sink: JournalSink):
+        self.sink = sink
         self.busy_seconds = 0.0  # the thread's time writing and fsyncing
         self._queue: queue.Queue[bytes | None] = queue.Queue(MAX_QUEUED)  # None: stop
         self._thread: threading.Thread | None = None
-        self._error: OSError | None = None
+        self._error: Exception | None = None
 
     def append(self, data: bytes) -> None:
         """Queue bytes for the file (written in order, soon after); raise `JournalError` if a write failed."""
@@ -50,11 +82,10 @@ class Journal:
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            raise JournalError(f"the journal {self.path} could not be written: {self._error}") from self._error
+            raise JournalError(f"the journal {self.sink.name} could not be written: {self._error}") from self._error
 
     def _write_all(self) -> None:
-        with contextlib.ExitStack() as files:
-            handle = None
+        try:
             while True:
                 items = [self._queue.get()]
                 while items[-1] is not None:
@@ -66,12 +97,11 @@ class Journal:
                 if data and self._error is None:
                     started = time.perf_counter()
                     try:
-                        handle = handle or files.enter_context(open(self.path, "ab"))
-                        handle.write(data)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                    except OSError as exc:
+                        self.sink.write(data)
+                    except Exception as exc:  # noqa: BLE001 - reported to the run by the next append or close
                         self._error = exc  # later appends are drained, not written; the fold drops a torn last line
                     self.busy_seconds += time.perf_counter() - started
                 if items[-1] is None:
                     return
+        finally:
+            self.sink.close()

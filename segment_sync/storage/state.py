@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from segment_sync.storage import durable_file
-from segment_sync.storage.journal import Journal, JournalError
+from segment_sync.storage.journal import FileSink, Journal, JournalError
 from segment_sync.storage.layout import SyncFolder
 from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY
 
@@ -25,7 +25,7 @@ COMPACT_SHARE = 0.2  # fold the segments into delivered.parquet once they hold t
 MAX_SEGMENTS = 16
 _ROW = "_state_row"
 COMPRESSION = "lz4"  # local working files: lz4 reads about 1.5x faster than zstd, for twice the disk
-_JOURNAL_SCHEMA = {"g": pl.Int64, "k": pl.String, "c": pl.String, "h": pl.UInt64}
+JOURNAL_SCHEMA = {"g": pl.Int64, "k": pl.String, "c": pl.String, "h": pl.UInt64}
 
 
 class StateError(RuntimeError):
@@ -65,7 +65,7 @@ class SyncState:
         self._notes_made = 0
         self._live: pl.LazyFrame | None = None  # delivered(), until the next fold
         self.seconds = 0.0  # the run's wait for its state: queuing journal lines, files of notes and folding
-        self._journal = Journal(self.journal_path)
+        self._journal = Journal(FileSink(self.journal_path))
         root.mkdir(parents=True, exist_ok=True)
         self.meta = self._load_meta()
 
@@ -212,9 +212,7 @@ class SyncState:
             write_parquet_atomic(self._notes(rows), self.folder.notes_file(name))
 
     def _notes(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Rows as the state keeps them: this run's generation unless a row brings its own."""
-        gen = pl.col(GEN) if GEN in rows.columns else pl.lit(self.meta.generation, pl.Int64)
-        return rows.select(KEY, CONTENT, gen.alias(GEN), HASH).cast(DELIVERED_SCHEMA)
+        return noted_rows(rows, self.meta.generation)
 
     def _note_files(self) -> list[Path]:
         """The files of rows noted by `record_file`, oldest first (their names start with the time)."""
@@ -222,11 +220,7 @@ class SyncState:
 
     def journal_lines(self, rows: pl.DataFrame) -> pl.Series:
         """The journal line of each row (see `record`), made ahead so noting a batch is only a write."""
-        entry = pl.struct(
-            pl.col(GEN).alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).alias("h")
-        )
-        line = pl.concat_str([entry.struct.json_encode(), pl.lit("\n")])
-        return self._notes(rows).select(line).to_series()
+        return journal_line_strings(self._notes(rows))
 
     def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
         """Append journal lines (from `journal_lines`), written and fsynced by the journal's thread.
@@ -349,9 +343,31 @@ class SyncState:
         self._live = None
 
 
+def noted_rows(rows: pl.DataFrame, generation: int) -> pl.DataFrame:
+    """Rows as a state keeps them: the run's generation unless a row brings its own."""
+    gen = pl.col(GEN) if GEN in rows.columns else pl.lit(generation, pl.Int64)
+    return rows.select(KEY, CONTENT, gen.alias(GEN), HASH).cast(DELIVERED_SCHEMA)
+
+
+def journal_line_strings(notes: pl.DataFrame) -> pl.Series:
+    """One JSON line per noted row (`g`, `k`, `c`, `h`), as the journal holds them."""
+    entry = pl.struct(
+        pl.col(GEN).alias("g"), pl.col(KEY).alias("k"), pl.col(CONTENT).alias("c"), pl.col(HASH).alias("h")
+    )
+    return notes.select(pl.concat_str([entry.struct.json_encode(), pl.lit("\n")])).to_series()
+
+
+def parse_journal(data: bytes) -> pl.DataFrame:
+    """Journal lines back into noted rows."""
+    notes = pl.read_ndjson(data, schema=JOURNAL_SCHEMA)
+    return notes.select(
+        pl.col("k").alias(KEY), pl.col("c").alias(CONTENT), pl.col("g").alias(GEN), pl.col("h").alias(HASH)
+    )
+
+
 def _journal_notes(path: Path) -> pl.LazyFrame:
     """A journal's notes in the delivered schema, parsed as they stream (twice as fast as blocks read by hand)."""
-    notes = pl.scan_ndjson(path, schema=_JOURNAL_SCHEMA)
+    notes = pl.scan_ndjson(path, schema=JOURNAL_SCHEMA)
     return notes.select(
         pl.col("k").alias(KEY), pl.col("c").alias(CONTENT), pl.col("g").alias(GEN), pl.col("h").alias(HASH)
     )

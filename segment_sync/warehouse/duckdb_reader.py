@@ -31,6 +31,16 @@ def duckdb_batches(
     except duckdb.Error as exc:
         raise read_failed(model, url, exc) from None
     try:
+        yield from batches_on(conn, url, model, batch_size)
+    finally:
+        conn.close()
+
+
+def batches_on(
+    conn: duckdb.DuckDBPyConnection, url: str, model: ModelSpec, batch_size: int
+) -> Generator[tuple[pl.DataFrame, dict[str, ReadAs]], None, None]:
+    """The model's rows read on an open connection (one the caller also writes with, say), as `duckdb_batches`."""
+    try:
         relation = conn.sql(model.query)
         if relation is None:
             raise WarehouseError(f"model {model.name!r}: the query returns no rows; it must be a SELECT")
@@ -47,8 +57,6 @@ def duckdb_batches(
             yield pl.from_arrow(reader.schema.empty_table()), plan
     except duckdb.Error as exc:
         raise read_failed(model, url, exc) from None
-    finally:
-        conn.close()
 
 
 def duckdb_plan(names: Sequence[str], types: Sequence[DuckDBPyType]) -> dict[str, ReadAs]:

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from segment_sync.storage import journal as journal_module
-from segment_sync.storage.journal import Journal, JournalError
+from segment_sync.storage.journal import FileSink, Journal, JournalError
 from segment_sync.storage.state import StateError, SyncState
 from segment_sync.values.row_columns import CONTENT, HASH, KEY
 
@@ -20,7 +20,7 @@ def journal_threads() -> list[threading.Thread]:
 
 
 def test_appends_are_written_in_order_and_close_stops_the_thread(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal.jsonl")
+    journal = Journal(FileSink(tmp_path / "journal.jsonl"))
     for i in range(500):
         journal.append(f"{i}\n".encode())
     journal.append(b"")
@@ -40,7 +40,7 @@ def test_an_append_does_not_wait_for_the_disk(tmp_path: Path, monkeypatch: pytes
         fsyncs.append(fd)
 
     monkeypatch.setattr(journal_module.os, "fsync", slow_fsync)
-    journal = Journal(tmp_path / "journal.jsonl")
+    journal = Journal(FileSink(tmp_path / "journal.jsonl"))
     started = time.perf_counter()
     for i in range(5):
         journal.append(f"{i}\n".encode())
@@ -53,7 +53,7 @@ def test_an_append_does_not_wait_for_the_disk(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_failed_write_is_reported(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "missing" / "journal.jsonl")
+    journal = Journal(FileSink(tmp_path / "missing" / "journal.jsonl"))
     journal.append(b"a\n")
     with pytest.raises(JournalError, match="could not be written: .*No such file"):
         journal.close()

@@ -1,0 +1,230 @@
+"""The diff as SQL in the warehouse: the model copied into a snapshot table, the keys whose hash moved found by a
+join with the delivered rows, and only those rows read out, to be compared and encoded as the Polars engine does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import sqlalchemy as sa
+
+from segment_sync.diff.keyed_diff import UNCHANGED, changes_between, current_rows
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.values.encoding import row_contents
+from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
+from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
+from segment_sync.warehouse_engine.row_hash_sql import RowHash
+from segment_sync.warehouse_engine.state_tables import StateTables
+
+WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
+KEY_TYPES = ("text", "integer")
+
+
+class WarehouseDiffError(ValueError):
+    """The model cannot be diffed in the warehouse as it is (its key, its columns)."""
+
+
+@dataclass(frozen=True)
+class SnapshotCounts:
+    """What the snapshot table holds: rows, rows with a null key, keys held by more than one row."""
+
+    rows: int
+    null_key_rows: int
+    duplicate_keys: int
+    key_type: str
+
+
+def snapshot_name(model: ModelSpec) -> str:
+    """The snapshot table of a model, in the engine's schema."""
+    return f"snapshot__{model.name}"
+
+
+def diff_name(sync: SyncSpec) -> str:
+    """The table of a sync's changed keys, in the engine's schema."""
+    return f"diff__{sync.name}"
+
+
+def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> SnapshotCounts:
+    """Copy the model's rows into its snapshot table and count its keys; the last snapshot stays if this one fails."""
+    key = _single_key(model)
+    preparer = engine.dialect.identifier_preparer
+    schema = preparer.quote_schema(tables.schema)
+    target, following = snapshot_name(model), f"{snapshot_name(model)}__next"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(following)}"))
+        conn.execute(sa.text(f"CREATE TABLE {schema}.{preparer.quote(following)} AS {model.query}"))
+    everything = sa.select(sa.text("*")).select_from(sa.table(following, schema=tables.schema)).limit(0)
+    columns = _read(url, engine, model, everything).schema
+    if key not in columns:
+        raise WarehouseDiffError(
+            f"model {model.name!r}: the query returns no column {key!r}; its primary_key must name a column it "
+            f"returns (it returns {', '.join(columns)})"
+        )
+    key_type = "integer" if columns[key].is_integer() else "text" if columns[key] == pl.String else None
+    if key_type is None:
+        raise WarehouseDiffError(
+            f"model {model.name!r}: its primary key {key!r} is read as {columns[key]}; the warehouse engine keys "
+            "rows by text or integer columns (cast it in the model's query, or use engine: polars)"
+        )
+    with engine.begin() as conn:  # one transaction where DDL is transactional (PostgreSQL, DuckDB)
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(target)}"))
+        conn.execute(sa.text(f"ALTER TABLE {schema}.{preparer.quote(following)} RENAME TO {preparer.quote(target)}"))
+        snap = sa.table(target, sa.column(key), schema=tables.schema)
+        rows, nulls = conn.execute(
+            sa.select(sa.func.count(), sa.func.count() - sa.func.count(snap.c[key])).select_from(snap)
+        ).one()
+        repeated = sa.select(snap.c[key]).where(snap.c[key].is_not(None)).group_by(snap.c[key])
+        repeated = repeated.having(sa.func.count() > 1).subquery()
+        duplicates = conn.execute(sa.select(sa.func.count()).select_from(repeated)).scalar_one()
+    return SnapshotCounts(rows, nulls, duplicates, key_type)
+
+
+def find_changes(
+    engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trust_hashes: bool
+) -> dict[str, int]:
+    """Fill the sync's diff table with the keys added, removed or whose hash moved; return their counts by kind."""
+    key = _single_key(model)
+    diff = _diff_table(tables, sync)
+    snap = sa.table(snapshot_name(model), *(sa.column(c) for c in _needed(sync, model)), schema=tables.schema)
+    key_text = sa.cast(snap.c[key], sa.Text)
+    current = (
+        sa.select(key_text.label("k"), RowHash(key_text, *(snap.c[c] for c in sync.compared_columns)).label("h"))
+        .where(snap.c[key].is_not(None))
+        .subquery("cur")
+    )
+    delivered = tables.delivered
+    old = (
+        sa.select(delivered.c.key, delivered.c.content, delivered.c.hash)
+        .where(delivered.c.sync == sync.name)
+        .subquery("old")
+    )
+    kind = sa.case(
+        (old.c.key.is_(None), "added"),
+        (current.c.k.is_(None), "removed"),
+        (old.c.content.is_(None), "added"),  # a row removed before, back again
+        else_="changed",
+    )
+    moved = sa.or_(current.c.h != old.c.hash, old.c.hash.is_(None), sa.literal(not trust_hashes))
+    candidate = sa.or_(
+        old.c.key.is_(None),
+        sa.and_(current.c.k.is_(None), old.c.content.is_not(None)),
+        sa.and_(current.c.k.is_not(None), old.c.content.is_(None)),
+        sa.and_(current.c.k.is_not(None), moved),
+    )
+    changes = (
+        sa.select(sa.func.coalesce(current.c.k, old.c.key), kind, current.c.h)
+        .select_from(current.join(old, current.c.k == old.c.key, full=True))
+        .where(candidate)
+    )
+    with engine.begin() as conn:
+        diff.drop(conn, checkfirst=True)
+        diff.create(conn)
+        conn.execute(sa.insert(diff).from_select(["key", "kind", "hash"], changes))
+        counts = dict(conn.execute(sa.select(diff.c.kind, sa.func.count()).group_by(diff.c.kind)).all())
+    return {kind: int(counts.get(kind, 0)) for kind in ("added", "changed", "removed")}
+
+
+def read_changes(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> pl.DataFrame:
+    """The rows of the diff table, read out and compared by content: the Polars engine's diff for those keys.
+
+    Rows whose hash moved without their compared content are `unchanged` (only their stored hash is refreshed).
+    The row hash is the warehouse's, so that it can be stored and compared in the warehouse next time.
+    """
+    key = _single_key(model)
+    columns = _needed(sync, model)
+    diff = _diff_table(tables, sync)
+    snap = sa.table(snapshot_name(model), *(sa.column(c) for c in columns), schema=tables.schema)
+    news_query = (
+        sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH))
+        .select_from(snap.join(diff, sa.cast(snap.c[key], sa.Text) == diff.c.key))
+        .where(diff.c.kind != "removed")
+    )
+    delivered = tables.delivered
+    olds_query = (
+        sa.select(
+            delivered.c.key.label(KEY),
+            delivered.c.content.label(CONTENT),
+            delivered.c.gen.label(GEN),
+            delivered.c.hash.label(HASH),
+        )
+        .select_from(delivered.join(diff, delivered.c.key == diff.c.key))
+        .where(delivered.c.sync == sync.name)
+    )
+    news = _read(url, engine, model, news_query)
+    olds = _read(url, engine, model, olds_query)
+    olds = olds.with_columns(pl.col(HASH).cast(pl.Int64).reinterpret(signed=False)).cast(DELIVERED_SCHEMA)  # type: ignore[arg-type]
+    if news.is_empty():
+        news = news.cast({WAREHOUSE_HASH: pl.Int64})  # an empty read may not know the type
+    current = current_rows(news, model.key_columns, sync.sent_columns, keep=[WAREHOUSE_HASH]).with_columns(
+        pl.col(WAREHOUSE_HASH).cast(pl.Int64).reinterpret(signed=False).alias(HASH)
+    )
+    changes = changes_between(
+        current.collect(), olds, news.schema, sync.sent_columns, sync.compared_columns, trust_hashes=False
+    )
+    return changes.sort(KEY)
+
+
+def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> list[str]:
+    """The sent columns of the snapshot's rows whose key is null, as JSON (reported as rejected rows)."""
+    key = _single_key(model)
+    snap = sa.table(snapshot_name(model), *(sa.column(c) for c in _needed(sync, model)), schema=tables.schema)
+    query = sa.select(*(snap.c[c] for c in sync.sent_columns)).where(snap.c[key].is_(None))
+    rows = _read(url, engine, model, query)
+    return row_contents(rows, sync.sent_columns) if rows.height else []
+
+
+def without_unchanged(changes: pl.DataFrame) -> pl.DataFrame:
+    """The rows that send events: unchanged rows (a hash refreshed) left out."""
+    return changes.filter(pl.col(KIND) != UNCHANGED)
+
+
+def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> pl.DataFrame:
+    """A query's rows by the model's read path; on DuckDB over the engine's own connection (one process cannot
+    open a DuckDB file with two configurations)."""
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    spec = ModelSpec(name=model.name, sql=sql, primary_key=model.primary_key)
+    if engine.dialect.name == "duckdb":
+        from segment_sync.warehouse.duckdb_reader import batches_on
+
+        with engine.connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                frames = [
+                    finish_batch(frame, plan) for frame, plan in batches_on(cursor, url, spec, DEFAULT_BATCH_ROWS)
+                ]
+            finally:
+                cursor.close()
+    else:
+        with read_model_batches(url, spec) as batches:
+            frames = list(batches)
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+
+
+def _diff_table(tables: StateTables, sync: SyncSpec) -> sa.Table:
+    return sa.Table(
+        diff_name(sync),
+        sa.MetaData(schema=tables.schema),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("kind", sa.String(10), nullable=False),
+        sa.Column("hash", sa.BigInteger),
+    )
+
+
+def _needed(sync: SyncSpec, model: ModelSpec) -> list[str]:
+    return list(dict.fromkeys([*model.key_columns, *sync.sent_columns]))
+
+
+def _single_key(model: ModelSpec) -> str:
+    if len(model.key_columns) != 1:
+        raise WarehouseDiffError(
+            f"model {model.name!r}: the warehouse engine keys rows by one column, and primary_key lists "
+            f"{len(model.key_columns)}; concatenate them in the model's query, or use engine: polars"
+        )
+    return model.key_columns[0]
+
+
+def hash_basis(engine: sa.Engine, sync: SyncSpec) -> str:
+    """What the warehouse's row hashes depend on: the dialect, its version and the compared columns."""
+    with engine.connect():  # the server's version is known once connected
+        version = ".".join(map(str, engine.dialect.server_version_info or ()))
+    return f"warehouse:{engine.dialect.name}:{version}:{','.join(sync.compared_columns)}"

@@ -1,0 +1,88 @@
+"""The warehouse engine's tables, in a schema of the user's choice: each sync's progress, rows, journal and lease."""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+
+from segment_sync.error_text import first_line
+
+DEFAULT_SCHEMA = "segment_sync"
+TABLES_FORMAT = 1
+
+
+class StateTables:
+    """`<schema>.syncs`, `.delivered`, `.journal` and `.leases`, shared by every sync of the warehouse (see README)."""
+
+    def __init__(self, schema: str = DEFAULT_SCHEMA):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+            raise StateTablesError(f"warehouse_schema is {schema!r}: use letters, digits and _ (not first a digit)")
+        self.schema = schema
+        self.metadata = sa.MetaData(schema=schema)
+        self.syncs = sa.Table(
+            "syncs",
+            self.metadata,
+            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("format", sa.Integer, nullable=False),
+            sa.Column("sync_uuid", sa.String(36), nullable=False),
+            sa.Column("generation", sa.BigInteger, nullable=False),
+            sa.Column("baseline_done", sa.Boolean, nullable=False),
+            sa.Column("hash_basis", sa.String(200)),
+            sa.Column("column_kinds", sa.Text),  # JSON: each sent column's kind, for the guard
+            sa.Column("pending", sa.Text),  # JSON: the last run's rows neither delivered nor rejected, per kind
+            sa.Column("key_type", sa.String(200)),  # the primary key's type when the state was made
+            sa.Column("updated_at", sa.DateTime(timezone=True)),
+        )
+        self.delivered = sa.Table(
+            "delivered",
+            self.metadata,
+            sa.Column("sync", sa.String(200), nullable=False),
+            sa.Column("key", sa.Text, nullable=False),  # the primary key as text
+            sa.Column("content", sa.Text),  # the JSON last sent; null: removed (and its removal sent)
+            sa.Column("gen", sa.BigInteger, nullable=False),  # the generation (run) that delivered it
+            sa.Column("hash", sa.BigInteger),  # the warehouse's hash of the key and compared columns
+        )
+        self.journal = sa.Table(
+            "journal",
+            self.metadata,
+            sa.Column("sync", sa.String(200), nullable=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),  # order of noting within the run
+            sa.Column("key", sa.Text, nullable=False),
+            sa.Column("content", sa.Text),
+            sa.Column("gen", sa.BigInteger, nullable=False),
+            sa.Column("hash", sa.BigInteger),
+        )
+        self.leases = sa.Table(
+            "leases",
+            self.metadata,
+            sa.Column("sync", sa.String(200), primary_key=True),
+            sa.Column("holder", sa.String(200), nullable=False),  # host, process and a random part
+            sa.Column("run_id", sa.String(200)),
+            sa.Column("renewed_at", sa.DateTime(timezone=True), nullable=False),  # the warehouse's clock
+            sa.Column("ttl_seconds", sa.Integer, nullable=False),
+        )
+        # PostgreSQL finds a sync's rows by index; DuckDB's indexes refuse a key deleted and inserted in one
+        # transaction, and column stores scan by zone maps instead
+        for table in (self.delivered, self.journal):
+            sa.Index(f"{table.name}_sync_key", table.c.sync, table.c.key).ddl_if(dialect="postgresql")
+
+    def table(self, name: str) -> sa.Table:
+        """A table of the schema by name, with no columns declared (a snapshot or a diff)."""
+        return sa.table(name, schema=self.schema)
+
+    def create(self, conn: sa.Connection) -> None:
+        """Create the schema and the tables where missing (a warehouse user without the right gets a clear error)."""
+        try:
+            conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+            self.metadata.create_all(conn, checkfirst=True)
+        except sa.exc.DBAPIError as exc:
+            raise StateTablesError(
+                f"cannot create the schema {self.schema!r} or its tables: {first_line(exc.orig or exc)}. Grant the "
+                f"sync's warehouse user CREATE on the database (or create schema {self.schema!r} and grant it "
+                "CREATE and USAGE there), or choose another schema with `warehouse_schema`."
+            ) from None
+
+
+class StateTablesError(RuntimeError):
+    """The engine's tables cannot be created or used as they are."""

@@ -1,0 +1,312 @@
+"""A sync's state in warehouse tables: the same contract as the local state folder, for runs on any machine."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+
+import orjson
+import polars as pl
+import sqlalchemy as sa
+
+from segment_sync.storage.journal import Journal, JournalError
+from segment_sync.storage.state import (
+    DryRunState,
+    StateError,
+    SyncMeta,
+    journal_line_strings,
+    noted_rows,
+    parse_journal,
+)
+from segment_sync.values.row_columns import CONTENT, GEN, HASH, KEY
+from segment_sync.warehouse_engine.bulk_insert import bulk_insert
+from segment_sync.warehouse_engine.lease import Lease, LeaseError
+from segment_sync.warehouse_engine.state_tables import TABLES_FORMAT, StateTables
+
+_CREATED: set[tuple[str, str]] = set()  # (engine url, schema) whose tables this process has made sure of
+
+
+class WarehouseState:
+    """A sync's rows in `<schema>.delivered`, its progress in `.syncs`, this run's notes in `.journal`.
+
+    Acknowledged batches go to the journal table from a thread of their own, each insert in a transaction that
+    also renews the run's lease (so a run that lost it writes nothing). The journal is folded into the
+    delivered rows in one transaction when the run ends, or by the next run when one died.
+    """
+
+    def __init__(self, engine: sa.Engine, tables: StateTables, sync_name: str, run_id: str | None = None):
+        self.engine, self.tables, self.sync_name, self.run_id = engine, tables, sync_name, run_id
+        self.seconds = 0.0
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._journal = Journal(_JournalTable(self))
+        _ensure_tables(engine, tables)
+        self.meta = self._load_meta()
+
+    # --- identity and progress -------------------------------------------------------------------------
+
+    def _load_meta(self) -> SyncMeta:
+        syncs = self.tables.syncs
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(syncs).where(syncs.c.sync == self.sync_name)).mappings().first()
+            if row is None:
+                meta = SyncMeta(sync_uuid=str(uuid.uuid4()))
+                self._write_meta(conn, meta)
+                return meta
+        if row["format"] != TABLES_FORMAT:
+            raise StateError(f"sync {self.sync_name!r}: {syncs.fullname} has format {row['format']!r}")
+        return SyncMeta(
+            row["sync_uuid"],
+            row["generation"],
+            row["baseline_done"],
+            orjson.loads(row["column_kinds"]) if row["column_kinds"] else None,
+            orjson.loads(row["pending"]) if row["pending"] else {},
+            row["hash_basis"],
+        )
+
+    def _write_meta(self, conn: sa.Connection, meta: SyncMeta) -> None:
+        syncs = self.tables.syncs
+        conn.execute(sa.delete(syncs).where(syncs.c.sync == self.sync_name))
+        conn.execute(
+            sa.insert(syncs).values(
+                sync=self.sync_name,
+                format=TABLES_FORMAT,
+                sync_uuid=meta.sync_uuid,
+                generation=meta.generation,
+                baseline_done=meta.baseline_done,
+                hash_basis=meta.hash_basis,
+                column_kinds=orjson.dumps(meta.column_kinds).decode() if meta.column_kinds is not None else None,
+                pending=orjson.dumps(meta.pending).decode(),
+                updated_at=sa.func.current_timestamp(),
+            )
+        )
+
+    def _save_meta(self, meta: SyncMeta) -> None:
+        with self.engine.begin() as conn:
+            self._renew(conn)
+            self._write_meta(conn, meta)
+
+    # --- the run's lease -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the sync's lease, so two runs of one sync never deliver at once, on any machine."""
+        lease = Lease(self.engine, self.tables, self.sync_name, self.run_id)
+        try:
+            lease.acquire()
+        except LeaseError as exc:
+            raise StateError(str(exc)) from None
+        self._lease = lease
+        try:
+            self.meta = self._load_meta()  # as the last run left it
+            yield
+        finally:
+            try:
+                self._close_journal()
+            finally:
+                self._lease = None
+                lease.release()
+
+    def _renew(self, conn: sa.Connection) -> None:
+        if self._lease is not None:
+            try:
+                self._lease.renew(conn)
+            except LeaseError as exc:
+                raise StateError(str(exc)) from None
+
+    # --- a run -----------------------------------------------------------------------------------------
+
+    def begin_run(self) -> int:
+        """Start a delivery: fold any journal left by a dead run and return this run's generation."""
+        self.recover()
+        self.meta.generation += 1
+        self._save_meta(self.meta)
+        return self.meta.generation
+
+    def journal_lines(self, rows: pl.DataFrame) -> pl.Series:
+        """The journal line of each row, made ahead so noting a batch is only an append."""
+        return journal_line_strings(noted_rows(rows, self.meta.generation))
+
+    def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
+        """Queue journal lines for the journal table (inserted by the journal's thread)."""
+        with self._timed():
+            try:
+                self._journal.append(b"".join(lines))
+            except JournalError as exc:
+                raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
+
+    def record(self, rows: pl.DataFrame) -> None:
+        """Note rows as delivered in this run, in the journal table by the time this returns."""
+        self.record_lines(line.encode() for line in self.journal_lines(rows))
+        with self._timed():
+            self._close_journal()
+
+    def record_file(self, rows: pl.DataFrame) -> None:
+        """Note many rows at once (skipped, or with a refreshed hash), inserted now."""
+        if rows.is_empty():
+            return
+        with self._timed(), self.engine.begin() as conn:
+            self._renew(conn)
+            bulk_insert(conn, self.tables.journal, self._journal_rows(noted_rows(rows, self.meta.generation)))
+
+    def _journal_rows(self, notes: pl.DataFrame) -> pl.DataFrame:
+        with self._seq_lock:
+            first, self._seq = self._seq, self._seq + notes.height
+        return notes.select(
+            pl.lit(self.sync_name).alias("sync"),
+            pl.int_range(first, first + notes.height, dtype=pl.Int64).alias("seq"),
+            pl.col(KEY).alias("key"),
+            pl.col(CONTENT).alias("content"),
+            pl.col(GEN).alias("gen"),
+            pl.col(HASH).reinterpret(signed=True).alias("hash"),
+        )
+
+    def commit(
+        self,
+        column_kinds: dict[str, str] | None = None,
+        pending: dict[str, int] | None = None,
+        *,
+        baseline: bool = True,
+        hash_basis: str | None = None,
+    ) -> None:
+        """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows."""
+        self.recover()
+        self.meta.baseline_done = self.meta.baseline_done or baseline
+        if column_kinds is not None:
+            self.meta.column_kinds = column_kinds
+        if pending is not None:
+            self.meta.pending = {k: v for k, v in pending.items() if v}
+        if hash_basis is not None:
+            self.meta.hash_basis = hash_basis
+        self._save_meta(self.meta)
+
+    def note_hash_basis(self, basis: str) -> None:
+        """Remember what the stored row hashes are made with from now on."""
+        if self.meta.hash_basis != basis:
+            self.meta.hash_basis = basis
+            self._save_meta(self.meta)
+
+    def recover(self) -> None:
+        """Fold the journal (this run's or a dead run's) into the delivered rows, in one transaction."""
+        with self._timed():
+            self._close_journal()
+            delivered, journal = self.tables.delivered, self.tables.journal
+            mine = journal.c.sync == self.sync_name
+            newest = (
+                sa.select(
+                    journal.c.sync,
+                    journal.c.key,
+                    journal.c.content,
+                    journal.c.gen,
+                    journal.c.hash,
+                    sa.func.row_number().over(partition_by=journal.c.key, order_by=journal.c.seq.desc()).label("rn"),
+                )
+                .where(mine)
+                .subquery("newest")
+            )
+            columns = ["sync", "key", "content", "gen", "hash"]
+            with self.engine.begin() as conn:
+                self._renew(conn)
+                if conn.execute(sa.select(sa.func.count()).select_from(journal).where(mine)).scalar_one() == 0:
+                    return
+                noted = sa.select(journal.c.key).where(mine)
+                conn.execute(sa.delete(delivered).where(delivered.c.sync == self.sync_name, delivered.c.key.in_(noted)))
+                conn.execute(
+                    sa.insert(delivered).from_select(
+                        columns, sa.select(*(newest.c[c] for c in columns)).where(newest.c.rn == 1)
+                    )
+                )
+                conn.execute(sa.delete(journal).where(mine))
+
+    def reset(self) -> str | None:
+        """Forget what was delivered (kept aside in a table, whose name is returned); the sync gets a new identity."""
+        self.recover()
+        delivered = self.tables.delivered
+        backup = None
+        with self.engine.begin() as conn:
+            self._renew(conn)
+            rows = sa.select(delivered).where(delivered.c.sync == self.sync_name)
+            if conn.execute(sa.select(sa.func.count()).select_from(rows.subquery())).scalar_one():
+                name = f"delivered_before_reset__{self.sync_name}__{self.meta.generation}"
+                kept = sa.Table(name, sa.MetaData(schema=self.tables.schema), *(c.copy() for c in delivered.columns))
+                kept.drop(conn, checkfirst=True)
+                kept.create(conn)
+                conn.execute(sa.insert(kept).from_select([c.name for c in delivered.columns], rows))
+                conn.execute(sa.delete(delivered).where(delivered.c.sync == self.sync_name))
+                backup = f"{self.tables.schema}.{name}"
+            self.meta = SyncMeta(str(uuid.uuid4()), self.meta.generation + 1)
+            self._write_meta(conn, self.meta)
+        return backup
+
+    def dry_run_copy(self) -> DryRunState:
+        """A read-only view for a dry run."""
+        return DryRunState(self)  # type: ignore[arg-type]
+
+    def delivered_row_count(self) -> int:
+        """Rows currently delivered (tombstones not counted)."""
+        delivered = self.tables.delivered
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count(delivered.c.hash)).where(delivered.c.sync == self.sync_name)
+            return conn.execute(query).scalar_one()
+
+    def delivered_frames(self, batch_rows: int = 100_000) -> Iterator[pl.DataFrame]:
+        """The delivered rows (tombstones included) in the local state's schema, a batch at a time."""
+        delivered = self.tables.delivered
+        query = sa.select(delivered.c.key, delivered.c.content, delivered.c.gen, delivered.c.hash).where(
+            delivered.c.sync == self.sync_name
+        )
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
+            for part in result.partitions():
+                frame = pl.DataFrame(
+                    part, schema={KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64, "h": pl.Int64}, orient="row"
+                )
+                yield frame.select(KEY, CONTENT, GEN, pl.col("h").reinterpret(signed=False).alias(HASH))
+
+    @property
+    def journal_seconds(self) -> float:
+        """The journal thread's time inserting (alongside sending, not in its way)."""
+        return self._journal.busy_seconds
+
+    def _close_journal(self) -> None:
+        try:
+            self._journal.close()
+        except JournalError as exc:
+            raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+class _JournalTable:
+    """The journal's sink: each write's lines inserted into the journal table, with the lease renewed."""
+
+    def __init__(self, state: WarehouseState):
+        self.state = state
+        self.name = f"{state.tables.journal.fullname} (sync {state.sync_name!r})"
+
+    def write(self, data: bytes) -> None:
+        rows = self.state._journal_rows(parse_journal(data))
+        with self.state.engine.begin() as conn:
+            self.state._renew(conn)
+            bulk_insert(conn, self.state.tables.journal, rows)
+
+    def close(self) -> None:
+        """Nothing is held between writes."""
+
+
+def _ensure_tables(engine: sa.Engine, tables: StateTables) -> None:
+    marker = (engine.url.render_as_string(hide_password=True), tables.schema)
+    if marker not in _CREATED:
+        with engine.begin() as conn:
+            tables.create(conn)
+        _CREATED.add(marker)

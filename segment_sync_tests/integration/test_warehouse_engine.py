@@ -1,0 +1,197 @@
+"""The warehouse engine against the Polars engine: the same changes give the same events and the same state."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from segment_sync.delivery.diff_delivery import deliver_diff
+from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff
+from segment_sync.segment_api.client import RetryPolicy
+from segment_sync.segment_api.transport import Response
+from segment_sync.snapshot.key_checks import split_null_keys
+from segment_sync.snapshot.row_hash import hash_basis
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.storage.run_log import RunLog
+from segment_sync.storage.state import StateError, SyncState
+from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
+from segment_sync.warehouse.model_reader import read_model
+from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.state_tables import StateTables
+from segment_sync.warehouse_engine.warehouse_state import WarehouseState
+from segment_sync_tests.support.warehouses import Warehouse
+
+MODEL = ModelSpec(name="users", table="users", primary_key="id")
+TRACK = SyncSpec(
+    name="lifecycle",
+    model="users",
+    type="track",
+    user_id="user_id",
+    fields=["email", "plan", "seats", "meta"],
+    events={"added": "User Added", "changed": "User Changed", "removed": "User Removed"},
+    send_initial=True,
+)
+IDENTIFY = SyncSpec(name="traits", model="users", type="identify", user_id="user_id", fields=["email", "plan"])
+AUDIENCE = SyncSpec(name="members", model="users", type="audience", user_id="user_id", fields=["plan"])
+TAKEN_AT = "2026-12-06T00:00:00+00:00"
+CHANGES = [
+    [
+        "create table users (id integer, user_id varchar(20), email varchar(50), plan varchar(10), seats integer,"
+        " meta varchar(50))",
+        "insert into users values (1, 'u1', 'a@x.io', 'free', 1, null), (2, 'u2', 'b@x.io', 'pro', 3, 'x'),"
+        " (3, 'u3', 'c@x.io', 'free', null, null), (4, null, 'd@x.io', 'team', 9, null),"
+        " (null, 'u5', 'e@x.io', 'free', 1, null)",
+    ],
+    ["update users set plan = 'pro' where id = 1", "delete from users where id = 2"],
+    ["insert into users values (6, 'u6', 'f@x.io', 'free', 2, 'é\"q')", "update users set seats = 3 where id = 3"],
+    ["insert into users values (2, 'u2', 'b@x.io', 'pro', 3, 'x')", "update users set email = email where id = 1"],
+    ["update users set user_id = 'u4' where id = 4", "delete from users where id in (1, 3)"],
+]
+
+
+class Capture:
+    """Keeps every event sent, and answers 200."""
+
+    write_key = "wk"
+
+    def __init__(self) -> None:
+        self.events: dict[str, dict] = {}
+
+    def post(self, body: bytes, attempt: int) -> Response:
+        for event in orjson.loads(body)["batch"]:
+            self.events[event["messageId"]] = event
+        return Response(200, "")
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse, StateTables, sa.Engine]]:
+    """A warehouse, the engine's tables in a schema of their own, and an engine."""
+    warehouse: Warehouse = request.getfixturevalue(f"{request.param}_warehouse")
+    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
+    engine = sa.create_engine(warehouse.url)
+    try:
+        yield warehouse, tables, engine
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
+        engine.dispose()
+
+
+def polars_run(url: str, store: SyncState, sync: SyncSpec, tmp_path: Path) -> Capture:
+    """One run of the Polars engine's diff and delivery, as its steps do them."""
+    transport = Capture()
+    with store.lock():
+        store.recover()
+        snapshot = read_model(url, MODEL, read_path="sqlalchemy")  # DuckDB: the engine of the other holds the file
+        complete, _ = split_null_keys(snapshot.lazy(), MODEL.key_columns)
+        basis = hash_basis(snapshot.schema, sync.compared_columns)
+        diff = compute_diff(
+            complete,
+            MODEL.key_columns,
+            sync.sent_columns,
+            store.delivered(),
+            trust_hashes=store.meta.hash_basis == basis,
+            compared_columns=sync.compared_columns,
+        ).collect()
+        _note_unchanged(store, diff)
+        store.note_hash_basis(basis)
+        _deliver(store, sync, diff.filter(pl.col(KIND) != UNCHANGED), transport, tmp_path / "polars")
+    return transport
+
+
+def warehouse_run(
+    url: str, engine: sa.Engine, tables: StateTables, store: WarehouseState, sync: SyncSpec, tmp_path: Path
+) -> Capture:
+    """One run of the warehouse engine's diff and delivery."""
+    transport = Capture()
+    with store.lock():
+        store.recover()
+        sql_diff.take_snapshot(url, engine, tables, MODEL)
+        basis = sql_diff.hash_basis(engine, sync)
+        sql_diff.find_changes(engine, tables, sync, MODEL, trust_hashes=store.meta.hash_basis == basis)
+        changes = sql_diff.read_changes(url, engine, tables, sync, MODEL)
+        _note_unchanged(store, changes)
+        store.note_hash_basis(basis)
+        _deliver(store, sync, sql_diff.without_unchanged(changes), transport, tmp_path / "warehouse")
+    return transport
+
+
+def _note_unchanged(store: SyncState | WarehouseState, diff: pl.DataFrame) -> None:
+    unchanged = diff.filter(pl.col(KIND) == UNCHANGED)
+    store.record_file(unchanged.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN)))
+
+
+def _deliver(
+    store: SyncState | WarehouseState, sync: SyncSpec, diff: pl.DataFrame, transport: Capture, folder: Path
+) -> None:
+    initial = not store.meta.baseline_done
+    store.begin_run()
+    log = RunLog(folder, sync.name, f"run-{store.meta.generation}")
+    deliver_diff(
+        sync,
+        diff,
+        store,
+        transport,
+        log,
+        initial=initial,
+        removed_at=TAKEN_AT,
+        chunk_rows=3,
+        policy=RetryPolicy(max_attempts=1),
+    )
+    log.close()
+    store.commit()
+
+
+def delivered(store: SyncState | WarehouseState) -> list[tuple]:
+    frames = [store.delivered().collect()] if isinstance(store, SyncState) else list(store.delivered_frames())
+    rows = pl.concat(frames).select(KEY, CONTENT, GEN).sort(KEY)
+    return rows.rows()
+
+
+@pytest.mark.parametrize("sync", [TRACK, IDENTIFY, AUDIENCE], ids=lambda s: s.type)
+def test_both_engines_send_the_same_events_and_keep_the_same_state(engine_warehouse, sync, tmp_path) -> None:
+    warehouse, tables, engine = engine_warehouse
+    local = SyncState(tmp_path / "state" / sync.name, sync.name)
+    remote = WarehouseState(engine, tables, sync.name)
+    remote.meta.sync_uuid = local.meta.sync_uuid  # as the state command carries it over
+    remote._save_meta(remote.meta)
+    for step, statements in enumerate(CHANGES):
+        warehouse.execute(*statements)
+        expected = polars_run(warehouse.url, local, sync, tmp_path)
+        got = warehouse_run(warehouse.url, engine, tables, remote, sync, tmp_path)
+        assert got.events == expected.events, f"step {step}"
+        assert delivered(remote) == delivered(local), f"step {step}"
+    assert expected.events or got.events is not None
+
+
+def test_a_hash_that_moved_without_the_content_sends_nothing(engine_warehouse, tmp_path) -> None:
+    warehouse, tables, engine = engine_warehouse
+    warehouse.execute(*CHANGES[0])
+    store = WarehouseState(engine, tables, TRACK.name)
+    first = warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path)
+    assert len(first.events) == 3
+    with engine.begin() as conn:  # as after a warehouse upgrade: every stored hash differs
+        conn.execute(sa.update(tables.delivered).values(hash=tables.delivered.c.hash + 1))
+    again = warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path)
+    assert again.events == {}
+    assert sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True) == {
+        "added": 1,  # the row with no user id, rejected on every run until it has one
+        "changed": 0,
+        "removed": 0,
+    }
+
+
+def test_the_lease_keeps_a_second_run_out(engine_warehouse) -> None:
+    warehouse, tables, engine = engine_warehouse
+    first = WarehouseState(engine, tables, TRACK.name, run_id="run-a")
+    second = WarehouseState(engine, tables, TRACK.name, run_id="run-b")
+    with first.lock(), pytest.raises(StateError, match="already running \\(run run-a"), second.lock():
+        pass
+    with second.lock():
+        pass
