@@ -66,6 +66,7 @@ LAYERS = [
     ["warehouse"],
     ["snapshot"],
     ["diff"],
+    ["warehouse_engine"],
     ["segment_api"],
     ["events"],
     ["delivery"],
