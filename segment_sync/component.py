@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 from segment_sync.assets import AssetOptions
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
-from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec, SyncSpec
+from segment_sync.spec import AlertSettings, Engine, LogSettings, ModelSpec, ProjectSpec, SyncSpec
 
 
 class SegmentSyncConfigError(ValueError):
@@ -47,6 +47,11 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     owners: list[str] = Field(default_factory=list, description="Owners of the assets: emails or team:name.")
     sync_log: LogSettings = Field(default_factory=LogSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    engine: Engine = Field(
+        default="polars",
+        description="Where syncs diff and keep state, unless a sync sets its own: polars (local disk, the default) "
+        "or warehouse (tables in the warehouse's `state_schema`, for big models and runs on many machines).",
+    )
     executor: Literal["in_process", "project_default"] = Field(
         default="project_default",
         description="How runs other than the sync jobs execute their steps (the UI's Materialize, dg launch --assets, "
@@ -57,7 +62,7 @@ class SegmentSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = context.path / "defs.yaml"
         try:
-            project = ProjectSpec(models=self.models, syncs=self.syncs)
+            project = ProjectSpec(models=self.models, syncs=self.syncs, engine=self.engine)
             return self._build(project, context, str(source))
         except (ValueError, ValidationError) as exc:
             raise SegmentSyncConfigError(f"{source}: attributes.{_first_error(exc)}") from None

@@ -49,15 +49,15 @@ def build_definitions(
         keys = [dg.AssetKey.from_user_string(a) for a in upstream]
         automation = _after(dg.AssetSelection.assets(*keys)) if keys else None
         hashed = [s.compared_columns for s in project.syncs if s.model == model.name]
-        assets.append(build_snapshot_asset(model, options, keys, automation, hashed))
+        assets.append(build_snapshot_asset(model, options, keys, automation, hashed, project.model_engine(model.name)))
     jobs, schedules = [], []
     for i, sync in enumerate(project.syncs):
         declared = f"{source}: attributes.syncs[{i}]" if source else f"syncs[{i}]"
         automation = _after(dg.AssetSelection.all()) if sync.after else None
         model = project.model(sync.model)
         assets += [
-            build_diff_asset(sync, model, options, declared, automation),
-            build_segment_asset(sync, model, options, logs or LogSettings(), automation),
+            build_diff_asset(sync, model, options, declared, automation, project.engine_of(sync)),
+            build_segment_asset(sync, model, options, logs or LogSettings(), automation, project.engine_of(sync)),
         ]
         job = dg.define_asset_job(
             f"sync_{sync.name}",

@@ -55,6 +55,12 @@ class WarehouseResource(dg.ConfigurableResource):
         "values, several times faster), else SQLAlchemy; sqlalchemy: always SQLAlchemy.",
     )
 
+    state_schema: str = Field(
+        default="segment_sync",
+        description="Schema of the warehouse engine's tables (sync state, leases, snapshots, diffs); created on first "
+        "run.",
+    )
+
     def url(self, state_dir: Path) -> str:
         """The warehouse URL; it may hold a password, so never log it (use warehouse.safe_url)."""
         url = dg.EnvVar(self.url_env).get_value()

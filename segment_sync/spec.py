@@ -12,6 +12,7 @@ NAME_PATTERN = re.compile(r"[a-z0-9_]+")
 SyncType = Literal["track", "audience", "identify", "group"]
 DuplicatePolicy = Literal["fail", "keep_first", "keep_last"]
 ChangeKind = Literal["added", "changed", "removed"]
+Engine = Literal["polars", "warehouse"]
 
 
 class _Strict(BaseModel):
@@ -97,6 +98,11 @@ class SyncSpec(_Strict):
     )
     events: EventNames | None = Field(default=None, description="Track event names per change kind.")
     send_initial: bool = Field(default=False, description="Send the first run's rows (track, audience).")
+    engine: Engine | None = Field(
+        default=None,
+        description="polars: snapshot, diff and state on local disk; warehouse: all three in warehouse tables. "
+        "Unset: the component's engine.",
+    )
     timestamp: str | None = Field(default=None, description="Column with the event time (backfills).")
     message_id: str | None = Field(default=None, description="Column with a messageId; else generated.")
     schedule: str | None = Field(default=None, description="Cron expression (UTC) for the sync's job.")
@@ -199,6 +205,7 @@ class ProjectSpec(_Strict):
 
     models: list[ModelSpec]
     syncs: list[SyncSpec]
+    engine: Engine = "polars"
 
     @model_validator(mode="after")
     def _names_and_links(self) -> ProjectSpec:
@@ -216,7 +223,22 @@ class ProjectSpec(_Strict):
                     f"syncs[{i}].model: sync {sync.name!r} reads model {sync.model!r}, which is not defined "
                     f"(models: {', '.join(models) or 'none'})"
                 )
+        for model in self.models:
+            engines = {self.engine_of(s) for s in self.syncs if s.model == model.name}
+            if len(engines) > 1:
+                raise ValueError(
+                    f"syncs: the syncs of model {model.name!r} use both engines; its snapshot lives on local disk "
+                    "(polars) or in the warehouse (warehouse), so give them one engine"
+                )
         return self
+
+    def engine_of(self, sync: SyncSpec) -> Engine:
+        """The engine a sync runs on: its own, else the component's."""
+        return sync.engine or self.engine
+
+    def model_engine(self, model: str) -> Engine:
+        """The engine of a model's snapshot: that of its syncs (the component's when it has none)."""
+        return next((self.engine_of(s) for s in self.syncs if s.model == model), self.engine)
 
     def model(self, name: str) -> ModelSpec:
         """The model with this name."""

@@ -4,7 +4,7 @@ import dagster as dg
 
 from segment_sync.assets.names import AssetOptions, diff_key, segment_key, sync_pool
 from segment_sync.assets.run_config import DELIVERY_CONFIG_SCHEMA, DeliveryConfig
-from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
+from segment_sync.spec import Engine, LogSettings, ModelSpec, SyncSpec
 
 
 def build_segment_asset(
@@ -13,6 +13,7 @@ def build_segment_asset(
     options: AssetOptions,
     logs: LogSettings,
     automation: dg.AutomationCondition | None,
+    engine: Engine = "polars",
 ) -> dg.AssetsDefinition:
     """The asset that turns a sync's diff into events and delivers them."""
     keys = options.resource_keys
@@ -34,6 +35,6 @@ def build_segment_asset(
         from segment_sync.assets.delivery_step import materialize_delivery
 
         config = DeliveryConfig(**context.op_execution_context.op_config)
-        return materialize_delivery(context, keys, config, sync, model, logs)
+        return materialize_delivery(context, keys, config, sync, model, logs, engine)
 
     return _segment

@@ -2,23 +2,27 @@
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import orjson
 import polars as pl
 
+from segment_sync.assets.diff_sending import send_diff
 from segment_sync.assets.manual_send import send_outside_the_diff
 from segment_sync.assets.names import ResourceKeys, state_errors_as_failures
 from segment_sync.assets.run_config import DeliveryConfig
-from segment_sync.delivery.diff_delivery import SyncResult, deliver_diff
+from segment_sync.delivery.diff_delivery import SyncResult
 from segment_sync.metadata import calls_table, events_preview
 from segment_sync.resources import SegmentResource, WarehouseResource
 from segment_sync.segment_api.transport import Outbox, Transport
-from segment_sync.spec import LogSettings, ModelSpec, SyncSpec
+from segment_sync.spec import Engine, LogSettings, ModelSpec, SyncSpec
 from segment_sync.storage.layout import SyncFolder, outbox_path
 from segment_sync.storage.run_log import CallLog, RunLog, prune_logs
 from segment_sync.storage.state import DryRunState, SyncState
+
+if TYPE_CHECKING:
+    from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
 
 def materialize_delivery(
@@ -28,6 +32,7 @@ def materialize_delivery(
     sync: SyncSpec,
     model: ModelSpec,
     logs: LogSettings,
+    engine: Engine = "polars",
 ) -> dg.MaterializeResult:
     """Deliver the sync's diff (or a dry run, test row or replay); fail when rows stay undelivered."""
     started = time.monotonic()
@@ -50,44 +55,12 @@ def materialize_delivery(
             replay_keys=config.replay_keys,
             replay_run=config.replay_run,
         )
-    with state_errors_as_failures():
-        store = SyncState(files.path, sync.name)
-        with store.lock():
-            info = orjson.loads(files.diff_info.read_bytes()) if files.diff_info.exists() else None
-            if info is None or info["generation"] != store.meta.generation:
-                raise dg.Failure(
-                    f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
-                    f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
-                )
-            if config.dry_run:
-                store = store.dry_run_copy()
-                transport = Outbox(files.dry_run_outbox(run_id))
-            else:
-                store.begin_run()
-                transport = segment.transport(outbox_path(root, sync.name))
-            try:
-                for content in info["null_key_rows"]:
-                    reason = f"the primary key of model {sync.model!r} is null, so the row cannot be tracked"
-                    log.add(None, "added", "rejected", reason=f"{reason}: {content[:200]}")
-                result = deliver_diff(
-                    sync,
-                    pl.scan_parquet(files.diff),
-                    store,
-                    transport,
-                    log,
-                    initial=info["initial"],
-                    policy=segment.retry_policy(),
-                    max_batch_bytes=segment.max_batch_bytes,
-                    pacer=segment.pacer(),
-                    calls=calls,
-                    removed_at=info.get("snapshot_taken_at"),
-                )
-            finally:
-                log.close()
-                calls.close()
-            if not config.dry_run:
-                pending = log.rejected_by_kind + result.undelivered_by_kind
-                store.commit(column_kinds=info["column_kinds"], pending=dict(pending), baseline=not info["reset"])
+    if engine == "warehouse":
+        from segment_sync.assets.warehouse_delivery_step import deliver_on_warehouse
+
+        result, store, transport = deliver_on_warehouse(context, keys, config, sync, model, log, calls)
+    else:
+        result, store, transport = _deliver_on_local_state(root, config, sync, segment, files, log, calls, run_id)
     if logs.warehouse_table and not config.dry_run:
         _write_log_to_warehouse(keys.warehouse_of(context), root, logs.warehouse_table, log, context)
     metadata = _delivery_metadata(result, log, calls, started, store, segment, config.dry_run, transport)
@@ -108,12 +81,43 @@ def materialize_delivery(
     return dg.MaterializeResult(metadata=metadata)
 
 
+def _deliver_on_local_state(
+    root: Path,
+    config: DeliveryConfig,
+    sync: SyncSpec,
+    segment: SegmentResource,
+    files: SyncFolder,
+    log: RunLog,
+    calls: CallLog,
+    run_id: str,
+) -> tuple[SyncResult, SyncState | DryRunState, Transport]:
+    """The Polars engine's delivery: the diff file sent, the state folder advanced for what Segment accepted."""
+    with state_errors_as_failures():
+        store = SyncState(files.path, sync.name)
+        with store.lock():
+            info = orjson.loads(files.diff_info.read_bytes()) if files.diff_info.exists() else None
+            if info is None or info["generation"] != store.meta.generation:
+                raise dg.Failure(
+                    f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
+                    f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
+                )
+            if config.dry_run:
+                store = store.dry_run_copy()
+                transport = Outbox(files.dry_run_outbox(run_id))
+            else:
+                store.begin_run()
+                transport = segment.transport(outbox_path(root, sync.name))
+            diff = pl.scan_parquet(files.diff)
+            result = send_diff(sync, diff, store, transport, log, calls, info, segment, dry_run=config.dry_run)
+    return result, store, transport
+
+
 def _delivery_metadata(
     result: SyncResult,
     log: RunLog,
     calls: CallLog,
     started: float,
-    store: SyncState | DryRunState,
+    store: "SyncState | DryRunState | WarehouseState",
     segment: SegmentResource,
     dry_run: bool,
     transport: Transport,

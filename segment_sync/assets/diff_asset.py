@@ -4,11 +4,16 @@ import dagster as dg
 
 from segment_sync.assets.names import AssetOptions, diff_key, snapshot_key, sync_pool
 from segment_sync.assets.run_config import DIFF_CONFIG_SCHEMA, GUARD_CHECK, DiffConfig
-from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.spec import Engine, ModelSpec, SyncSpec
 
 
 def build_diff_asset(
-    sync: SyncSpec, model: ModelSpec, options: AssetOptions, declared: str, automation: dg.AutomationCondition | None
+    sync: SyncSpec,
+    model: ModelSpec,
+    options: AssetOptions,
+    declared: str,
+    automation: dg.AutomationCondition | None,
+    engine: Engine = "polars",
 ) -> dg.AssetsDefinition:
     """The asset that diffs a model snapshot against what the sync last delivered, with its blocking guard.
 
@@ -28,12 +33,14 @@ def build_diff_asset(
         deps=[snapshot_key(model.name)],
         group_name=options.group_name,
         owners=list(options.owners),
-        kinds={"polars"},
+        kinds={"polars"}
+        if engine == "polars"
+        else {"sql", *([options.warehouse_kind] if options.warehouse_kind else [])},
         automation_condition=automation,
         check_specs=[guard],
         pool=sync_pool(sync.name),
         description=f"Rows of `{model.name}` added, changed or removed since sync `{sync.name}` last delivered.",
-        required_resource_keys={keys.state, keys.segment},
+        required_resource_keys={keys.state, keys.segment, keys.warehouse},
         config_schema=DIFF_CONFIG_SCHEMA,
     )
     def _diff(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -41,6 +48,10 @@ def build_diff_asset(
         from segment_sync.assets.diff_step import materialize_diff
 
         config = DiffConfig(**context.op_execution_context.op_config)
+        if engine == "warehouse":
+            from segment_sync.assets.warehouse_diff_step import materialize_warehouse_diff
+
+            return materialize_warehouse_diff(context, keys, config, sync, model, declared)
         return materialize_diff(context, keys, config, sync, model, declared)
 
     return _diff

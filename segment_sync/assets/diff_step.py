@@ -109,7 +109,6 @@ def materialize_diff(
             }
             durable_file.write_bytes(files.diff_info, orjson.dumps(info))
     preview = written.head(10).drop(HASH, ROW).collect()
-    approved = bool(problems) and config.approve_large_change
     return dg.MaterializeResult(
         metadata={
             **counts,
@@ -121,15 +120,19 @@ def materialize_diff(
             "reset": config.reset,
             "preview": dg.MetadataValue.md(markdown_table(preview)),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=GUARD_CHECK,
-                passed=not problems or approved,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=_guard_description(sync.name, problems, approved),
-                metadata={"problems": dg.MetadataValue.json(problems), "approved": approved, **counts},
-            )
-        ],
+        check_results=[guard_check(sync.name, problems, config.approve_large_change, counts)],
+    )
+
+
+def guard_check(sync_name: str, problems: list[str], approve: bool, counts: dict[str, int]) -> dg.AssetCheckResult:
+    """The diff's blocking guard: passed when the change is within limits, or approved for this run."""
+    approved = bool(problems) and approve
+    return dg.AssetCheckResult(
+        check_name=GUARD_CHECK,
+        passed=not problems or approved,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=_guard_description(sync_name, problems, approved),
+        metadata={"problems": dg.MetadataValue.json(problems), "approved": approved, **counts},
     )
 
 

@@ -29,6 +29,11 @@ def table_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["warehouse", *table.split(".")])
 
 
+def engine_kinds(engine: str, warehouse_kind: str | None) -> set[str]:
+    """The kinds the UI shows for a stage: the engine's tool (Polars, or SQL in the warehouse) and the warehouse."""
+    return {"polars" if engine == "polars" else "sql", *([warehouse_kind] if warehouse_kind else [])}
+
+
 def sync_pool(sync: str) -> str:
     """The Dagster concurrency pool of a sync's diff and delivery (limit it to 1)."""
     return f"segment_sync/{sync}"

@@ -3,6 +3,7 @@ join with the delivered rows, and only those rows read out, to be compared and e
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl
@@ -47,6 +48,7 @@ def diff_name(sync: SyncSpec) -> str:
 def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> SnapshotCounts:
     """Copy the model's rows into its snapshot table and count its keys; the last snapshot stays if this one fails."""
     key = _single_key(model)
+    taken_at = dt.datetime.now(dt.UTC).isoformat()
     preparer = engine.dialect.identifier_preparer
     schema = preparer.quote_schema(tables.schema)
     target, following = snapshot_name(model), f"{snapshot_name(model)}__next"
@@ -76,7 +78,31 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         repeated = sa.select(snap.c[key]).where(snap.c[key].is_not(None)).group_by(snap.c[key])
         repeated = repeated.having(sa.func.count() > 1).subquery()
         duplicates = conn.execute(sa.select(sa.func.count()).select_from(repeated)).scalar_one()
+        noted = tables.snapshots
+        conn.execute(sa.delete(noted).where(noted.c.model == model.name))
+        conn.execute(sa.insert(noted).values(model=model.name, taken_at=taken_at, row_count=rows))
     return SnapshotCounts(rows, nulls, duplicates, key_type)
+
+
+def snapshot_taken_at(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> str | None:
+    """When the model's snapshot table was taken (ISO 8601 UTC), or None before the first."""
+    noted = tables.snapshots
+    with engine.connect() as conn:
+        return conn.execute(sa.select(noted.c.taken_at).where(noted.c.model == model.name)).scalar()
+
+
+def snapshot_schema(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> pl.Schema:
+    """The snapshot table's columns, as the read paths give them."""
+    everything = sa.select(sa.text("*")).select_from(sa.table(snapshot_name(model), schema=tables.schema)).limit(0)
+    return _read(url, engine, model, everything).schema
+
+
+def clear_changes(engine: sa.Engine, tables: StateTables, sync: SyncSpec) -> None:
+    """An empty diff table (after a reset, which sends nothing)."""
+    diff = _diff_table(tables, sync)
+    with engine.begin() as conn:
+        diff.drop(conn, checkfirst=True)
+        diff.create(conn)
 
 
 def find_changes(

@@ -13,7 +13,7 @@ TABLES_FORMAT = 1
 
 
 class StateTables:
-    """`<schema>.syncs`, `.delivered`, `.journal` and `.leases`, shared by every sync of the warehouse (see README)."""
+    """`<schema>.syncs`, `.delivered`, `.journal`, `.snapshots` and `.leases`, shared by every sync (see README)."""
 
     def __init__(self, schema: str = DEFAULT_SCHEMA):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
@@ -32,6 +32,7 @@ class StateTables:
             sa.Column("column_kinds", sa.Text),  # JSON: each sent column's kind, for the guard
             sa.Column("pending", sa.Text),  # JSON: the last run's rows neither delivered nor rejected, per kind
             sa.Column("key_type", sa.String(200)),  # the primary key's type when the state was made
+            sa.Column("diff_info", sa.Text),  # JSON: what the latest diff step found, for the delivery step
             sa.Column("updated_at", sa.DateTime(timezone=True)),
         )
         self.delivered = sa.Table(
@@ -52,6 +53,13 @@ class StateTables:
             sa.Column("content", sa.Text),
             sa.Column("gen", sa.BigInteger, nullable=False),
             sa.Column("hash", sa.BigInteger),
+        )
+        self.snapshots = sa.Table(
+            "snapshots",
+            self.metadata,
+            sa.Column("model", sa.String(200), primary_key=True),
+            sa.Column("taken_at", sa.String(40), nullable=False),  # ISO 8601 UTC: when the copy began
+            sa.Column("row_count", sa.BigInteger, nullable=False),
         )
         self.leases = sa.Table(
             "leases",

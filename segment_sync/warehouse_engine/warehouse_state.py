@@ -70,9 +70,11 @@ class WarehouseState:
 
     def _write_meta(self, conn: sa.Connection, meta: SyncMeta) -> None:
         syncs = self.tables.syncs
+        info = conn.execute(sa.select(syncs.c.diff_info).where(syncs.c.sync == self.sync_name)).scalar()
         conn.execute(sa.delete(syncs).where(syncs.c.sync == self.sync_name))
         conn.execute(
             sa.insert(syncs).values(
+                diff_info=info,
                 sync=self.sync_name,
                 format=TABLES_FORMAT,
                 sync_uuid=meta.sync_uuid,
@@ -89,6 +91,22 @@ class WarehouseState:
         with self.engine.begin() as conn:
             self._renew(conn)
             self._write_meta(conn, meta)
+
+    def save_diff_info(self, info: dict) -> None:
+        """Keep what the diff step found, for the delivery step (which may run on another machine)."""
+        syncs = self.tables.syncs
+        with self.engine.begin() as conn:
+            self._renew(conn)
+            conn.execute(
+                sa.update(syncs).where(syncs.c.sync == self.sync_name).values(diff_info=orjson.dumps(info).decode())
+            )
+
+    def diff_info(self) -> dict | None:
+        """What the latest diff step found, or None."""
+        syncs = self.tables.syncs
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(syncs.c.diff_info).where(syncs.c.sync == self.sync_name)).scalar()
+        return orjson.loads(text) if text else None
 
     # --- the run's lease -------------------------------------------------------------------------------
 

@@ -70,12 +70,13 @@ def make_definitions(
     segment: dict[str, Any] | None = None,
     logs: dict[str, Any] | None = None,
     alerts: dict[str, Any] | None = None,
+    warehouse: dict[str, Any] | None = None,
 ) -> dg.Definitions:
     """Definitions for a project given as the YAML attributes would be, with fast retries for tests."""
     settings = {"max_attempts": 3, "max_retry_seconds": 5.0, "timeout_seconds": 5.0, **(segment or {})}
     return build_definitions(
         ProjectSpec.model_validate(project),
-        warehouse=WarehouseResource(),
+        warehouse=WarehouseResource(**(warehouse or {})),
         segment=SegmentResource(**settings),
         state=StateResource(),
         logs=LogSettings(**(logs or {})),
@@ -86,8 +87,19 @@ def make_definitions(
 _QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def run_sync(definitions: dg.Definitions, sync: str, instance: dg.DagsterInstance, *, approve: bool = False) -> SyncRun:
-    """Run one sync's job in process (approving a large change when asked)."""
+def run_sync(
+    definitions: dg.Definitions,
+    sync: str,
+    instance: dg.DagsterInstance,
+    *,
+    approve: bool = False,
+    diff: dict[str, Any] | None = None,
+    delivery: dict[str, Any] | None = None,
+) -> SyncRun:
+    """Run one sync's job in process (approving a large change when asked; `diff` and `delivery` are step config)."""
     job = definitions.resolve_job_def(f"sync_{sync}")
-    config = {**_QUIET, "ops": {f"diff__{sync}": {"config": {"approve_large_change": approve}}}}
+    ops = {f"diff__{sync}": {"config": {"approve_large_change": approve, **(diff or {})}}}
+    if delivery:
+        ops[f"segment__{sync}"] = {"config": delivery}
+    config = {**_QUIET, "ops": ops}
     return SyncRun(job.execute_in_process(instance=instance, raise_on_error=False, run_config=config))

@@ -1,0 +1,52 @@
+"""The warehouse engine's connection for one step: the URL, an engine, the engine's tables; errors as failures."""
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+import sqlalchemy as sa
+
+from segment_sync.assets.names import ResourceKeys
+from segment_sync.error_text import first_line
+from segment_sync.storage.state import StateError
+from segment_sync.warehouse.warehouse_error import WarehouseError, safe_url, without_password
+from segment_sync.warehouse_engine.sql_diff import WarehouseDiffError
+from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
+
+
+@dataclass(frozen=True)
+class WarehouseConnection:
+    """What a warehouse-engine step works with."""
+
+    url: str
+    engine: sa.Engine
+    tables: StateTables
+
+
+@contextlib.contextmanager
+def warehouse_connection(
+    context: dg.AssetExecutionContext, keys: ResourceKeys, what: str
+) -> Iterator[WarehouseConnection]:
+    """Open the warehouse for a step; any warehouse or state error fails the run with a message without the password.
+
+    `what` names the step's subject in messages (`model 'users'`, `sync 'traits'`).
+    """
+    warehouse = keys.warehouse_of(context)
+    url = warehouse.url(keys.state_of(context).root())
+    try:
+        tables = StateTables(warehouse.state_schema)
+        engine = sa.create_engine(url)
+    except (StateTablesError, sa.exc.ArgumentError, ValueError) as exc:
+        raise dg.Failure(f"{what}: {without_password(first_line(exc), url)}") from None
+    try:
+        with engine.begin() as conn:
+            tables.create(conn)
+        yield WarehouseConnection(url, engine, tables)
+    except (StateError, StateTablesError, WarehouseDiffError, WarehouseError) as exc:  # they name the sync or model
+        raise dg.Failure(without_password(str(exc), url)) from None
+    except sa.exc.SQLAlchemyError as exc:
+        detail = without_password(first_line(getattr(exc, "orig", None) or exc), url)
+        raise dg.Failure(f"{what}: the warehouse ({safe_url(url)}) answered: {detail}") from None
+    finally:
+        engine.dispose()

@@ -1,0 +1,101 @@
+"""What diff/<sync> does on the warehouse engine: the changed keys found by SQL, read out and checked by content."""
+
+import dagster as dg
+import polars as pl
+
+from segment_sync.assets.diff_step import guard_check
+from segment_sync.assets.names import ResourceKeys
+from segment_sync.assets.run_config import DiffConfig
+from segment_sync.assets.warehouse_connection import warehouse_connection
+from segment_sync.diff.guards import change_size_problems, column_kinds, kind_changes
+from segment_sync.diff.keyed_diff import UNCHANGED, count_kinds
+from segment_sync.metadata import markdown_table
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND, ROW
+from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.warehouse_state import WarehouseState
+
+
+def materialize_warehouse_diff(
+    context: dg.AssetExecutionContext,
+    keys: ResourceKeys,
+    config: DiffConfig,
+    sync: SyncSpec,
+    model: ModelSpec,
+    declared: str,
+) -> dg.MaterializeResult:
+    """Fill `<state_schema>.diff__<sync>` with the sync's changes; the result carries the guard check."""
+    if config.full_resync:
+        raise dg.Failure(
+            f"sync {sync.name!r}: full_resync is not available on the warehouse engine yet; reset the sync "
+            "(diff config reset: true) and run it again with send_initial, or use engine: polars"
+        )
+    with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:
+        url, engine, tables = warehouse.url, warehouse.engine, warehouse.tables
+        taken_at = sql_diff.snapshot_taken_at(engine, tables, model)
+        if taken_at is None:
+            raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
+        schema = sql_diff.snapshot_schema(url, engine, tables, model)
+        missing = [c for c in sync.sent_columns if c not in schema]
+        if missing:
+            raise dg.Failure(
+                f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; its "
+                f"columns are {', '.join(schema)}. Fix the sync's mapping ({declared}) or the model's query."
+            )
+        store = WarehouseState(engine, tables, sync.name, context.run.run_id)
+        with store.lock():
+            store.recover()
+            refreshed = 0
+            if config.reset:
+                backup = store.reset()
+                context.log.warning(f"sync {sync.name!r}: state reset; the old state is kept in {backup}")
+                sql_diff.clear_changes(engine, tables, sync)
+                counts = {"added": 0, "changed": 0, "removed": 0}
+                preview = pl.DataFrame()
+            else:
+                basis = sql_diff.hash_basis(engine, sync)
+                sql_diff.find_changes(engine, tables, sync, model, trust_hashes=store.meta.hash_basis == basis)
+                changes = sql_diff.read_changes(url, engine, tables, sync, model)
+                unchanged = changes.filter(pl.col(KIND) == UNCHANGED)
+                if unchanged.height:  # their new hash noted, and the diff table found again without them
+                    refreshed = unchanged.height
+                    notes = unchanged.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN))
+                    store.record_file(notes)
+                    store.recover()
+                    sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
+                    context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
+                store.note_hash_basis(basis)
+                changes = sql_diff.without_unchanged(changes)
+                counts = count_kinds(changes)
+                preview = changes.head(10).drop(HASH, ROW)
+            initial = not store.meta.baseline_done
+            delivered_rows = store.delivered_row_count()
+            kinds = column_kinds(schema, sync.sent_columns)
+            deliberate = initial or config.reset
+            problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, store.meta.pending)
+            problems += kind_changes(store.meta.column_kinds, kinds)
+            store.save_diff_info(
+                {
+                    "generation": store.meta.generation,
+                    "initial": initial,
+                    "reset": config.reset,
+                    "column_kinds": kinds,
+                    "null_key_rows": sql_diff.null_key_contents(url, engine, tables, sync, model),
+                    "snapshot_taken_at": taken_at,
+                }
+            )
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "dagster/row_count": sum(counts.values()),
+            "dagster/table_name": f"{tables.schema}.{sql_diff.diff_name(sync)}",
+            "engine": "warehouse",
+            "rows_last_delivered": delivered_rows,
+            "hashes_refreshed": refreshed,
+            "initial_run": initial,
+            "full_resync": False,
+            "reset": config.reset,
+            "preview": dg.MetadataValue.md(markdown_table(preview)),
+        },
+        check_results=[guard_check(sync.name, problems, config.approve_large_change, counts)],
+    )

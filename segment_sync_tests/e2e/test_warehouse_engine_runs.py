@@ -1,0 +1,100 @@
+"""The warehouse engine through the real assets: runs, no change, dry run, reset, and no local state needed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from segment_sync_tests.support.segment_emulator import SegmentEmulator
+from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_sync
+from segment_sync_tests.support.warehouses import Warehouse
+
+MODEL = {"name": "m", "table": "src", "primary_key": "id"}
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse, str]]:
+    """A warehouse with a table `src`, and a schema of its own for the engine's tables (dropped after)."""
+    warehouse: Warehouse = request.getfixturevalue(f"{request.param}_warehouse")
+    schema = f"ss_{uuid.uuid4().hex[:10]}"
+    warehouse.execute("create table src (id integer, uid varchar(10), v varchar(10))")
+    yield warehouse, schema
+    warehouse.execute(f"drop schema if exists {schema} cascade")
+
+
+def definitions(schema: str, **sync: object):
+    project = {"models": [MODEL], "syncs": [{**TRACK, **sync}], "engine": "warehouse"}
+    return make_definitions(project, warehouse={"state_schema": schema})
+
+
+def test_runs_send_what_changed(engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    defs = definitions(schema)
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b'), (3, 'u3', 'c'), (4, null, 'd')")
+    first = run_sync(defs, "t", instance)
+    assert first.success, first.failure_messages()
+    assert sorted(e["userId"] for e in emulator.events_named("Added")) == ["u1", "u2", "u3"]
+    assert first.metadata("snapshot", "m")["engine"] == "warehouse"
+    assert first.metadata("snapshot", "m")["dagster/table_name"] == f"{schema}.snapshot__m"
+    assert first.metadata("diff", "t")["dagster/table_name"] == f"{schema}.diff__t"
+    assert first.metadata("segment", "t")["rows_rejected"] == 1  # no user id
+
+    warehouse.execute(
+        "update src set v = 'z' where id = 1", "delete from src where id = 2", "insert into src values (5, 'u5', 'e')"
+    )
+    emulator.reset()
+    second = run_sync(defs, "t", instance)
+    assert second.success, second.failure_messages()
+    assert {k: second.metadata("diff", "t")[k] for k in ("added", "changed", "removed")} == {
+        "added": 2,
+        "changed": 1,
+        "removed": 1,  # the row with no user id is still to send
+    }
+    assert [e["properties"]["v"] for e in emulator.events_named("Changed")] == ["z"]
+    assert [e["userId"] for e in emulator.events_named("Removed")] == ["u2"]
+    assert [e["userId"] for e in emulator.events_named("Added")] == ["u5"]
+
+    emulator.reset()
+    monkeypatch.setenv("SEGMENT_SYNC_STATE_DIR", str(state_dir.parent / "another_machine"))  # a fresh container
+    third = run_sync(defs, "t", instance)
+    assert third.success, third.failure_messages()
+    assert emulator.counts()["accepted"] == 0
+    assert third.metadata("diff", "t")["added"] == 1 and third.metadata("segment", "t")["events_sent"] == 0
+
+
+def test_dry_run_sends_nothing_and_reset_starts_over(
+    engine_warehouse, state_dir, emulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    defs = definitions(schema)
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
+    dry = run_sync(defs, "t", instance, delivery={"dry_run": True})
+    assert dry.success, dry.failure_messages()
+    assert emulator.counts()["accepted"] == 0
+    assert Path(dry.metadata("segment", "t")["dry_run_request_bodies"]).read_text().count('"Added"') == 2
+    real = run_sync(defs, "t", instance)
+    assert real.success and len(emulator.events_named("Added")) == 2
+
+    reset = run_sync(defs, "t", instance, diff={"reset": True})
+    assert reset.success, reset.failure_messages()
+    assert reset.metadata("segment", "t")["events_sent"] == 0
+    engine = sa.create_engine(warehouse.url)
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text(f"select count(*) from {schema}.delivered_before_reset__t__1")).scalar_one()
+    engine.dispose()
+    assert kept == 2
+    emulator.reset()
+    again = run_sync(defs, "t", instance)
+    assert again.success and len(emulator.events_named("Added")) == 2  # new messageIds: a new sync identity
+
+
+def test_two_engines_on_one_model_is_a_clear_error() -> None:
+    project = {"models": [MODEL], "syncs": [TRACK, {**TRACK, "name": "u", "engine": "warehouse"}]}
+    with pytest.raises(ValueError, match="the syncs of model 'm' use both engines"):
+        make_definitions(project)
