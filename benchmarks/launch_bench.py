@@ -23,10 +23,7 @@ Writes benchmarks/results/launch.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,32 +32,9 @@ from typing import Any
 from benchmarks import read_bench
 from benchmarks.e2e_bench import FIELDS, change_users, seed_users
 from benchmarks.emulator_process import EmulatorProcesses
+from segment_sync_tests.support.dg_project import dg_command, worker_environment, write_project
 
 WRITE_KEY = "bench_write_key_0123456789abcdef"
-PYPROJECT = """[project]
-name = "launch_project"
-version = "0.0.1"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.cli]
-suppress_warnings = ["project_and_activated_venv_mismatch"]
-
-[tool.dg.project]
-root_module = "launch_project"
-"""
-DEFINITIONS = """from pathlib import Path
-
-import dagster as dg
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
-
-
 NO_OP_ASSET = """import dagster as dg
 
 
@@ -86,44 +60,32 @@ def _sync(name: str, model: str, kind: str) -> dict[str, Any]:
 
 def _project(folder: Path, models: list[str], syncs: list[dict[str, Any]], executor: str = "in_process") -> None:
     """A project as create-dagster makes it, with one SegmentSyncComponent reading the DuckDB warehouse."""
-    package = folder / "launch_project"
-    (package / "defs" / "syncs").mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(PYPROJECT)
-    (package / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
     attributes = {
         "executor": executor,
         "warehouse": {"kind": "duckdb"},
         "models": [{"name": m, "table": m, "primary_key": "user_id"} for m in models],
         "syncs": syncs,
     }
-    component = {"type": "segment_sync.SegmentSyncComponent", "attributes": attributes}
-    (package / "defs" / "syncs" / "defs.yaml").write_text(json.dumps(component, indent=2))  # JSON is YAML
+    write_project(folder, attributes)
 
 
 def _environment(folder: Path, emulator_url: str) -> dict[str, str]:
-    home = folder / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    (folder / "dg_user_config.toml").write_text("[cli.telemetry]\nenabled = false\n")
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DG_CLI_CONFIG": str(folder / "dg_user_config.toml"),
-        "PYTHONPATH": str(folder),
-        "WAREHOUSE_URL": f"duckdb:///{folder / 'warehouse.duckdb'}",
-        "SEGMENT_ENDPOINT": emulator_url,
-        "SEGMENT_WRITE_KEY": WRITE_KEY,
-        "SEGMENT_DESTINATION": "http",
-        "SEGMENT_SYNC_STATE_DIR": str(folder / "state"),
-    }
+    return worker_environment(
+        folder,
+        folder / "dagster_home",
+        folder / "state",
+        WAREHOUSE_URL=f"duckdb:///{folder / 'warehouse.duckdb'}",
+        SEGMENT_ENDPOINT=emulator_url,
+        SEGMENT_WRITE_KEY=WRITE_KEY,
+        SEGMENT_DESTINATION="http",
+    )
 
 
 def launch(folder: Path, env: dict[str, str], target: list[str]) -> dict[str, Any]:
     """`dg launch <target>` in the project; its wall time and, from the event log, where that time went."""
     import dagster as dg
 
-    command = [str(Path(sys.executable).with_name("dg")), "launch", *target]
+    command = dg_command("launch", *target)
     started = time.time()
     out = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     ended = time.time()
@@ -198,9 +160,9 @@ def dagster_scenario(emulator: EmulatorProcesses) -> dict[str, Any]:
     """What Dagster alone costs: the same kind of project with one asset that does nothing, launched twice."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        _project(folder, [], [])
-        (folder / "launch_project" / "defs" / "syncs" / "defs.yaml").unlink()
-        (folder / "launch_project" / "defs" / "syncs" / "definitions.py").write_text(NO_OP_ASSET)
+        package = write_project(folder, {"models": [], "syncs": []})
+        (package / "defs" / "syncs" / "defs.yaml").unlink()
+        (package / "defs" / "syncs" / "definitions.py").write_text(NO_OP_ASSET)
         env = _environment(folder, emulator.url)
         runs = {"first": launch(folder, env, ["--assets", "*"]), "again": launch(folder, env, ["--assets", "*"])}
     return {"runs": runs}

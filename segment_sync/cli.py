@@ -30,9 +30,23 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("SEGMENT_SYNC_STATE_DIR", ".segment_sync"),
         help="the state folder (default: SEGMENT_SYNC_STATE_DIR, else .segment_sync)",
     )
+    move = commands.add_parser(
+        "move-state", help="move a sync's state to the other engine (local folder <-> warehouse tables), no resend"
+    )
+    move.add_argument("sync", help="the sync's name")
+    move.add_argument("--to", required=True, choices=["warehouse", "polars"], help="the engine the state moves to")
+    move.add_argument(
+        "--state-dir",
+        default=os.environ.get("SEGMENT_SYNC_STATE_DIR", ".segment_sync"),
+        help="the local state folder (default: SEGMENT_SYNC_STATE_DIR, else .segment_sync)",
+    )
+    move.add_argument("--url-env", default="WAREHOUSE_URL", help="environment variable with the warehouse URL")
+    move.add_argument("--schema", default="segment_sync", help="the warehouse engine's schema (state_schema)")
     args = parser.parse_args(argv)
     if args.command == "log":
         return show_log(args)
+    if args.command == "move-state":
+        return move_state(args)
     return run_demo(Path(args.dir))
 
 
@@ -76,6 +90,44 @@ def show_log(args: argparse.Namespace) -> int:
         )
     print(f"sync {args.sync}, {'run ' + run if run else 'all kept runs'}: {frame.height} rows")
     print(markdown_table(frame.head(args.limit)))
+    return 0
+
+
+def move_state(args: argparse.Namespace) -> int:
+    """Move a sync's state between the local folder and the warehouse's tables."""
+    import sqlalchemy as sa
+
+    from segment_sync.error_text import first_line
+    from segment_sync.storage.layout import SyncFolder
+    from segment_sync.storage.state import StateError, SyncState
+    from segment_sync.warehouse.warehouse_error import without_password
+    from segment_sync.warehouse_engine.state_move import move_to_local, move_to_warehouse
+    from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
+    from segment_sync.warehouse_engine.warehouse_state import WarehouseState
+
+    url = os.environ.get(args.url_env)
+    if not url:
+        print(f"{args.url_env} is not set: set it to the warehouse's SQLAlchemy URL", file=sys.stderr)
+        return 2
+    folder = SyncFolder.of(Path(args.state_dir), args.sync).path
+    if args.to == "warehouse" and not folder.exists():
+        print(
+            f"No local state for sync {args.sync!r} in {folder.parent}; check the name and --state-dir.",
+            file=sys.stderr,
+        )
+        return 2
+    engine = sa.create_engine(url)
+    try:
+        remote = WarehouseState(engine, StateTables(args.schema), args.sync)
+        local = SyncState(folder, args.sync)
+        moved = move_to_warehouse(local, remote) if args.to == "warehouse" else move_to_local(remote, local)
+    except (StateError, StateTablesError, sa.exc.SQLAlchemyError) as exc:
+        print(f"Nothing was moved: {without_password(first_line(exc), url)}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    where = f"{args.schema}.delivered" if args.to == "warehouse" else str(folder)
+    print(f"sync {args.sync}: {moved:,} delivered rows moved to {where}. Now set the sync's engine to {args.to}.")
     return 0
 
 

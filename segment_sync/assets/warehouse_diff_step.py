@@ -45,6 +45,15 @@ def materialize_warehouse_diff(
         store = WarehouseState(engine, tables, sync.name, context.run.run_id)
         with store.lock():
             store.recover()
+            key_type, kept_type = sql_diff.key_type_of(schema, model), store.key_type()
+            if kept_type not in (None, key_type) and not config.reset and store.delivered_row_count():
+                raise dg.Failure(
+                    f"sync {sync.name!r}: the primary key of model {model.name!r} is now {key_type} but the delivered "
+                    f"rows were keyed as {kept_type}; their keys as text may no longer match (1 and '01'), so nothing "
+                    "was sent. Cast the key back in the model's query, or reset the sync (diff config reset: true) "
+                    "to send every row again as added."
+                )
+            store.note_key_type(key_type)
             refreshed = 0
             if config.reset:
                 backup = store.reset()

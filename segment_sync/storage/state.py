@@ -176,6 +176,22 @@ class SyncState:
         self._save_meta(self.meta)
         return backup
 
+    def take_over(self, meta: SyncMeta, frames: Iterable[pl.DataFrame]) -> int:
+        """Become the state described by `meta` and delivered rows (from the other engine); returns the rows.
+
+        The hashes are the other engine's, so the hash basis is cleared: the next diff compares every row by content
+        once and sends nothing for rows that did not change.
+        """
+        self.recover()
+        rows = pl.concat([pl.DataFrame(schema=DELIVERED_SCHEMA), *frames]).cast(DELIVERED_SCHEMA)
+        for segment in self.folder.segments():
+            segment.unlink()
+        write_parquet_atomic(rows, self.delivered_path)
+        self._live = None
+        self.meta = SyncMeta(meta.sync_uuid, meta.generation, meta.baseline_done, meta.column_kinds, meta.pending)
+        self._save_meta(self.meta)
+        return rows.height
+
     def dry_run_copy(self) -> DryRunState:
         """A read-only view for a dry run."""
         return DryRunState(self)

@@ -91,6 +91,11 @@ def snapshot_taken_at(engine: sa.Engine, tables: StateTables, model: ModelSpec) 
         return conn.execute(sa.select(noted.c.taken_at).where(noted.c.model == model.name)).scalar()
 
 
+def key_type_of(schema: pl.Schema, model: ModelSpec) -> str:
+    """The snapshot's primary key type as the engine keys it: integer or text."""
+    return "integer" if schema[_single_key(model)].is_integer() else "text"
+
+
 def snapshot_schema(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> pl.Schema:
     """The snapshot table's columns, as the read paths give them."""
     everything = sa.select(sa.text("*")).select_from(sa.table(snapshot_name(model), schema=tables.schema)).limit(0)
@@ -146,6 +151,8 @@ def find_changes(
         diff.drop(conn, checkfirst=True)
         diff.create(conn)
         conn.execute(sa.insert(diff).from_select(["key", "kind", "hash"], changes))
+        twice = sa.select(diff.c.key).group_by(diff.c.key).having(sa.func.count() > 1).limit(3)
+        _refuse_repeated_keys(sync, tables, conn.execute(twice).scalars().all())
         counts = dict(conn.execute(sa.select(diff.c.kind, sa.func.count()).group_by(diff.c.kind)).all())
     return {kind: int(counts.get(kind, 0)) for kind in ("added", "changed", "removed")}
 
@@ -178,6 +185,7 @@ def read_changes(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpe
     )
     news = _read(url, engine, model, news_query)
     olds = _read(url, engine, model, olds_query)
+    _refuse_repeated_keys(sync, tables, olds.filter(pl.col(KEY).is_duplicated())[KEY].unique().sort().head(3).to_list())
     olds = olds.with_columns(pl.col(HASH).cast(pl.Int64).reinterpret(signed=False)).cast(DELIVERED_SCHEMA)  # type: ignore[arg-type]
     if news.is_empty():
         news = news.cast({WAREHOUSE_HASH: pl.Int64})  # an empty read may not know the type
@@ -224,6 +232,14 @@ def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> pl
         with read_model_batches(url, spec) as batches:
             frames = list(batches)
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+
+
+def _refuse_repeated_keys(sync: SyncSpec, tables: StateTables, keys: list[str]) -> None:
+    if keys:
+        raise WarehouseDiffError(
+            f"sync {sync.name!r}: {tables.delivered.fullname} holds more than one row for the keys {keys} (changed "
+            "by hand?); nothing was sent. Keep one row per key there (the latest gen), then run again."
+        )
 
 
 def _diff_table(tables: StateTables, sync: SyncSpec) -> sa.Table:

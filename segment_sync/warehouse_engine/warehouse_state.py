@@ -54,6 +54,7 @@ class WarehouseState:
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(syncs).where(syncs.c.sync == self.sync_name)).mappings().first()
             if row is None:
+                self._refuse_orphan_rows(conn)
                 meta = SyncMeta(sync_uuid=str(uuid.uuid4()))
                 self._write_meta(conn, meta)
                 return meta
@@ -68,13 +69,40 @@ class WarehouseState:
             row["hash_basis"],
         )
 
+    def _refuse_orphan_rows(self, conn: sa.Connection) -> None:
+        """A sync with delivered or journalled rows but no row in `syncs` lost its identity: never start over."""
+        for table in (self.tables.delivered, self.tables.journal):
+            found = conn.execute(sa.select(table.c.key).where(table.c.sync == self.sync_name).limit(1)).first()
+            if found is not None:
+                raise StateError(
+                    f"sync {self.sync_name!r}: {self.tables.syncs.fullname} has no row for it but "
+                    f"{table.fullname} has its rows; restore that row (a backup, or `segment-sync move-state`) "
+                    "rather than start over, or every row would be sent again under new messageIds"
+                )
+
+    def key_type(self) -> str | None:
+        """The primary key's type (text or integer) the delivered rows were keyed by, or None before any."""
+        syncs = self.tables.syncs
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(syncs.c.key_type).where(syncs.c.sync == self.sync_name)).scalar()
+
+    def note_key_type(self, key_type: str) -> None:
+        """Remember the primary key's type the delivered rows are keyed by."""
+        syncs = self.tables.syncs
+        with self.engine.begin() as conn:
+            self._renew(conn)
+            conn.execute(sa.update(syncs).where(syncs.c.sync == self.sync_name).values(key_type=key_type))
+
     def _write_meta(self, conn: sa.Connection, meta: SyncMeta) -> None:
         syncs = self.tables.syncs
-        info = conn.execute(sa.select(syncs.c.diff_info).where(syncs.c.sync == self.sync_name)).scalar()
+        kept = conn.execute(
+            sa.select(syncs.c.diff_info, syncs.c.key_type).where(syncs.c.sync == self.sync_name)
+        ).first()
         conn.execute(sa.delete(syncs).where(syncs.c.sync == self.sync_name))
         conn.execute(
             sa.insert(syncs).values(
-                diff_info=info,
+                diff_info=kept[0] if kept else None,
+                key_type=kept[1] if kept else None,
                 sync=self.sync_name,
                 format=TABLES_FORMAT,
                 sync_uuid=meta.sync_uuid,
@@ -250,7 +278,11 @@ class WarehouseState:
             rows = sa.select(delivered).where(delivered.c.sync == self.sync_name)
             if conn.execute(sa.select(sa.func.count()).select_from(rows.subquery())).scalar_one():
                 name = f"delivered_before_reset__{self.sync_name}__{self.meta.generation}"
-                kept = sa.Table(name, sa.MetaData(schema=self.tables.schema), *(c.copy() for c in delivered.columns))
+                kept = sa.Table(
+                    name,
+                    sa.MetaData(schema=self.tables.schema),
+                    *(sa.Column(c.name, c.type) for c in delivered.columns),
+                )
                 kept.drop(conn, checkfirst=True)
                 kept.create(conn)
                 conn.execute(sa.insert(kept).from_select([c.name for c in delivered.columns], rows))
@@ -284,6 +316,31 @@ class WarehouseState:
                     part, schema={KEY: pl.String, CONTENT: pl.String, GEN: pl.Int64, "h": pl.Int64}, orient="row"
                 )
                 yield frame.select(KEY, CONTENT, GEN, pl.col("h").reinterpret(signed=False).alias(HASH))
+
+    def take_over(self, meta: SyncMeta, frames: Iterable[pl.DataFrame]) -> int:
+        """Become the state described by `meta` and delivered rows (from the other engine), in one transaction.
+
+        The hashes are the other engine's, so the hash basis is cleared: the next diff compares every row by content
+        once and sends nothing for rows that did not change. Returns the rows taken over.
+        """
+        delivered = self.tables.delivered
+        taken = 0
+        with self.engine.begin() as conn:
+            self._renew(conn)
+            conn.execute(sa.delete(delivered).where(delivered.c.sync == self.sync_name))
+            for frame in frames:
+                rows = frame.select(
+                    pl.lit(self.sync_name).alias("sync"),
+                    pl.col(KEY).alias("key"),
+                    pl.col(CONTENT).alias("content"),
+                    pl.col(GEN).alias("gen"),
+                    pl.col(HASH).reinterpret(signed=True).alias("hash"),
+                )
+                bulk_insert(conn, delivered, rows)
+                taken += rows.height
+            self.meta = SyncMeta(meta.sync_uuid, meta.generation, meta.baseline_done, meta.column_kinds, meta.pending)
+            self._write_meta(conn, self.meta)
+        return taken
 
     @property
     def journal_seconds(self) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from segment_sync.cli import main
 from segment_sync_tests.support.segment_emulator import SegmentEmulator
 from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_sync
 from segment_sync_tests.support.warehouses import Warehouse
@@ -98,3 +99,37 @@ def test_two_engines_on_one_model_is_a_clear_error() -> None:
     project = {"models": [MODEL], "syncs": [TRACK, {**TRACK, "name": "u", "engine": "warehouse"}]}
     with pytest.raises(ValueError, match="the syncs of model 'm' use both engines"):
         make_definitions(project)
+
+
+def test_state_moves_between_engines_without_a_resend(
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch, capsys
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    local_defs = make_definitions({"models": [MODEL], "syncs": [TRACK]}, warehouse={"state_schema": schema})
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
+    assert run_sync(local_defs, "t", instance).success
+
+    move = ["move-state", "t", "--to", "warehouse", "--state-dir", str(state_dir), "--schema", schema]
+    assert main(move) == 0
+    assert "2 delivered rows moved" in capsys.readouterr().out
+    assert main(move) == 1  # the warehouse has the state now: never overwritten
+    assert "already has state in the warehouse" in capsys.readouterr().err
+
+    emulator.reset()
+    remote_defs = definitions(schema)
+    unchanged = run_sync(remote_defs, "t", instance)
+    assert unchanged.success, unchanged.failure_messages()
+    assert emulator.counts()["accepted"] == 0 and unchanged.metadata("diff", "t")["hashes_refreshed"] == 2
+    warehouse.execute("update src set v = 'z' where id = 2", "insert into src values (3, 'u3', 'c')")
+    changed = run_sync(remote_defs, "t", instance)
+    assert changed.success and [e["userId"] for e in emulator.events_named("Changed")] == ["u2"]
+    assert changed.metadata("snapshot", "m")["dagster/row_count"] == 3
+    assert [e["userId"] for e in emulator.events_named("Added")] == ["u3"]
+
+    back = state_dir.parent / "back"
+    assert main(["move-state", "t", "--to", "polars", "--state-dir", str(back), "--schema", schema]) == 0
+    monkeypatch.setenv("SEGMENT_SYNC_STATE_DIR", str(back))
+    emulator.reset()
+    assert run_sync(local_defs, "t", instance).success
+    assert emulator.counts()["accepted"] == 0

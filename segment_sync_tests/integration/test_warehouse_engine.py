@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,9 @@ from segment_sync.storage.state import StateError, SyncState
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import read_model
 from segment_sync.warehouse_engine import sql_diff
-from segment_sync.warehouse_engine.state_tables import StateTables
+from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
-from segment_sync_tests.support.warehouses import Warehouse
+from segment_sync_tests.support.warehouses import POSTGRES_ADMIN_URL, Warehouse
 
 MODEL = ModelSpec(name="users", table="users", primary_key="id")
 TRACK = SyncSpec(
@@ -195,3 +196,91 @@ def test_the_lease_keeps_a_second_run_out(engine_warehouse) -> None:
         pass
     with second.lock():
         pass
+
+
+def test_a_dead_runs_lease_expires(engine_warehouse) -> None:
+    _, tables, engine = engine_warehouse
+    store = WarehouseState(engine, tables, TRACK.name, run_id="run-new")
+    leases = tables.leases
+    with engine.begin() as conn:
+        now = conn.execute(sa.select(sa.func.current_timestamp())).scalar_one()
+        conn.execute(
+            sa.insert(leases).values(
+                sync=TRACK.name, holder="gone:1:x", run_id="run-dead", renewed_at=now, ttl_seconds=300
+            )
+        )
+    with pytest.raises(StateError, match="already running \\(run run-dead, on gone:1:x\\).*expires at"), store.lock():
+        pass
+    with engine.begin() as conn:  # its last renewal was long ago
+        conn.execute(sa.update(leases).values(renewed_at=now - dt.timedelta(seconds=301)))
+    with store.lock(), engine.connect() as conn:
+        assert conn.execute(sa.select(leases.c.run_id)).scalars().all() == ["run-new"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(leases)).scalar_one() == 0
+
+
+def test_a_run_that_lost_its_lease_writes_nothing(engine_warehouse) -> None:
+    _, tables, engine = engine_warehouse
+    store = WarehouseState(engine, tables, TRACK.name, run_id="run-a")
+    rows = pl.DataFrame({KEY: ["k"], CONTENT: ["{}"], HASH: [1]}, schema_overrides={HASH: pl.UInt64})
+    with pytest.raises(StateError, match="lease expired and another run took it"), store.lock():
+        store.begin_run()
+        with engine.begin() as conn:  # another run took the lease after this one's expired
+            conn.execute(sa.update(tables.leases).values(holder="other:2:y"))
+        store.record(rows)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.journal)).scalar_one() == 0
+
+
+def test_a_sync_row_deleted_by_hand_is_refused_not_started_over(engine_warehouse, tmp_path) -> None:
+    warehouse, tables, engine = engine_warehouse
+    warehouse.execute(*CHANGES[0])
+    store = WarehouseState(engine, tables, TRACK.name)
+    warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(tables.syncs))
+    with pytest.raises(StateError, match="has no row for it but .*delivered has its rows"):
+        WarehouseState(engine, tables, TRACK.name)
+
+
+def test_delivered_rows_doubled_by_hand_stop_the_diff(engine_warehouse, tmp_path) -> None:
+    warehouse, tables, engine = engine_warehouse
+    warehouse.execute(*CHANGES[0])
+    store = WarehouseState(engine, tables, TRACK.name)
+    warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path)
+    delivered = tables.delivered
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(delivered).from_select(
+                ["sync", "key", "content", "gen", "hash"],
+                sa.select(
+                    delivered.c.sync, delivered.c.key, delivered.c.content, delivered.c.gen, delivered.c.hash + 1
+                ).where(delivered.c.key == "1"),
+            )
+        )
+    sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
+    with pytest.raises(sql_diff.WarehouseDiffError, match="more than one row for the keys \\['1'\\]"):
+        sql_diff.read_changes(warehouse.url, engine, tables, TRACK, MODEL)
+
+
+@pytest.mark.postgres
+def test_a_user_who_cannot_create_the_schema_is_told_what_to_grant(postgres_warehouse) -> None:
+    admin = sa.create_engine(POSTGRES_ADMIN_URL)
+    role = f"ss_reader_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"create role {role} login"))
+    reader = sa.create_engine(sa.make_url(POSTGRES_ADMIN_URL).set(username=role))
+    try:
+        denied = pytest.raises(StateTablesError, match="cannot create the schema 'ss_denied'.*Grant the sync's")
+        with denied, reader.begin() as conn:
+            StateTables("ss_denied").create(conn)
+    finally:
+        reader.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"drop role {role}"))
+        admin.dispose()
+
+
+def test_a_schema_name_that_is_not_an_identifier_is_refused() -> None:
+    with pytest.raises(StateTablesError, match="warehouse_schema is 'a; drop'"):
+        StateTables("a; drop")
