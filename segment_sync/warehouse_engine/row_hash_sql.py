@@ -37,7 +37,8 @@ def _duckdb(element: RowHash, compiler: Any, **kw: Any) -> str:
 
 @compiles(RowHash, "snowflake")
 def _snowflake(element: RowHash, compiler: Any, **kw: Any) -> str:
-    return f"HASH({compiler.process(element.clauses, **kw)})"  # a signed 64-bit number
+    # HASH gives a signed 64-bit number; shifted so that emulators returning it unsigned (fakesnow) fit a BIGINT too
+    return f"BITSHIFTRIGHT(HASH({compiler.process(element.clauses, **kw)}), 1)"
 
 
 @compiles(RowHash, "bigquery")

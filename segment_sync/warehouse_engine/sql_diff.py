@@ -114,8 +114,21 @@ def find_changes(
     engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trust_hashes: bool
 ) -> dict[str, int]:
     """Fill the sync's diff table with the keys added, removed or whose hash moved; return their counts by kind."""
-    key = _single_key(model)
     diff = _diff_table(tables, sync)
+    changes = changes_query(tables, sync, model, trust_hashes=trust_hashes)
+    with engine.begin() as conn:
+        diff.drop(conn, checkfirst=True)
+        diff.create(conn)
+        conn.execute(sa.insert(diff).from_select(["key", "kind", "hash"], changes))
+        twice = sa.select(diff.c.key).group_by(diff.c.key).having(sa.func.count() > 1).limit(3)
+        _refuse_repeated_keys(sync, tables, conn.execute(twice).scalars().all())
+        counts = dict(conn.execute(sa.select(diff.c.kind, sa.func.count()).group_by(diff.c.kind)).all())
+    return {kind: int(counts.get(kind, 0)) for kind in ("added", "changed", "removed")}
+
+
+def changes_query(tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trust_hashes: bool) -> sa.Select:
+    """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL."""
+    key = _single_key(model)
     snap = sa.table(snapshot_name(model), *(sa.column(c) for c in _needed(sync, model)), schema=tables.schema)
     key_text = sa.cast(snap.c[key], sa.Text)
     current = (
@@ -147,14 +160,7 @@ def find_changes(
         .select_from(current.join(old, current.c.k == old.c.key, full=True))
         .where(candidate)
     )
-    with engine.begin() as conn:
-        diff.drop(conn, checkfirst=True)
-        diff.create(conn)
-        conn.execute(sa.insert(diff).from_select(["key", "kind", "hash"], changes))
-        twice = sa.select(diff.c.key).group_by(diff.c.key).having(sa.func.count() > 1).limit(3)
-        _refuse_repeated_keys(sync, tables, conn.execute(twice).scalars().all())
-        counts = dict(conn.execute(sa.select(diff.c.kind, sa.func.count()).group_by(diff.c.kind)).all())
-    return {kind: int(counts.get(kind, 0)) for kind in ("added", "changed", "removed")}
+    return changes
 
 
 def read_changes(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> pl.DataFrame:

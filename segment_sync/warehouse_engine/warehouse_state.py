@@ -26,6 +26,7 @@ from segment_sync.warehouse_engine.bulk_insert import bulk_insert
 from segment_sync.warehouse_engine.lease import Lease, LeaseError
 from segment_sync.warehouse_engine.state_tables import TABLES_FORMAT, StateTables
 
+DELIVERED_COLUMNS = ["sync", "key", "content", "gen", "hash"]
 _CREATED: set[tuple[str, str]] = set()  # (engine url, schema) whose tables this process has made sure of
 
 
@@ -240,33 +241,14 @@ class WarehouseState:
         """Fold the journal (this run's or a dead run's) into the delivered rows, in one transaction."""
         with self._timed():
             self._close_journal()
-            delivered, journal = self.tables.delivered, self.tables.journal
+            journal = self.tables.journal
             mine = journal.c.sync == self.sync_name
-            newest = (
-                sa.select(
-                    journal.c.sync,
-                    journal.c.key,
-                    journal.c.content,
-                    journal.c.gen,
-                    journal.c.hash,
-                    sa.func.row_number().over(partition_by=journal.c.key, order_by=journal.c.seq.desc()).label("rn"),
-                )
-                .where(mine)
-                .subquery("newest")
-            )
-            columns = ["sync", "key", "content", "gen", "hash"]
             with self.engine.begin() as conn:
                 self._renew(conn)
                 if conn.execute(sa.select(sa.func.count()).select_from(journal).where(mine)).scalar_one() == 0:
                     return
-                noted = sa.select(journal.c.key).where(mine)
-                conn.execute(sa.delete(delivered).where(delivered.c.sync == self.sync_name, delivered.c.key.in_(noted)))
-                conn.execute(
-                    sa.insert(delivered).from_select(
-                        columns, sa.select(*(newest.c[c] for c in columns)).where(newest.c.rn == 1)
-                    )
-                )
-                conn.execute(sa.delete(journal).where(mine))
+                for statement in fold_statements(self.tables, self.sync_name):
+                    conn.execute(statement)
 
     def reset(self) -> str | None:
         """Forget what was delivered (kept aside in a table, whose name is returned); the sync gets a new identity."""
@@ -360,6 +342,28 @@ class WarehouseState:
             yield
         finally:
             self.seconds += time.perf_counter() - started
+
+
+def fold_statements(tables: StateTables, sync: str) -> list[sa.Executable]:
+    """A sync's journal folded into its delivered rows (each key's latest note wins), then emptied; run as one
+    transaction, so a crash leaves either the journal or the folded rows."""
+    delivered, journal = tables.delivered, tables.journal
+    mine = journal.c.sync == sync
+    newest = (
+        sa.select(
+            *(journal.c[c] for c in DELIVERED_COLUMNS),
+            sa.func.row_number().over(partition_by=journal.c.key, order_by=journal.c.seq.desc()).label("rn"),
+        )
+        .where(mine)
+        .subquery("newest")
+    )
+    return [
+        sa.delete(delivered).where(delivered.c.sync == sync, delivered.c.key.in_(sa.select(journal.c.key).where(mine))),
+        sa.insert(delivered).from_select(
+            DELIVERED_COLUMNS, sa.select(*(newest.c[c] for c in DELIVERED_COLUMNS)).where(newest.c.rn == 1)
+        ),
+        sa.delete(journal).where(mine),
+    ]
 
 
 class _JournalTable:
