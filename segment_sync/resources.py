@@ -61,6 +61,13 @@ class WarehouseResource(dg.ConfigurableResource):
         "run.",
     )
 
+    lease_seconds: int = Field(
+        default=300,
+        ge=5,
+        description="Warehouse engine: how long a run's lease on its sync lasts unless renewed (every third of it); "
+        "a killed run blocks its sync this long.",
+    )
+
     def url(self, state_dir: Path) -> str:
         """The warehouse URL; it may hold a password, so never log it (use warehouse.safe_url)."""
         url = dg.EnvVar(self.url_env).get_value()

@@ -13,6 +13,7 @@ from segment_sync.storage.state import StateError
 from segment_sync.warehouse.warehouse_error import WarehouseError, safe_url, without_password
 from segment_sync.warehouse_engine.sql_diff import WarehouseDiffError
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
+from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,11 @@ class WarehouseConnection:
     url: str
     engine: sa.Engine
     tables: StateTables
+    lease_seconds: int
+
+    def state(self, sync: str, run_id: str) -> WarehouseState:
+        """A sync's state in the warehouse, for one run."""
+        return WarehouseState(self.engine, self.tables, sync, run_id, lease_seconds=self.lease_seconds)
 
 
 @contextlib.contextmanager
@@ -42,7 +48,7 @@ def warehouse_connection(
     try:
         with engine.begin() as conn:
             tables.create(conn)
-        yield WarehouseConnection(url, engine, tables)
+        yield WarehouseConnection(url, engine, tables, warehouse.lease_seconds)
     except (StateError, StateTablesError, WarehouseDiffError, WarehouseError) as exc:  # they name the sync or model
         raise dg.Failure(without_password(str(exc), url)) from None
     except sa.exc.SQLAlchemyError as exc:

@@ -30,7 +30,7 @@ def deliver_on_warehouse(
     segment = keys.segment_of(context)
     run_id = context.run.run_id
     with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:
-        store: WarehouseState | DryRunState = WarehouseState(warehouse.engine, warehouse.tables, sync.name, run_id)
+        store: WarehouseState | DryRunState = warehouse.state(sync.name, run_id)
         with store.lock():
             info = store.diff_info()
             if info is None or info["generation"] != store.meta.generation:

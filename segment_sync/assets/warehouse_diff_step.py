@@ -13,7 +13,6 @@ from segment_sync.metadata import markdown_table
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND, ROW
 from segment_sync.warehouse_engine import sql_diff
-from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
 
 def materialize_warehouse_diff(
@@ -42,7 +41,7 @@ def materialize_warehouse_diff(
                 f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; its "
                 f"columns are {', '.join(schema)}. Fix the sync's mapping ({declared}) or the model's query."
             )
-        store = WarehouseState(engine, tables, sync.name, context.run.run_id)
+        store = warehouse.state(sync.name, context.run.run_id)
         with store.lock():
             store.recover()
             key_type, kept_type = sql_diff.key_type_of(schema, model), store.key_type()

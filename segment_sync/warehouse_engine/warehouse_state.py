@@ -23,7 +23,7 @@ from segment_sync.storage.state import (
 )
 from segment_sync.values.row_columns import CONTENT, GEN, HASH, KEY
 from segment_sync.warehouse_engine.bulk_insert import bulk_insert
-from segment_sync.warehouse_engine.lease import Lease, LeaseError
+from segment_sync.warehouse_engine.lease import DEFAULT_TTL_SECONDS, Lease, LeaseError
 from segment_sync.warehouse_engine.state_tables import TABLES_FORMAT, StateTables
 
 DELIVERED_COLUMNS = ["sync", "key", "content", "gen", "hash"]
@@ -38,8 +38,17 @@ class WarehouseState:
     delivered rows in one transaction when the run ends, or by the next run when one died.
     """
 
-    def __init__(self, engine: sa.Engine, tables: StateTables, sync_name: str, run_id: str | None = None):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        tables: StateTables,
+        sync_name: str,
+        run_id: str | None = None,
+        *,
+        lease_seconds: int = DEFAULT_TTL_SECONDS,
+    ):
         self.engine, self.tables, self.sync_name, self.run_id = engine, tables, sync_name, run_id
+        self.lease_seconds = lease_seconds
         self.seconds = 0.0
         self._seq = 0
         self._seq_lock = threading.Lock()
@@ -142,7 +151,7 @@ class WarehouseState:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the sync's lease, so two runs of one sync never deliver at once, on any machine."""
-        lease = Lease(self.engine, self.tables, self.sync_name, self.run_id)
+        lease = Lease(self.engine, self.tables, self.sync_name, self.run_id, self.lease_seconds)
         try:
             lease.acquire()
         except LeaseError as exc:

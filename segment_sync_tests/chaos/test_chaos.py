@@ -11,17 +11,21 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from segment_sync.resources import SegmentResource
 from segment_sync.segment_api.batching import MIN_BATCH_BYTES
 from segment_sync.storage.run_log import read_row_log
 from segment_sync.storage.state import SyncState
+from segment_sync.warehouse_engine.state_tables import StateTables
+from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 from segment_sync_tests.support.segment_emulator import Fault, RecordedRequest, SegmentEmulator
 from segment_sync_tests.support.sync_runs import TRACK, WRITE_KEY, SyncRun, make_definitions, run_sync
 from segment_sync_tests.support.warehouses import Warehouse
@@ -94,6 +98,23 @@ def delivered_rows(state_dir: Path) -> int:
     return SyncState(state_dir / "syncs" / SYNC, SYNC).delivered_row_count()
 
 
+def on_engine(engine: str) -> dict:
+    """The chaos project on an engine: the Polars engine's state folder, or the warehouse engine's tables."""
+    return {**PROJECT, "engine": engine}
+
+
+def warehouse_state_counts() -> tuple[int, int]:
+    """Delivered rows and journal rows of the warehouse engine's state (in the warehouse of WAREHOUSE_URL)."""
+    engine = sa.create_engine(os.environ["WAREHOUSE_URL"])
+    try:
+        store = WarehouseState(engine, StateTables(), SYNC)
+        with engine.connect() as conn:
+            journal = conn.execute(sa.select(sa.func.count()).select_from(store.tables.journal)).scalar_one()
+        return store.delivered_row_count(), journal
+    finally:
+        engine.dispose()
+
+
 def statuses(state_dir: Path, run: SyncRun) -> dict[str, int]:
     """How many rows of a run's row log have each status."""
     log = read_row_log(state_dir / "syncs" / SYNC, run.result.run_id).collect()
@@ -118,7 +139,10 @@ def assert_exactly_once(emulator: SegmentEmulator, expected: list[Identity]) -> 
     assert {k: c for k, c in contents_of.items() if len(c) > 1} == {}  # one messageId, one event
 
 
-def assert_state_complete(state_dir: Path, model: Model) -> None:
+def assert_state_complete(state_dir: Path, model: Model, engine: str = "polars") -> None:
+    if engine == "warehouse":
+        assert warehouse_state_counts() == (len(model.rows), 0)
+        return
     store = SyncState(state_dir / "syncs" / SYNC, SYNC)
     assert store.delivered_row_count() == len(model.rows)
     assert not store.journal_path.exists()
@@ -441,12 +465,13 @@ def fault_plan(rng: random.Random, length: int) -> list[Fault]:
     return plan
 
 
+@pytest.mark.parametrize("engine", ["polars", "warehouse"])
 @pytest.mark.parametrize("in_flight", [1, 4])
-def test_seeded_random_faults_over_three_rounds(duck, emulator, instance, state_dir, in_flight):
+def test_seeded_random_faults_over_three_rounds(duck, emulator, instance, state_dir, in_flight, engine):
     rng = random.Random(7)
     model = Model(duck, {i: value(i) for i in range(1, 201)})
     settings = {**SEGMENT, "max_batch_bytes": MIN_BATCH_BYTES, "gzip": True, "max_in_flight": in_flight}
-    definitions = make_definitions(PROJECT, segment=settings)
+    definitions = make_definitions(on_engine(engine), segment=settings)
     next_id, runs = 201, []
     for round_ in range(3):
         if round_:
@@ -464,7 +489,7 @@ def test_seeded_random_faults_over_three_rounds(duck, emulator, instance, state_
         emulator.inject(*fault_plan(rng, 30 if round_ == 0 else 8))
         runs += sync_until_done(definitions, instance, max_runs=5)
         assert_exactly_once(emulator, model.expected)
-        assert_state_complete(state_dir, model)
+        assert_state_complete(state_dir, model, engine)
     faults = [r.fault for r in emulator.requests if r.fault is not None and r.fault is not PASS]
     assert len(faults) >= 15 and emulator.duplicates > 0
     if in_flight > 1:

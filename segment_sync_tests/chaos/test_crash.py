@@ -8,8 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
 
 from segment_sync.storage.state import SyncState
+from segment_sync.warehouse_engine.state_tables import StateTables
 from segment_sync_tests.support.segment_emulator import Fault
 from segment_sync_tests.support.sync_runs import make_definitions, run_sync
 
@@ -115,3 +120,57 @@ def test_a_second_run_while_one_is_delivering_sends_nothing(
     finally:
         process.kill()
     assert len(emulator.unique_events()) == 5 and emulator.duplicates == 0
+
+
+@pytest.mark.postgres
+def test_sigkill_mid_delivery_on_the_warehouse_engine(postgres_warehouse, state_dir, emulator, instance, monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", postgres_warehouse.url)
+    schema = f"ss_{uuid.uuid4().hex[:10]}"
+    warehouse = {"state_schema": schema, "lease_seconds": 6}
+    project = {**PROJECT, "engine": "warehouse"}
+    postgres_warehouse.execute(
+        "create table src as select i as id, 'user-' || i as uid, repeat('v', 3300) as v from generate_series(1, 40) i"
+    )
+    engine = sa.create_engine(postgres_warehouse.url)
+    tables = StateTables(schema)
+
+    def journal_rows() -> int:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("journal", schema=schema):
+                return 0
+            return conn.execute(sa.select(sa.func.count()).select_from(tables.journal)).scalar_one()
+
+    emulator.inject(
+        Fault(status=200, body=ACK, record_first=True),
+        Fault(status=200, body=ACK, record_first=True),
+        Fault(status=200, body=ACK, record_first=True, delay=120),
+    )
+    command = [sys.executable, "-m", "segment_sync_tests.support.sync_process", json.dumps(project), "t"]
+    process = subprocess.Popen([*command, json.dumps(SMALL_BATCHES), json.dumps(warehouse)], env=os.environ.copy())
+    try:
+        _wait_for(lambda: len(emulator.requests) >= 3 and emulator.requests[2].fault is not None)
+        _wait_for(lambda: journal_rows() == 18)  # the two acknowledged batches, journalled by the run's thread
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    batches = [r.json()["batch"] for r in emulator.requests[:3]]
+    acked = {e["messageId"] for batch in batches[:2] for e in batch}
+    unacked = {e["messageId"] for e in batches[2]}
+
+    definitions = make_definitions(project, segment=SMALL_BATCHES, warehouse=warehouse)
+    blocked = run_sync(definitions, "t", instance)  # the dead run's lease has not expired yet
+    assert not blocked.success and "is already running" in " ".join(blocked.failure_messages())
+    time.sleep(6.5)
+    run = run_sync(definitions, "t", instance)
+    assert run.success, run.failure_messages()
+    unique = emulator.unique_events()
+    assert sorted(e["userId"] for e in unique.values()) == sorted(f"user-{i}" for i in range(1, 41))
+    resent = [e["messageId"] for r in emulator.requests[3:] if r.status == 200 for e in r.json()["batch"]]
+    assert acked.isdisjoint(resent) and unacked <= set(resent)
+    assert emulator.duplicates == len(unacked)
+    assert journal_rows() == 0
+    with engine.connect() as conn:
+        delivered = sa.select(sa.func.count(tables.delivered.c.hash)).where(tables.delivered.c.sync == "t")
+        assert conn.execute(delivered).scalar_one() == 40
+    engine.dispose()
+    postgres_warehouse.execute(f"drop schema {schema} cascade")
