@@ -1,6 +1,11 @@
 """What segment/<sync> does on the warehouse engine: the diff table's rows read out and sent, state in the warehouse."""
 
+import contextlib
+import tempfile
+from pathlib import Path
+
 import dagster as dg
+import polars as pl
 
 from segment_sync.assets.diff_sending import send_diff
 from segment_sync.assets.names import ResourceKeys
@@ -29,7 +34,7 @@ def deliver_on_warehouse(
     root = keys.state_of(context).root()
     segment = keys.segment_of(context)
     run_id = context.run.run_id
-    with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:
+    with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse, contextlib.ExitStack() as stack:
         store: WarehouseState | DryRunState = warehouse.state(sync.name, run_id)
         with store.lock():
             info = store.diff_info()
@@ -38,9 +43,10 @@ def deliver_on_warehouse(
                     f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
                     f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
                 )
-            changes = sql_diff.without_unchanged(
-                sql_diff.read_changes(warehouse.url, warehouse.engine, warehouse.tables, sync, model)
-            )
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="segment-sync-changes-"))
+            path = Path(folder) / "changes.parquet"
+            sql_diff.write_changes(warehouse.url, warehouse.engine, warehouse.tables, sync, model, path)
+            changes = sql_diff.without_unchanged(pl.scan_parquet(path))
             if config.dry_run:
                 store = store.dry_run_copy()
                 transport: Transport = Outbox(SyncFolder.of(root, sync.name).dry_run_outbox(run_id))

@@ -1,5 +1,8 @@
 """What diff/<sync> does on the warehouse engine: the changed keys found by SQL, read out and checked by content."""
 
+import tempfile
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -11,8 +14,10 @@ from segment_sync.diff.guards import change_size_problems, column_kinds, kind_ch
 from segment_sync.diff.keyed_diff import UNCHANGED, count_kinds
 from segment_sync.metadata import markdown_table
 from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.storage.state import iter_parquet
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND, ROW
 from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
 
 def materialize_warehouse_diff(
@@ -63,19 +68,18 @@ def materialize_warehouse_diff(
             else:
                 basis = sql_diff.hash_basis(engine, sync)
                 sql_diff.find_changes(engine, tables, sync, model, trust_hashes=store.meta.hash_basis == basis)
-                changes = sql_diff.read_changes(url, engine, tables, sync, model)
-                unchanged = changes.filter(pl.col(KIND) == UNCHANGED)
-                if unchanged.height:  # their new hash noted, and the diff table found again without them
-                    refreshed = unchanged.height
-                    notes = unchanged.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN))
-                    store.record_file(notes)
+                with tempfile.TemporaryDirectory(prefix="segment-sync-changes-") as folder:
+                    path = Path(folder) / "changes.parquet"
+                    sql_diff.write_changes(url, engine, tables, sync, model, path)
+                    refreshed = _refresh_unchanged_hashes(store, path)
+                    changes = sql_diff.without_unchanged(pl.scan_parquet(path))
+                    counts = count_kinds(changes)
+                    preview = changes.head(10).drop(HASH, ROW).collect()
+                if refreshed:  # their new hash noted: the diff table is found again without them
                     store.recover()
                     sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
                     context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
                 store.note_hash_basis(basis)
-                changes = sql_diff.without_unchanged(changes)
-                counts = count_kinds(changes)
-                preview = changes.head(10).drop(HASH, ROW)
             initial = not store.meta.baseline_done
             delivered_rows = store.delivered_row_count()
             kinds = column_kinds(schema, sync.sent_columns)
@@ -107,3 +111,13 @@ def materialize_warehouse_diff(
         },
         check_results=[guard_check(sync.name, problems, config.approve_large_change, counts)],
     )
+
+
+def _refresh_unchanged_hashes(store: WarehouseState, path: Path, chunk_rows: int = 100_000) -> int:
+    """Note the new hash of rows whose content did not change; return how many."""
+    refreshed = 0
+    for batch in iter_parquet(path, chunk_rows, columns=[KEY, KIND, AFTER, HASH, BEFORE_GEN]):
+        notes = batch.filter(pl.col(KIND) == UNCHANGED)
+        store.record_file(notes.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN)))
+        refreshed += notes.height
+    return refreshed

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from segment_sync.diff.keyed_diff import UNCHANGED, changes_between, current_rows
+from segment_sync.diff.keyed_diff import UNCHANGED, changes_between, current_rows, empty_diff
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.values.encoding import row_contents
 from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
@@ -18,6 +20,7 @@ from segment_sync.warehouse_engine.row_hash_sql import RowHash
 from segment_sync.warehouse_engine.state_tables import StateTables
 
 WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
+SLICE_ROWS = 250_000  # diff rows read out and compared at once
 KEY_TYPES = ("text", "integer")
 
 
@@ -163,20 +166,46 @@ def changes_query(tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trus
     return changes
 
 
-def read_changes(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> pl.DataFrame:
-    """The rows of the diff table, read out and compared by content: the Polars engine's diff for those keys.
+def write_changes(
+    url: str,
+    engine: sa.Engine,
+    tables: StateTables,
+    sync: SyncSpec,
+    model: ModelSpec,
+    path: Path,
+    *,
+    slice_rows: int = SLICE_ROWS,
+) -> None:
+    """The diff table's rows read out and compared by content, into a Parquet file: the Polars engine's diff for
+    those keys, with the warehouse's row hashes (stored and compared in the warehouse next time).
 
-    Rows whose hash moved without their compared content are `unchanged` (only their stored hash is refreshed).
-    The row hash is the warehouse's, so that it can be stored and compared in the warehouse next time.
+    Rows whose hash moved without their compared content are `unchanged`. The keys are read a slice at a time
+    (by a hash of the key), so memory holds one slice of `slice_rows` or so, whatever the size of the diff.
     """
+    schema = empty_diff(snapshot_schema(url, engine, tables, model), sync.sent_columns).schema
+    diff = _diff_table(tables, sync)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sa.func.count()).select_from(diff)).scalar_one()
+    slices = max(1, -(-rows // slice_rows))
+    with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
+        for part in range(slices):
+            changes = _changes_in_slice(url, engine, tables, sync, model, part, slices)
+            writer.write_table(changes.select(list(schema)).cast(dict(schema)).to_arrow())
+
+
+def _changes_in_slice(
+    url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec, part: int, slices: int
+) -> pl.DataFrame:
     key = _single_key(model)
     columns = _needed(sync, model)
     diff = _diff_table(tables, sync)
+    bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), slices) + slices, slices)  # never negative
+    in_slice = sa.true() if slices == 1 else bucket == part
     snap = sa.table(snapshot_name(model), *(sa.column(c) for c in columns), schema=tables.schema)
     news_query = (
         sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH))
         .select_from(snap.join(diff, sa.cast(snap.c[key], sa.Text) == diff.c.key))
-        .where(diff.c.kind != "removed")
+        .where(diff.c.kind != "removed", in_slice)
     )
     delivered = tables.delivered
     olds_query = (
@@ -187,7 +216,7 @@ def read_changes(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpe
             delivered.c.hash.label(HASH),
         )
         .select_from(delivered.join(diff, delivered.c.key == diff.c.key))
-        .where(delivered.c.sync == sync.name)
+        .where(delivered.c.sync == sync.name, in_slice)
     )
     news = _read(url, engine, model, news_query)
     olds = _read(url, engine, model, olds_query)
@@ -213,7 +242,7 @@ def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: Sy
     return row_contents(rows, sync.sent_columns) if rows.height else []
 
 
-def without_unchanged(changes: pl.DataFrame) -> pl.DataFrame:
+def without_unchanged(changes: pl.LazyFrame) -> pl.LazyFrame:
     """The rows that send events: unchanged rows (a hash refreshed) left out."""
     return changes.filter(pl.col(KIND) != UNCHANGED)
 

@@ -116,10 +116,12 @@ def warehouse_run(
         sql_diff.take_snapshot(url, engine, tables, MODEL)
         basis = sql_diff.hash_basis(engine, sync)
         sql_diff.find_changes(engine, tables, sync, MODEL, trust_hashes=store.meta.hash_basis == basis)
-        changes = sql_diff.read_changes(url, engine, tables, sync, MODEL)
+        path = tmp_path / "changes.parquet"
+        sql_diff.write_changes(url, engine, tables, sync, MODEL, path, slice_rows=2)  # several slices
+        changes = pl.read_parquet(path)
         _note_unchanged(store, changes)
         store.note_hash_basis(basis)
-        _deliver(store, sync, sql_diff.without_unchanged(changes), transport, tmp_path / "warehouse")
+        _deliver(store, sync, changes.filter(pl.col(KIND) != UNCHANGED), transport, tmp_path / "warehouse")
     return transport
 
 
@@ -260,7 +262,7 @@ def test_delivered_rows_doubled_by_hand_stop_the_diff(engine_warehouse, tmp_path
         )
     sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
     with pytest.raises(sql_diff.WarehouseDiffError, match="more than one row for the keys \\['1'\\]"):
-        sql_diff.read_changes(warehouse.url, engine, tables, TRACK, MODEL)
+        sql_diff.write_changes(warehouse.url, engine, tables, TRACK, MODEL, tmp_path / "changes.parquet")
 
 
 @pytest.mark.postgres
