@@ -63,10 +63,16 @@ class WarehouseResource(dg.ConfigurableResource):
 
     lease_seconds: int = Field(
         default=300,
-        ge=5,
         description="Warehouse engine: how long a run's lease on its sync lasts unless renewed (every third of it); "
         "a killed run blocks its sync this long.",
     )
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _long_enough(cls, value: int) -> int:
+        if value < 5:
+            raise ValueError(f"warehouse.lease_seconds is {value}; use 5 or more (it is renewed every third of it)")
+        return value
 
     def url(self, state_dir: Path) -> str:
         """The warehouse URL; it may hold a password, so never log it (use warehouse.safe_url)."""

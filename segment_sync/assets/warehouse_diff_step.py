@@ -11,11 +11,11 @@ from segment_sync.assets.names import ResourceKeys
 from segment_sync.assets.run_config import DiffConfig
 from segment_sync.assets.warehouse_connection import warehouse_connection
 from segment_sync.diff.guards import change_size_problems, column_kinds, kind_changes
-from segment_sync.diff.keyed_diff import UNCHANGED, count_kinds
+from segment_sync.diff.keyed_diff import UNCHANGED
 from segment_sync.metadata import markdown_table
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.storage.state import iter_parquet
-from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND, ROW
+from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse_engine import sql_diff
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
@@ -66,19 +66,21 @@ def materialize_warehouse_diff(
                 counts = {"added": 0, "changed": 0, "removed": 0}
                 preview = pl.DataFrame()
             else:
-                basis = sql_diff.hash_basis(engine, sync)
-                sql_diff.find_changes(engine, tables, sync, model, trust_hashes=store.meta.hash_basis == basis)
-                with tempfile.TemporaryDirectory(prefix="segment-sync-changes-") as folder:
-                    path = Path(folder) / "changes.parquet"
-                    sql_diff.write_changes(url, engine, tables, sync, model, path)
-                    refreshed = _refresh_unchanged_hashes(store, path)
-                    changes = sql_diff.without_unchanged(pl.scan_parquet(path))
-                    counts = count_kinds(changes)
-                    preview = changes.head(10).drop(HASH, ROW).collect()
-                if refreshed:  # their new hash noted: the diff table is found again without them
-                    store.recover()
-                    sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
-                    context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
+                basis = sql_diff.hash_basis(engine, sync, schema)
+                trusted = store.meta.hash_basis == basis
+                counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted)
+                if trusted:  # a moved hash is a changed row: the delivery reads the rows out (once) and compares them
+                    preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
+                else:  # every row compared by content once, and the hashes that moved alone refreshed
+                    with tempfile.TemporaryDirectory(prefix="segment-sync-changes-") as folder:
+                        path = Path(folder) / "changes.parquet"
+                        sql_diff.write_changes(url, engine, tables, sync, model, path)
+                        refreshed = _refresh_unchanged_hashes(store, path)
+                    if refreshed:
+                        store.recover()
+                        context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
+                    counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
+                    preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
                 store.note_hash_basis(basis)
             initial = not store.meta.baseline_done
             delivered_rows = store.delivered_row_count()

@@ -166,6 +166,14 @@ def changes_query(tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trus
     return changes
 
 
+def changed_keys(engine: sa.Engine, tables: StateTables, sync: SyncSpec, limit: int) -> pl.DataFrame:
+    """The first keys of the diff table with their change, for a preview (no values are read out)."""
+    diff = _diff_table(tables, sync)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(diff.c.key, diff.c.kind).order_by(diff.c.key).limit(limit)).all()
+    return pl.DataFrame(rows, schema={KEY: pl.String, KIND: pl.String}, orient="row")
+
+
 def write_changes(
     url: str,
     engine: sa.Engine,
@@ -300,8 +308,13 @@ def _single_key(model: ModelSpec) -> str:
     return model.key_columns[0]
 
 
-def hash_basis(engine: sa.Engine, sync: SyncSpec) -> str:
-    """What the warehouse's row hashes depend on: the dialect, its version and the compared columns."""
+def hash_basis(engine: sa.Engine, sync: SyncSpec, schema: pl.Schema) -> str:
+    """What the warehouse's row hashes depend on: the dialect, its version, the compared columns and their types.
+
+    A column whose type changed may hash differently with the same content: the basis changes with it, so that
+    the next diff compares every row by content once instead of trusting the hashes.
+    """
     with engine.connect():  # the server's version is known once connected
         version = ".".join(map(str, engine.dialect.server_version_info or ()))
-    return f"warehouse:{engine.dialect.name}:{version}:{','.join(sync.compared_columns)}"
+    columns = ",".join(f"{c}:{schema[c]}" for c in sync.compared_columns)
+    return f"warehouse:{engine.dialect.name}:{version}:{columns}"

@@ -114,7 +114,7 @@ def warehouse_run(
     with store.lock():
         store.recover()
         sql_diff.take_snapshot(url, engine, tables, MODEL)
-        basis = sql_diff.hash_basis(engine, sync)
+        basis = sql_diff.hash_basis(engine, sync, sql_diff.snapshot_schema(url, engine, tables, MODEL))
         sql_diff.find_changes(engine, tables, sync, MODEL, trust_hashes=store.meta.hash_basis == basis)
         path = tmp_path / "changes.parquet"
         sql_diff.write_changes(url, engine, tables, sync, MODEL, path, slice_rows=2)  # several slices
