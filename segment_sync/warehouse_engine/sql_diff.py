@@ -21,6 +21,8 @@ from segment_sync.warehouse_engine.state_tables import StateTables
 
 WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
 SLICE_ROWS = 250_000  # diff rows read out and compared at once
+SLICE_BUCKETS = 1 << 20  # a key's slice: its bucket (a hash of the key, modulo this) modulo the number of slices
+_BUCKET = "segment_sync_bucket"
 KEY_TYPES = ("text", "integer")
 
 
@@ -187,47 +189,95 @@ def write_changes(
     """The diff table's rows read out and compared by content, into a Parquet file: the Polars engine's diff for
     those keys, with the warehouse's row hashes (stored and compared in the warehouse next time).
 
-    Rows whose hash moved without their compared content are `unchanged`. The keys are read a slice at a time
-    (by a hash of the key), so memory holds one slice of `slice_rows` or so, whatever the size of the diff.
+    Rows whose hash moved without their compared content are `unchanged`. Beyond `slice_rows` changed keys, the
+    changed rows are first gathered in two work tables by slice (a hash of the key), read one slice at a time, so
+    memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once.
     """
     schema = empty_diff(snapshot_schema(url, engine, tables, model), sync.sent_columns).schema
-    diff = _diff_table(tables, sync)
+    news_query, olds_query = _changes_queries(tables, sync, model)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(sa.func.count()).select_from(diff)).scalar_one()
+        rows = conn.execute(sa.select(sa.func.count()).select_from(_diff_table(tables, sync))).scalar_one()
     slices = max(1, -(-rows // slice_rows))
     with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
-        for part in range(slices):
-            changes = _changes_in_slice(url, engine, tables, sync, model, part, slices)
-            writer.write_table(changes.select(list(schema)).cast(dict(schema)).to_arrow())
+        if slices == 1:
+            parts = [(news_query, olds_query)]
+        else:
+            news_table = _work_table(engine, tables, f"diff_news__{sync.name}", news_query, slices)
+            olds_table = _work_table(engine, tables, f"diff_olds__{sync.name}", olds_query, slices)
+            parts = [
+                (_slice_of(news_table, news_query, i, slices), _slice_of(olds_table, olds_query, i, slices))
+                for i in range(slices)
+            ]
+        try:
+            for news, olds in parts:
+                changes = _changes_of(url, engine, tables, sync, model, news, olds)
+                writer.write_table(changes.select(list(schema)).cast(dict(schema)).to_arrow())
+        finally:
+            if slices > 1:
+                with engine.begin() as conn:
+                    for name in (f"diff_news__{sync.name}", f"diff_olds__{sync.name}"):
+                        sa.Table(name, sa.MetaData(schema=tables.schema)).drop(conn, checkfirst=True)
 
 
-def _changes_in_slice(
-    url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec, part: int, slices: int
-) -> pl.DataFrame:
+def _changes_queries(tables: StateTables, sync: SyncSpec, model: ModelSpec) -> tuple[sa.Select, sa.Select]:
+    """The diff's current rows (added and changed) and its delivered rows (changed, removed, and tombstones)."""
     key = _single_key(model)
     columns = _needed(sync, model)
     diff = _diff_table(tables, sync)
-    bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), slices) + slices, slices)  # never negative
-    in_slice = sa.true() if slices == 1 else bucket == part
     snap = sa.table(snapshot_name(model), *(sa.column(c) for c in columns), schema=tables.schema)
-    news_query = (
-        sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH))
+    bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), SLICE_BUCKETS) + SLICE_BUCKETS, SLICE_BUCKETS)
+    news = (
+        sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH), bucket.label(_BUCKET))
         .select_from(snap.join(diff, sa.cast(snap.c[key], sa.Text) == diff.c.key))
-        .where(diff.c.kind != "removed", in_slice)
+        .where(diff.c.kind != "removed")
     )
     delivered = tables.delivered
-    olds_query = (
+    olds = (
         sa.select(
             delivered.c.key.label(KEY),
             delivered.c.content.label(CONTENT),
             delivered.c.gen.label(GEN),
             delivered.c.hash.label(HASH),
+            bucket.label(_BUCKET),
         )
         .select_from(delivered.join(diff, delivered.c.key == diff.c.key))
-        .where(delivered.c.sync == sync.name, in_slice)
+        .where(delivered.c.sync == sync.name)
     )
+    return news, olds
+
+
+def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select, slices: int) -> sa.TableClause:
+    """A query's rows in a table of the schema, ordered by slice (indexed by it on PostgreSQL)."""
+    preparer = engine.dialect.identifier_preparer
+    target = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(name)}"
+    ordered = query.order_by(sa.literal_column(_BUCKET))
+    sql = str(ordered.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {target}"))
+        conn.execute(sa.text(f"CREATE TABLE {target} AS {sql}"))
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text(f"CREATE INDEX ON {target} ({preparer.quote(_BUCKET)})"))
+    return sa.table(name, *(sa.column(c.name) for c in query.selected_columns), schema=tables.schema)
+
+
+def _slice_of(table: sa.TableClause, query: sa.Select, part: int, slices: int) -> sa.Select:
+    """The rows of a work table in one slice, with the columns of the query that made it."""
+    columns = [table.c[c.name] for c in query.selected_columns if c.name != _BUCKET]
+    return sa.select(*columns).where(sa.func.mod(table.c[_BUCKET], slices) == part)
+
+
+def _changes_of(
+    url: str,
+    engine: sa.Engine,
+    tables: StateTables,
+    sync: SyncSpec,
+    model: ModelSpec,
+    news_query: sa.Select,
+    olds_query: sa.Select,
+) -> pl.DataFrame:
     news = _read(url, engine, model, news_query)
     olds = _read(url, engine, model, olds_query)
+    news, olds = news.drop(_BUCKET, strict=False), olds.drop(_BUCKET, strict=False)
     _refuse_repeated_keys(sync, tables, olds.filter(pl.col(KEY).is_duplicated())[KEY].unique().sort().head(3).to_list())
     olds = olds.with_columns(pl.col(HASH).cast(pl.Int64).reinterpret(signed=False)).cast(DELIVERED_SCHEMA)  # type: ignore[arg-type]
     if news.is_empty():

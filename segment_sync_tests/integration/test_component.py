@@ -93,6 +93,12 @@ def test_component_builds_assets_with_lineage_jobs_and_schedules():
         ({**GOOD, "syncs": [{**GOOD["syncs"][0], "name": "Traits!"}]}, "not a valid name"),
         ({**GOOD, "syncs": [{**GOOD["syncs"][1], "events": {}}]}, "at least one event name"),
         ({**GOOD, "executor": "multiprocessing"}, "'in_process' or 'project_default'"),
+        ({**GOOD, "engine": "spark"}, "'polars' or 'warehouse'"),
+        ({**GOOD, "warehouse": {"lease_seconds": 2}}, "warehouse.lease_seconds is 2; use 5 or more"),
+        (
+            {**GOOD, "syncs": [GOOD["syncs"][0], {**GOOD["syncs"][1], "engine": "warehouse"}]},
+            "the syncs of model 'users' use both engines",
+        ),
     ],
 )
 def test_bad_configuration_is_a_clear_error(attributes, expected):
@@ -106,6 +112,14 @@ def _chain(exc: BaseException | None):
     while exc is not None:
         yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+def test_the_warehouse_engine_shows_in_the_assets_kinds():
+    defs = _load({**GOOD, "engine": "warehouse", "warehouse": {"kind": "postgres", "state_schema": "ops_sync"}})
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["snapshot", "users"])).kinds == {"sql", "postgres"}
+    assert graph.get(dg.AssetKey(["diff", "traits"])).kinds == {"sql", "postgres"}
+    assert "snapshot__users" in graph.get(dg.AssetKey(["snapshot", "users"])).description
 
 
 def test_the_factory_and_the_component_agree():
