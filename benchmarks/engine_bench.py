@@ -133,10 +133,14 @@ def model_bytes(url: str, schema: str, counter: ByteCounter) -> int:
     import psycopg
 
     counter.take()
-    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn, conn.cursor() as cursor:
-        with cursor.copy(f"COPY (select * from {schema}.users) TO STDOUT (FORMAT binary)") as copy:
-            for _ in copy:
-                pass
+    statement = f"COPY (select * from {schema}.users) TO STDOUT (FORMAT binary)"
+    with (
+        psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn,
+        conn.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
+        for _ in copy:
+            pass
     return counter.take()
 
 

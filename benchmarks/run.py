@@ -15,7 +15,16 @@ import argparse
 import time
 from typing import Any
 
-from benchmarks import build_bench, diff_bench, e2e_bench, launch_bench, load_bench, read_bench, send_bench
+from benchmarks import (
+    build_bench,
+    diff_bench,
+    e2e_bench,
+    engine_bench,
+    launch_bench,
+    load_bench,
+    read_bench,
+    send_bench,
+)
 
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -25,6 +34,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "repeat": 1,
         "send": ["--in-flight", "4"],
         "launch": ["--rows", "20000", "--big-rows", "20000", "--many-rows", "2000", "--no-multiprocess"],
+        "engine_rows": 20_000,
     },
     "quick": {
         "rows": 1_000_000,
@@ -33,8 +43,17 @@ SCALES: dict[str, dict[str, Any]] = {
         "repeat": 3,
         "send": [],
         "launch": ["--rows", "1000000", "--big-rows", "1000000", "--many-rows", "20000"],
+        "engine_rows": 1_000_000,
     },
-    "full": {"rows": 1_000_000, "big": 10_000_000, "events": 200_000, "repeat": 3, "send": [], "launch": []},
+    "full": {
+        "rows": 1_000_000,
+        "big": 10_000_000,
+        "events": 200_000,
+        "repeat": 3,
+        "send": [],
+        "launch": [],
+        "engine_rows": 10_000_000,
+    },
 }
 
 
@@ -52,6 +71,7 @@ def run_suite(scale: str) -> dict[str, Any]:
     results["e2e"].append(e2e_bench.main(["--sync", "track", "--rows", str(s["big"] or s["rows"]), *repeat]))
     results["load"] = load_bench.main(["--syncs", "50", *repeat])
     results["launch"] = launch_bench.main(s["launch"])
+    results["engine"] = engine_bench.main(["--rows", str(s["engine_rows"])])
     results["targets"] = targets(results)
     return results
 
@@ -90,6 +110,12 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     )
     official = identify["official"]["seconds"] / identify["runs"]["initial"]["wall"]
     out[f"{label}, initial: >= 8x the official client (tuned)"] = _check(official, 8, "x")
+    engines = results["engine"]
+    label = f"warehouse engine, {engines['rows']:,} rows in PostgreSQL, incremental run"
+    warehouse, polars = engines["warehouse"]["incremental"], engines["polars"]["incremental"]
+    share = warehouse["server_bytes"] / engines["model_bytes"] * 100
+    out[f"{label}: reads <= 5% of the model's bytes"] = _check(share, 5, "%", lower=True)
+    out[f"{label}: no slower than the Polars engine"] = _check(warehouse["wall"] / polars["wall"], 1, "x", lower=True)
     return out
 
 

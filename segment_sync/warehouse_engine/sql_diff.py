@@ -21,8 +21,7 @@ from segment_sync.warehouse_engine.state_tables import StateTables
 
 WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
 SLICE_ROWS = 250_000  # diff rows read out and compared at once
-SLICE_BUCKETS = 1 << 20  # a key's slice: its bucket (a hash of the key, modulo this) modulo the number of slices
-_BUCKET = "segment_sync_bucket"
+_BUCKET = "segment_sync_slice"
 KEY_TYPES = ("text", "integer")
 
 
@@ -194,19 +193,18 @@ def write_changes(
     memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once.
     """
     schema = empty_diff(snapshot_schema(url, engine, tables, model), sync.sent_columns).schema
-    news_query, olds_query = _changes_queries(tables, sync, model)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(sa.func.count()).select_from(_diff_table(tables, sync))).scalar_one()
     slices = max(1, -(-rows // slice_rows))
+    news_query, olds_query = _changes_queries(tables, sync, model, slices)
     with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
         if slices == 1:
             parts = [(news_query, olds_query)]
         else:
-            news_table = _work_table(engine, tables, f"diff_news__{sync.name}", news_query, slices)
-            olds_table = _work_table(engine, tables, f"diff_olds__{sync.name}", olds_query, slices)
+            news_table = _work_table(engine, tables, f"diff_news__{sync.name}", news_query)
+            olds_table = _work_table(engine, tables, f"diff_olds__{sync.name}", olds_query)
             parts = [
-                (_slice_of(news_table, news_query, i, slices), _slice_of(olds_table, olds_query, i, slices))
-                for i in range(slices)
+                (_slice_of(news_table, news_query, i), _slice_of(olds_table, olds_query, i)) for i in range(slices)
             ]
         try:
             for news, olds in parts:
@@ -219,13 +217,14 @@ def write_changes(
                         sa.Table(name, sa.MetaData(schema=tables.schema)).drop(conn, checkfirst=True)
 
 
-def _changes_queries(tables: StateTables, sync: SyncSpec, model: ModelSpec) -> tuple[sa.Select, sa.Select]:
-    """The diff's current rows (added and changed) and its delivered rows (changed, removed, and tombstones)."""
+def _changes_queries(tables: StateTables, sync: SyncSpec, model: ModelSpec, slices: int) -> tuple[sa.Select, sa.Select]:
+    """The diff's current rows (added and changed) and its delivered rows (changed, removed, and tombstones), each
+    with its slice (a hash of the key modulo `slices`)."""
     key = _single_key(model)
     columns = _needed(sync, model)
     diff = _diff_table(tables, sync)
     snap = sa.table(snapshot_name(model), *(sa.column(c) for c in columns), schema=tables.schema)
-    bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), SLICE_BUCKETS) + SLICE_BUCKETS, SLICE_BUCKETS)
+    bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), slices) + slices, slices)  # never negative
     news = (
         sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH), bucket.label(_BUCKET))
         .select_from(snap.join(diff, sa.cast(snap.c[key], sa.Text) == diff.c.key))
@@ -246,7 +245,7 @@ def _changes_queries(tables: StateTables, sync: SyncSpec, model: ModelSpec) -> t
     return news, olds
 
 
-def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select, slices: int) -> sa.TableClause:
+def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select) -> sa.TableClause:
     """A query's rows in a table of the schema, ordered by slice (indexed by it on PostgreSQL)."""
     preparer = engine.dialect.identifier_preparer
     target = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(name)}"
@@ -260,10 +259,10 @@ def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Sel
     return sa.table(name, *(sa.column(c.name) for c in query.selected_columns), schema=tables.schema)
 
 
-def _slice_of(table: sa.TableClause, query: sa.Select, part: int, slices: int) -> sa.Select:
+def _slice_of(table: sa.TableClause, query: sa.Select, part: int) -> sa.Select:
     """The rows of a work table in one slice, with the columns of the query that made it."""
     columns = [table.c[c.name] for c in query.selected_columns if c.name != _BUCKET]
-    return sa.select(*columns).where(sa.func.mod(table.c[_BUCKET], slices) == part)
+    return sa.select(*columns).where(table.c[_BUCKET] == part)
 
 
 def _changes_of(

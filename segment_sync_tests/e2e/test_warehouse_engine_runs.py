@@ -133,3 +133,24 @@ def test_state_moves_between_engines_without_a_resend(
     emulator.reset()
     assert run_sync(local_defs, "t", instance).success
     assert emulator.counts()["accepted"] == 0
+
+
+def test_a_key_whose_type_changed_stops_the_diff_until_cast_back_or_reset(
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    defs = definitions(schema)
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
+    assert run_sync(defs, "t", instance).success
+    warehouse.execute("alter table src alter column id type varchar(20)")
+    emulator.reset()
+    changed = run_sync(defs, "t", instance)
+    assert not changed.success and emulator.counts()["accepted"] == 0
+    assert "primary key of model 'm' is now text but the delivered rows were keyed as integer" in " ".join(
+        changed.failure_messages()
+    )
+    reset = run_sync(defs, "t", instance, diff={"reset": True})
+    assert reset.success, reset.failure_messages()
+    again = run_sync(defs, "t", instance)
+    assert again.success and len(emulator.events_named("Added")) == 2
