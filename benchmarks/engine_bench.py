@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from benchmarks.e2e_bench import FIELDS
 from benchmarks.emulator_process import EmulatorProcesses
+from benchmarks.launch_bench import latest_run
 from segment_sync_tests.support.dg_project import dg_command, worker_environment, write_project
 from segment_sync_tests.support.warehouses import POSTGRES_ADMIN_URL
 
@@ -125,7 +126,15 @@ def run(folder: Path, env: dict[str, str], counter: ByteCounter) -> dict[str, An
     wall = time.perf_counter() - started
     if status:
         raise RuntimeError(f"the run failed:\n{output[:3000]}\n...\n{output[-3000:]}")
-    return {"wall": wall, "server_bytes": counter.take(), "peak_rss_mb": usage.ru_maxrss / 1024}
+    _, _, steps, sent, state = latest_run(env)
+    return {
+        "wall": wall,
+        "server_bytes": counter.take(),
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "steps": steps,
+        "events": sent,
+        "state": state,
+    }
 
 
 def model_bytes(url: str, schema: str, counter: ByteCounter) -> int:
@@ -211,13 +220,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _print(out: dict[str, Any]) -> None:
     model = out["model_bytes"]
     print(f"engines: {out['rows']:,} rows in PostgreSQL, one read of the model moves {model / 1e6:,.1f} MB")
-    print(f"{'engine':<10} {'run':<12} {'wall s':>8} {'MB read':>9} {'of model':>9} {'peak MB':>8}")
+    print(f"{'engine':<10} {'run':<12} {'wall s':>8} {'MB read':>9} {'of model':>9} {'peak MB':>8}  steps (s)")
     for engine in ("polars", "warehouse"):
         for name, r in out[engine].items():
             share = r["server_bytes"] / model if model else 0
             print(
                 f"{engine:<10} {name:<12} {r['wall']:>8.2f} {r['server_bytes'] / 1e6:>9.1f} {share:>8.1%} "
-                f"{r['peak_rss_mb']:>8.0f}"
+                f"{r['peak_rss_mb']:>8.0f}  " + ", ".join(f"{k.split('__')[0]} {v:.2f}" for k, v in r["steps"].items())
             )
     print(f"events accepted by the emulator in the incremental runs: {out['events']['accepted']:,}")
 

@@ -83,26 +83,13 @@ def _environment(folder: Path, emulator_url: str) -> dict[str, str]:
 
 def launch(folder: Path, env: dict[str, str], target: list[str]) -> dict[str, Any]:
     """`dg launch <target>` in the project; its wall time and, from the event log, where that time went."""
-    import dagster as dg
-
     command = dg_command("launch", *target)
     started = time.time()
     out = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     ended = time.time()
     if out.returncode:
         raise RuntimeError(f"{' '.join(target)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        [run] = instance.get_runs(limit=1)
-        stats = instance.get_run_stats(run.run_id)
-        steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.run_id)}
-        sent, state = 0, 0.0
-        for key in instance.get_asset_keys():
-            if key.path[0] == "segment":
-                event = instance.get_latest_materialization_event(key)
-                if event is not None and event.run_id == run.run_id:
-                    metadata = event.asset_materialization.metadata
-                    sent += metadata["events_sent"].value
-                    state += metadata["state_seconds"].value
+    run, stats, steps, sent, state = latest_run(env)
     if not run.is_success:
         raise RuntimeError(f"{' '.join(target)}: run {run.run_id} is {run.status}")
     in_run = stats.end_time - stats.start_time
@@ -116,6 +103,26 @@ def launch(folder: Path, env: dict[str, str], target: list[str]) -> dict[str, An
         "events": sent,
         "state": state,  # of the delivery steps: recording what Segment accepted, and folding it
     }
+
+
+def latest_run(env: dict[str, str]) -> tuple[Any, Any, dict[str, float], int, float]:
+    """The latest run of the Dagster home in `env`: the run, its stats, each step's seconds, events sent and the
+    delivery steps' `state_seconds`."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [run] = instance.get_runs(limit=1)
+        stats = instance.get_run_stats(run.run_id)
+        steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.run_id)}
+        sent, state = 0, 0.0
+        for key in instance.get_asset_keys():
+            if key.path[0] == "segment":
+                event = instance.get_latest_materialization_event(key)
+                if event is not None and event.run_id == run.run_id:
+                    metadata = event.asset_materialization.metadata
+                    sent += metadata["events_sent"].value
+                    state += metadata["state_seconds"].value
+    return run, stats, dict(sorted(steps.items())), sent, state
 
 
 def official_client(url: str, table: str, emulator: EmulatorProcesses) -> dict[str, Any]:

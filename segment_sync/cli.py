@@ -101,6 +101,7 @@ def move_state(args: argparse.Namespace) -> int:
     from segment_sync.storage.layout import SyncFolder
     from segment_sync.storage.state import StateError, SyncState
     from segment_sync.warehouse.warehouse_error import without_password
+    from segment_sync.warehouse_engine.sessions import open_engine
     from segment_sync.warehouse_engine.state_move import move_to_local, move_to_warehouse
     from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
     from segment_sync.warehouse_engine.warehouse_state import WarehouseState
@@ -116,7 +117,7 @@ def move_state(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    engine = sa.create_engine(url)
+    engine = open_engine(url)
     try:
         remote = WarehouseState(engine, StateTables(args.schema), args.sync)
         local = SyncState(folder, args.sync)

@@ -11,6 +11,7 @@ from segment_sync.assets.names import ResourceKeys
 from segment_sync.error_text import first_line
 from segment_sync.storage.state import StateError
 from segment_sync.warehouse.warehouse_error import WarehouseError, safe_url, without_password
+from segment_sync.warehouse_engine.sessions import open_engine
 from segment_sync.warehouse_engine.sql_diff import WarehouseDiffError
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
@@ -42,7 +43,7 @@ def warehouse_connection(
     url = warehouse.url(keys.state_of(context).root())
     try:
         tables = StateTables(warehouse.state_schema)
-        engine = sa.create_engine(url)
+        engine = open_engine(url)
     except (StateTablesError, sa.exc.ArgumentError, ValueError) as exc:
         raise dg.Failure(f"{what}: {without_password(first_line(exc), url)}") from None
     try:

@@ -69,18 +69,18 @@ def materialize_warehouse_diff(
                 basis = sql_diff.hash_basis(engine, sync, schema)
                 trusted = store.meta.hash_basis == basis
                 counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted)
-                if trusted:  # a moved hash is a changed row: the delivery reads the rows out (once) and compares them
-                    preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
-                else:  # every row compared by content once, and the hashes that moved alone refreshed
+                # Trusted, a moved hash is a changed row (the delivery reads it out once and compares it). Made on
+                # another basis, rows whose hash moved are compared by content now, and those alike refreshed.
+                if not trusted and counts["changed"]:
                     with tempfile.TemporaryDirectory(prefix="segment-sync-changes-") as folder:
                         path = Path(folder) / "changes.parquet"
-                        sql_diff.write_changes(url, engine, tables, sync, model, path)
+                        sql_diff.write_changes(url, engine, tables, sync, model, path, only_changed=True)
                         refreshed = _refresh_unchanged_hashes(store, path)
                     if refreshed:
                         store.recover()
                         context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
                     counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
-                    preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
+                preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
                 store.note_hash_basis(basis)
             initial = not store.meta.baseline_done
             delivered_rows = store.delivered_row_count()

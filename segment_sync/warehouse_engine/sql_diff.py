@@ -184,19 +184,23 @@ def write_changes(
     path: Path,
     *,
     slice_rows: int = SLICE_ROWS,
+    only_changed: bool = False,
 ) -> None:
     """The diff table's rows read out and compared by content, into a Parquet file: the Polars engine's diff for
     those keys, with the warehouse's row hashes (stored and compared in the warehouse next time).
 
     Rows whose hash moved without their compared content are `unchanged`. Beyond `slice_rows` changed keys, the
     changed rows are first gathered in two work tables by slice (a hash of the key), read one slice at a time, so
-    memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once.
+    memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once. With
+    `only_changed`, only the rows whose hash moved are read (to find those whose content did not).
     """
     schema = empty_diff(snapshot_schema(url, engine, tables, model), sync.sent_columns).schema
+    diff = _diff_table(tables, sync)
+    wanted = diff.c.kind == "changed" if only_changed else sa.true()
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(sa.func.count()).select_from(_diff_table(tables, sync))).scalar_one()
+        rows = conn.execute(sa.select(sa.func.count()).select_from(diff).where(wanted)).scalar_one()
     slices = max(1, -(-rows // slice_rows))
-    news_query, olds_query = _changes_queries(tables, sync, model, slices)
+    news_query, olds_query = _changes_queries(tables, sync, model, slices, only_changed=only_changed)
     with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
         if slices == 1:
             parts = [(news_query, olds_query)]
@@ -217,18 +221,21 @@ def write_changes(
                         sa.Table(name, sa.MetaData(schema=tables.schema)).drop(conn, checkfirst=True)
 
 
-def _changes_queries(tables: StateTables, sync: SyncSpec, model: ModelSpec, slices: int) -> tuple[sa.Select, sa.Select]:
+def _changes_queries(
+    tables: StateTables, sync: SyncSpec, model: ModelSpec, slices: int, *, only_changed: bool = False
+) -> tuple[sa.Select, sa.Select]:
     """The diff's current rows (added and changed) and its delivered rows (changed, removed, and tombstones), each
     with its slice (a hash of the key modulo `slices`)."""
     key = _single_key(model)
     columns = _needed(sync, model)
     diff = _diff_table(tables, sync)
+    wanted = diff.c.kind == "changed" if only_changed else sa.true()
     snap = sa.table(snapshot_name(model), *(sa.column(c) for c in columns), schema=tables.schema)
     bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), slices) + slices, slices)  # never negative
     news = (
         sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH), bucket.label(_BUCKET))
         .select_from(snap.join(diff, sa.cast(snap.c[key], sa.Text) == diff.c.key))
-        .where(diff.c.kind != "removed")
+        .where(diff.c.kind != "removed", wanted)
     )
     delivered = tables.delivered
     olds = (
@@ -240,7 +247,7 @@ def _changes_queries(tables: StateTables, sync: SyncSpec, model: ModelSpec, slic
             bucket.label(_BUCKET),
         )
         .select_from(delivered.join(diff, delivered.c.key == diff.c.key))
-        .where(delivered.c.sync == sync.name)
+        .where(delivered.c.sync == sync.name, wanted)
     )
     return news, olds
 

@@ -24,6 +24,7 @@ from segment_sync.resources import SegmentResource
 from segment_sync.segment_api.batching import MIN_BATCH_BYTES
 from segment_sync.storage.run_log import read_row_log
 from segment_sync.storage.state import SyncState
+from segment_sync.warehouse_engine.sessions import open_engine
 from segment_sync.warehouse_engine.state_tables import StateTables
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 from segment_sync_tests.support.segment_emulator import Fault, RecordedRequest, SegmentEmulator
@@ -105,7 +106,7 @@ def on_engine(engine: str) -> dict:
 
 def warehouse_state_counts() -> tuple[int, int]:
     """Delivered rows and journal rows of the warehouse engine's state (in the warehouse of WAREHOUSE_URL)."""
-    engine = sa.create_engine(os.environ["WAREHOUSE_URL"])
+    engine = open_engine(os.environ["WAREHOUSE_URL"])
     try:
         store = WarehouseState(engine, StateTables(), SYNC)
         with engine.connect() as conn:

@@ -24,6 +24,7 @@ from segment_sync.storage.state import StateError, SyncState
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import read_model
 from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.sessions import open_engine
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 from segment_sync_tests.support.warehouses import POSTGRES_ADMIN_URL, Warehouse
@@ -75,7 +76,7 @@ def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse
     """A warehouse, the engine's tables in a schema of their own, and an engine."""
     warehouse: Warehouse = request.getfixturevalue(f"{request.param}_warehouse")
     tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
-    engine = sa.create_engine(warehouse.url)
+    engine = open_engine(warehouse.url)
     try:
         yield warehouse, tables, engine
     finally:
