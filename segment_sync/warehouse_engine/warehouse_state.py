@@ -254,8 +254,10 @@ class WarehouseState:
             mine = journal.c.sync == self.sync_name
             with self.engine.begin() as conn:
                 self._renew(conn)
-                if conn.execute(sa.select(sa.func.count()).select_from(journal).where(mine)).scalar_one() == 0:
+                if conn.execute(sa.select(journal.c.key).where(mine).limit(1)).first() is None:
                     return
+                if self.engine.dialect.name == "postgresql":  # the rows just inserted, counted for the planner
+                    conn.execute(sa.text(f"ANALYZE {self.engine.dialect.identifier_preparer.format_table(journal)}"))
                 for statement in fold_statements(self.tables, self.sync_name):
                     conn.execute(statement)
 
