@@ -43,6 +43,11 @@ def materialize_delivery(
     run_id = context.run.run_id
     log, calls = RunLog(files.path, sync.name, run_id), CallLog(files.path, run_id)
     if config.test_row is not None or config.replay_keys or config.replay_run:
+        if engine == "warehouse":
+            raise dg.Failure(
+                f"sync {sync.name!r}: test_row and replays are not available on the warehouse engine yet; nothing "
+                "was sent. A dry run (dry_run: true) shows the exact request bodies."
+            )
         return send_outside_the_diff(
             sync,
             model,

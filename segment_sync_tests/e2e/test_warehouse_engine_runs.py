@@ -154,3 +154,14 @@ def test_a_key_whose_type_changed_stops_the_diff_until_cast_back_or_reset(
     assert reset.success, reset.failure_messages()
     again = run_sync(defs, "t", instance)
     assert again.success and len(emulator.events_named("Added")) == 2
+
+
+def test_a_test_row_on_the_warehouse_engine_says_it_is_not_available(
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    warehouse.execute("insert into src values (1, 'u1', 'a')")
+    run = run_sync(definitions(schema), "t", instance, delivery={"test_row": "1"})
+    assert not run.success and emulator.counts()["accepted"] == 0
+    assert "test_row and replays are not available on the warehouse engine yet" in " ".join(run.failure_messages())
