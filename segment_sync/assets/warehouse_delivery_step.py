@@ -45,7 +45,10 @@ def deliver_on_warehouse(
                 )
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="segment-sync-changes-"))
             path = Path(folder) / "changes.parquet"
-            sql_diff.write_changes(warehouse.url, warehouse.engine, warehouse.tables, sync, model, path)
+            resync = info["generation"] if info.get("full_resync") else None
+            sql_diff.write_changes(
+                warehouse.url, warehouse.engine, warehouse.tables, sync, model, path, resync_generation=resync
+            )
             changes = sql_diff.without_unchanged(pl.scan_parquet(path))
             if config.dry_run:
                 store = store.dry_run_copy()

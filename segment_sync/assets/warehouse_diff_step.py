@@ -29,11 +29,6 @@ def materialize_warehouse_diff(
     declared: str,
 ) -> dg.MaterializeResult:
     """Fill `<state_schema>.diff__<sync>` with the sync's changes; the result carries the guard check."""
-    if config.full_resync:
-        raise dg.Failure(
-            f"sync {sync.name!r}: full_resync is not available on the warehouse engine yet; reset the sync "
-            "(diff config reset: true) and run it again with send_initial, or use engine: polars"
-        )
     with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:
         url, engine, tables = warehouse.url, warehouse.engine, warehouse.tables
         taken_at = sql_diff.snapshot_taken_at(engine, tables, model)
@@ -65,6 +60,9 @@ def materialize_warehouse_diff(
                 sql_diff.clear_changes(engine, tables, sync)
                 counts = {"added": 0, "changed": 0, "removed": 0}
                 preview = pl.DataFrame()
+            elif config.full_resync:  # every current row sent again as added, with new messageIds
+                counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True, full_resync=True)
+                preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
             else:
                 basis = sql_diff.hash_basis(engine, sync, schema)
                 trusted = store.meta.hash_basis == basis
@@ -82,10 +80,10 @@ def materialize_warehouse_diff(
                     counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
                 preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
                 store.note_hash_basis(basis)
-            initial = not store.meta.baseline_done
+            initial = not store.meta.baseline_done and not config.full_resync
             delivered_rows = store.delivered_row_count()
             kinds = column_kinds(schema, sync.sent_columns)
-            deliberate = initial or config.reset
+            deliberate = initial or config.reset or config.full_resync
             problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, store.meta.pending)
             problems += kind_changes(store.meta.column_kinds, kinds)
             store.save_diff_info(
@@ -93,6 +91,7 @@ def materialize_warehouse_diff(
                     "generation": store.meta.generation,
                     "initial": initial,
                     "reset": config.reset,
+                    "full_resync": config.full_resync,
                     "column_kinds": kinds,
                     "null_key_rows": sql_diff.null_key_contents(url, engine, tables, sync, model),
                     "snapshot_taken_at": taken_at,
@@ -107,7 +106,7 @@ def materialize_warehouse_diff(
             "rows_last_delivered": delivered_rows,
             "hashes_refreshed": refreshed,
             "initial_run": initial,
-            "full_resync": False,
+            "full_resync": config.full_resync,
             "reset": config.reset,
             "preview": dg.MetadataValue.md(markdown_table(preview)),
         },

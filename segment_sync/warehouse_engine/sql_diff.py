@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from segment_sync.diff.keyed_diff import UNCHANGED, changes_between, current_rows, empty_diff
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.values.encoding import row_contents
-from segment_sync.values.row_columns import CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
+from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
 from segment_sync.warehouse_engine.row_hash_sql import RowHash
 from segment_sync.warehouse_engine.state_tables import StateTables
@@ -115,11 +115,18 @@ def clear_changes(engine: sa.Engine, tables: StateTables, sync: SyncSpec) -> Non
 
 
 def find_changes(
-    engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trust_hashes: bool
+    engine: sa.Engine,
+    tables: StateTables,
+    sync: SyncSpec,
+    model: ModelSpec,
+    *,
+    trust_hashes: bool,
+    full_resync: bool = False,
 ) -> dict[str, int]:
-    """Fill the sync's diff table with the keys added, removed or whose hash moved; return their counts by kind."""
+    """Fill the sync's diff table with the keys added, removed or whose hash moved (with `full_resync`: every
+    current key, as added); return their counts by kind."""
     diff = _diff_table(tables, sync)
-    changes = changes_query(tables, sync, model, trust_hashes=trust_hashes)
+    changes = changes_query(tables, sync, model, trust_hashes=trust_hashes, full_resync=full_resync)
     with engine.begin() as conn:
         diff.drop(conn, checkfirst=True)
         diff.create(conn)
@@ -130,8 +137,11 @@ def find_changes(
     return {kind: int(counts.get(kind, 0)) for kind in ("added", "changed", "removed")}
 
 
-def changes_query(tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trust_hashes: bool) -> sa.Select:
-    """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL."""
+def changes_query(
+    tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trust_hashes: bool, full_resync: bool = False
+) -> sa.Select:
+    """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL (with
+    `full_resync`, every current key as added)."""
     key = _single_key(model)
     snap = sa.table(snapshot_name(model), *(sa.column(c) for c in _needed(sync, model)), schema=tables.schema)
     key_text = sa.cast(snap.c[key], sa.Text)
@@ -140,6 +150,8 @@ def changes_query(tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trus
         .where(snap.c[key].is_not(None))
         .subquery("cur")
     )
+    if full_resync:
+        return sa.select(current.c.k, sa.literal("added"), current.c.h)
     delivered = tables.delivered
     old = (
         sa.select(delivered.c.key, delivered.c.content, delivered.c.hash)
@@ -185,6 +197,7 @@ def write_changes(
     *,
     slice_rows: int = SLICE_ROWS,
     only_changed: bool = False,
+    resync_generation: int | None = None,
 ) -> None:
     """The diff table's rows read out and compared by content, into a Parquet file: the Polars engine's diff for
     those keys, with the warehouse's row hashes (stored and compared in the warehouse next time).
@@ -192,7 +205,8 @@ def write_changes(
     Rows whose hash moved without their compared content are `unchanged`. Beyond `slice_rows` changed keys, the
     changed rows are first gathered in two work tables by slice (a hash of the key), read one slice at a time, so
     memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once. With
-    `only_changed`, only the rows whose hash moved are read (to find those whose content did not).
+    `only_changed`, only the rows whose hash moved are read (to find those whose content did not). With
+    `resync_generation` (a full resync), every row is added again under that generation, so its messageIds are new.
     """
     schema = empty_diff(snapshot_schema(url, engine, tables, model), sync.sent_columns).schema
     diff = _diff_table(tables, sync)
@@ -201,6 +215,8 @@ def write_changes(
         rows = conn.execute(sa.select(sa.func.count()).select_from(diff).where(wanted)).scalar_one()
     slices = max(1, -(-rows // slice_rows))
     news_query, olds_query = _changes_queries(tables, sync, model, slices, only_changed=only_changed)
+    if resync_generation is not None:  # nothing delivered is compared: every row is sent again
+        olds_query = olds_query.where(sa.false())
     with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
         if slices == 1:
             parts = [(news_query, olds_query)]
@@ -213,6 +229,8 @@ def write_changes(
         try:
             for news, olds in parts:
                 changes = _changes_of(url, engine, tables, sync, model, news, olds)
+                if resync_generation is not None:
+                    changes = changes.with_columns(pl.lit(resync_generation, pl.Int64).alias(BEFORE_GEN))
                 writer.write_table(changes.select(list(schema)).cast(dict(schema)).to_arrow())
         finally:
             if slices > 1:

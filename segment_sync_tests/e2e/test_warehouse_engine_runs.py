@@ -165,3 +165,22 @@ def test_a_test_row_on_the_warehouse_engine_says_it_is_not_available(
     run = run_sync(definitions(schema), "t", instance, delivery={"test_row": "1"})
     assert not run.success and emulator.counts()["accepted"] == 0
     assert "test_row and replays are not available on the warehouse engine yet" in " ".join(run.failure_messages())
+
+
+def test_a_full_resync_sends_every_row_again_with_new_message_ids(
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    defs = definitions(schema)
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
+    assert run_sync(defs, "t", instance).success
+    first = {e["messageId"] for e in emulator.events_named("Added")}
+    resync = run_sync(defs, "t", instance, diff={"full_resync": True})
+    assert resync.success, resync.failure_messages()
+    assert resync.metadata("diff", "t")["full_resync"] is True and resync.metadata("diff", "t")["added"] == 2
+    added = emulator.events_named("Added")
+    assert len(added) == 4 and len({e["messageId"] for e in added} - first) == 2 and emulator.duplicates == 0
+    emulator.reset()
+    after = run_sync(defs, "t", instance)
+    assert after.success and emulator.counts()["accepted"] == 0  # it carries on normally

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from segment_sync.delivery.diff_delivery import deliver_diff
-from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff
+from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, resync_diff
 from segment_sync.segment_api.client import RetryPolicy
 from segment_sync.segment_api.transport import Response
 from segment_sync.snapshot.key_checks import split_null_keys
@@ -85,22 +85,27 @@ def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse
         engine.dispose()
 
 
-def polars_run(url: str, store: SyncState, sync: SyncSpec, tmp_path: Path) -> Capture:
-    """One run of the Polars engine's diff and delivery, as its steps do them."""
+def polars_run(url: str, store: SyncState, sync: SyncSpec, tmp_path: Path, *, resync: bool = False) -> Capture:
+    """One run of the Polars engine's diff and delivery, as its steps do them (a full resync if asked)."""
     transport = Capture()
     with store.lock():
         store.recover()
         snapshot = read_model(url, MODEL, read_path="sqlalchemy")  # DuckDB: the engine of the other holds the file
         complete, _ = split_null_keys(snapshot.lazy(), MODEL.key_columns)
         basis = hash_basis(snapshot.schema, sync.compared_columns)
-        diff = compute_diff(
-            complete,
-            MODEL.key_columns,
-            sync.sent_columns,
-            store.delivered(),
-            trust_hashes=store.meta.hash_basis == basis,
-            compared_columns=sync.compared_columns,
-        ).collect()
+        if resync:
+            diff = resync_diff(
+                complete, MODEL.key_columns, sync.sent_columns, store.meta.generation, sync.compared_columns
+            ).collect()
+        else:
+            diff = compute_diff(
+                complete,
+                MODEL.key_columns,
+                sync.sent_columns,
+                store.delivered(),
+                trust_hashes=store.meta.hash_basis == basis,
+                compared_columns=sync.compared_columns,
+            ).collect()
         _note_unchanged(store, diff)
         store.note_hash_basis(basis)
         _deliver(store, sync, diff.filter(pl.col(KIND) != UNCHANGED), transport, tmp_path / "polars")
@@ -108,17 +113,26 @@ def polars_run(url: str, store: SyncState, sync: SyncSpec, tmp_path: Path) -> Ca
 
 
 def warehouse_run(
-    url: str, engine: sa.Engine, tables: StateTables, store: WarehouseState, sync: SyncSpec, tmp_path: Path
+    url: str,
+    engine: sa.Engine,
+    tables: StateTables,
+    store: WarehouseState,
+    sync: SyncSpec,
+    tmp_path: Path,
+    *,
+    resync: bool = False,
 ) -> Capture:
-    """One run of the warehouse engine's diff and delivery."""
+    """One run of the warehouse engine's diff and delivery (a full resync if asked)."""
     transport = Capture()
     with store.lock():
         store.recover()
         sql_diff.take_snapshot(url, engine, tables, MODEL)
         basis = sql_diff.hash_basis(engine, sync, sql_diff.snapshot_schema(url, engine, tables, MODEL))
-        sql_diff.find_changes(engine, tables, sync, MODEL, trust_hashes=store.meta.hash_basis == basis)
+        trusted = store.meta.hash_basis == basis
+        sql_diff.find_changes(engine, tables, sync, MODEL, trust_hashes=trusted, full_resync=resync)
         path = tmp_path / "changes.parquet"
-        sql_diff.write_changes(url, engine, tables, sync, MODEL, path, slice_rows=2)  # several slices
+        generation = store.meta.generation if resync else None
+        sql_diff.write_changes(url, engine, tables, sync, MODEL, path, slice_rows=2, resync_generation=generation)
         changes = pl.read_parquet(path)
         _note_unchanged(store, changes)
         store.note_hash_basis(basis)
@@ -171,7 +185,10 @@ def test_both_engines_send_the_same_events_and_keep_the_same_state(engine_wareho
         got = warehouse_run(warehouse.url, engine, tables, remote, sync, tmp_path)
         assert got.events == expected.events, f"step {step}"
         assert delivered(remote) == delivered(local), f"step {step}"
-    assert expected.events or got.events is not None
+    expected = polars_run(warehouse.url, local, sync, tmp_path, resync=True)
+    got = warehouse_run(warehouse.url, engine, tables, remote, sync, tmp_path, resync=True)
+    assert got.events == expected.events and len(got.events) >= 3, "full resync"
+    assert delivered(remote) == delivered(local), "full resync"
 
 
 def test_a_hash_that_moved_without_the_content_sends_nothing(engine_warehouse, tmp_path) -> None:
