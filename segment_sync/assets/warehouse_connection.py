@@ -11,6 +11,7 @@ from segment_sync.assets.names import ResourceKeys
 from segment_sync.error_text import first_line
 from segment_sync.storage.state import StateError
 from segment_sync.warehouse.warehouse_error import WarehouseError, safe_url, without_password
+from segment_sync.warehouse_engine.lease import Lease, LeaseError
 from segment_sync.warehouse_engine.sessions import open_engine
 from segment_sync.warehouse_engine.sql_diff import WarehouseDiffError
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
@@ -25,6 +26,19 @@ class WarehouseConnection:
     engine: sa.Engine
     tables: StateTables
     lease_seconds: int
+
+    @contextlib.contextmanager
+    def leased(self, name: str, what: str, run_id: str) -> Iterator[None]:
+        """Hold a lease other than a sync's (a model's snapshot, say) for the block."""
+        lease = Lease(self.engine, self.tables, name, run_id, self.lease_seconds, what=what)
+        try:
+            lease.acquire()
+        except LeaseError as exc:
+            raise StateError(f"{exc}") from None
+        try:
+            yield
+        finally:
+            lease.release()
 
     def state(self, sync: str, run_id: str) -> WarehouseState:
         """A sync's state in the warehouse, for one run."""
@@ -47,8 +61,7 @@ def warehouse_connection(
     except (StateTablesError, sa.exc.ArgumentError, ValueError) as exc:
         raise dg.Failure(f"{what}: {without_password(first_line(exc), url)}") from None
     try:
-        with engine.begin() as conn:
-            tables.create(conn)
+        tables.create(engine)
         yield WarehouseConnection(url, engine, tables, warehouse.lease_seconds)
     except (StateError, StateTablesError, WarehouseDiffError, WarehouseError) as exc:  # they name the sync or model
         raise dg.Failure(without_password(str(exc), url)) from None

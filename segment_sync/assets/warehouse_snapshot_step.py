@@ -23,7 +23,10 @@ def materialize_warehouse_snapshot(
             "engine yet; keep one row per key in the model's query, or use engine: polars"
         )
     started = time.perf_counter()
-    with warehouse_connection(context, keys, f"model {model.name!r}") as warehouse:
+    with (
+        warehouse_connection(context, keys, f"model {model.name!r}") as warehouse,
+        warehouse.leased(f"snapshot:{model.name}", f"the snapshot of model {model.name!r}", context.run.run_id),
+    ):  # two runs copying one model at once would replace each other's tables
         counts = sql_diff.take_snapshot(warehouse.url, warehouse.engine, warehouse.tables, model)
         schema = sql_diff.snapshot_schema(warehouse.url, warehouse.engine, warehouse.tables, model)
     seconds = time.perf_counter() - started

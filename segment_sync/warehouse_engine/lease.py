@@ -29,8 +29,11 @@ class Lease:
         sync: str,
         run_id: str | None = None,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        *,
+        what: str | None = None,
     ):
         self.engine, self.tables, self.sync = engine, tables, sync
+        self.what = what or f"sync {sync!r}"  # what the lease guards, for messages
         self.run_id, self.ttl_seconds = run_id, ttl_seconds
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._stop = threading.Event()
@@ -47,7 +50,7 @@ class Lease:
                 expires = _utc(held["renewed_at"]) + dt.timedelta(seconds=held["ttl_seconds"])
                 if expires > now:
                     raise LeaseError(
-                        f"sync {self.sync!r} is already running (run {held['run_id']}, on {held['holder']}); "
+                        f"{self.what} is already running (run {held['run_id']}, on {held['holder']}); "
                         f"this run sent nothing. Its lease expires at {expires:%Y-%m-%d %H:%M:%S} UTC unless renewed."
                     )
                 conn.execute(sa.delete(leases).where(leases.c.sync == self.sync, leases.c.holder == held["holder"]))
@@ -63,7 +66,7 @@ class Lease:
                     )
                 )
         except sa.exc.IntegrityError:
-            raise LeaseError(f"sync {self.sync!r} is already running: another run took its lease just now") from None
+            raise LeaseError(f"{self.what} is already running: another run took its lease just now") from None
         self._renewer = threading.Thread(target=self._renew_until_released, name="segment-sync-lease", daemon=True)
         self._renewer.start()
 
@@ -78,7 +81,7 @@ class Lease:
         if renewed.rowcount != 1:
             self.lost = self.lost or "another run took it after it expired"
             raise LeaseError(
-                f"sync {self.sync!r}: this run's lease expired and another run took it ({self.lost}); this run "
+                f"{self.what}: this run's lease expired and another run took it ({self.lost}); this run "
                 "stops here and the rows it had not recorded are sent again with the same messageIds"
             )
 

@@ -79,17 +79,26 @@ class StateTables:
         """A table of the schema by name, with no columns declared (a snapshot or a diff)."""
         return sa.table(name, schema=self.schema)
 
-    def create(self, conn: sa.Connection) -> None:
-        """Create the schema and the tables where missing (a warehouse user without the right gets a clear error)."""
-        try:
-            conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-            self.metadata.create_all(conn, checkfirst=True)
-        except sa.exc.DBAPIError as exc:
-            raise StateTablesError(
-                f"cannot create the schema {self.schema!r} or its tables: {first_line(exc.orig or exc)}. Grant the "
-                f"sync's warehouse user CREATE on the database (or create schema {self.schema!r} and grant it "
-                "CREATE and USAGE there), or choose another schema with `warehouse_schema`."
-            ) from None
+    def create(self, engine: sa.Engine) -> None:
+        """Create the schema and the tables where missing (a warehouse user without the right gets a clear error).
+
+        Two runs starting at once may both try; the loser's attempt fails on the catalog, and is made once more,
+        finding everything there.
+        """
+        for attempt in (1, 2):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+                    self.metadata.create_all(conn, checkfirst=True)
+                return
+            except sa.exc.DBAPIError as exc:
+                if attempt == 1:
+                    continue  # another run may have created them meanwhile (a duplicate in the catalog)
+                raise StateTablesError(
+                    f"cannot create the schema {self.schema!r} or its tables: {first_line(exc.orig or exc)}. Grant "
+                    f"the sync's warehouse user CREATE on the database (or create schema {self.schema!r} and grant "
+                    "it CREATE and USAGE there), or choose another schema with `warehouse_schema`."
+                ) from None
 
 
 class StateTablesError(RuntimeError):

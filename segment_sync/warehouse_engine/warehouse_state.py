@@ -399,6 +399,5 @@ class _JournalTable:
 def _ensure_tables(engine: sa.Engine, tables: StateTables) -> None:
     marker = (engine.url.render_as_string(hide_password=True), tables.schema)
     if marker not in _CREATED:
-        with engine.begin() as conn:
-            tables.create(conn)
+        tables.create(engine)
         _CREATED.add(marker)

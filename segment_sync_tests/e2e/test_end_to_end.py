@@ -109,7 +109,7 @@ def test_four_sync_types_over_two_runs(warehouse: Warehouse, state_dir, emulator
         assert meta["rejected_sample"][0]["key"] == "9"
         assert "no user id" in meta["rejected_sample"][0]["reason"]
         assert 0 < meta["state_seconds"] < meta["duration_seconds"]  # the journal and the fold, timed
-        assert 0 < meta["journal_write_seconds"] < meta["duration_seconds"]  # the journal's thread wrote
+        assert 0 <= meta["journal_write_seconds"] < meta["duration_seconds"]  # the journal's thread, alongside
     assert runs["quiet"].metadata("segment", "quiet")["rows_skipped"] == 4
 
     warehouse.execute(*CHANGE)

@@ -292,8 +292,8 @@ def test_a_user_who_cannot_create_the_schema_is_told_what_to_grant(postgres_ware
     reader = sa.create_engine(sa.make_url(POSTGRES_ADMIN_URL).set(username=role))
     try:
         denied = pytest.raises(StateTablesError, match="cannot create the schema 'ss_denied'.*Grant the sync's")
-        with denied, reader.begin() as conn:
-            StateTables("ss_denied").create(conn)
+        with denied:
+            StateTables("ss_denied").create(reader)
     finally:
         reader.dispose()
         with admin.begin() as conn:
