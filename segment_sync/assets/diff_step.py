@@ -45,13 +45,7 @@ def materialize_diff(
         raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
     snapshot = pl.scan_parquet(path)
     schema = snapshot.collect_schema()
-    missing = [c for c in sync.sent_columns if c not in schema]
-    if missing:
-        raise dg.Failure(
-            f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; "
-            f"its columns are {', '.join(model_columns(schema))}. Fix the sync's mapping ({declared}) or the "
-            "model's query."
-        )
+    check_sent_columns(sync, model, model_columns(schema), declared)
     complete, null_keys = split_null_keys(snapshot, model.key_columns)
     null_keys = null_keys.collect()
     if _has_duplicate_keys(path, complete, model.key_columns):
@@ -122,6 +116,16 @@ def materialize_diff(
         },
         check_results=[guard_check(sync.name, problems, config.approve_large_change, counts)],
     )
+
+
+def check_sent_columns(sync: SyncSpec, model: ModelSpec, columns: list[str], declared: str) -> None:
+    """Fail, naming where the sync is declared, when the model lacks a column the sync sends."""
+    missing = [c for c in sync.sent_columns if c not in columns]
+    if missing:
+        raise dg.Failure(
+            f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; "
+            f"its columns are {', '.join(columns)}. Fix the sync's mapping ({declared}) or the model's query."
+        )
 
 
 def guard_check(sync_name: str, problems: list[str], approve: bool, counts: dict[str, int]) -> dg.AssetCheckResult:

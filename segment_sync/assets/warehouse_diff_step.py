@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from segment_sync.assets.diff_step import guard_check
+from segment_sync.assets.diff_step import check_sent_columns, guard_check
 from segment_sync.assets.names import ResourceKeys
 from segment_sync.assets.run_config import DiffConfig
 from segment_sync.assets.warehouse_connection import warehouse_connection
@@ -35,12 +35,7 @@ def materialize_warehouse_diff(
         if taken_at is None:
             raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
         schema = sql_diff.snapshot_schema(url, engine, tables, model)
-        missing = [c for c in sync.sent_columns if c not in schema]
-        if missing:
-            raise dg.Failure(
-                f"sync {sync.name!r}: model {model.name!r} has no column {', '.join(map(repr, missing))}; its "
-                f"columns are {', '.join(schema)}. Fix the sync's mapping ({declared}) or the model's query."
-            )
+        check_sent_columns(sync, model, list(schema), declared)
         store = warehouse.state(sync.name, context.run.run_id)
         with store.lock():
             store.recover()

@@ -44,7 +44,115 @@ class SyncMeta:
     hash_basis: str | None = None  # what the stored row hashes were made with (see diff.hash_basis)
 
 
-class SyncState:
+class JournalledState:
+    """What a sync's state does the same on either engine: runs, the journal of a run, the meta after it.
+
+    A subclass keeps `sync_name`, `meta`, `seconds` and a `_journal`, and provides `_save_meta` and `recover`
+    (fold the notes of a run into the delivered rows).
+    """
+
+    sync_name: str
+    meta: SyncMeta
+    seconds: float  # the run's wait for its state: queuing journal lines, notes written in bulk, folding
+    _journal: Journal
+
+    def _save_meta(self, meta: SyncMeta) -> None:
+        raise NotImplementedError
+
+    def recover(self) -> None:
+        """Fold the notes of a run (this one or a dead one) into the delivered rows."""
+        raise NotImplementedError
+
+    def dry_run_copy(self) -> DryRunState:
+        """A read-only view for a dry run."""
+        return DryRunState(self)
+
+    def begin_run(self) -> int:
+        """Start a delivery: fold any journal left by a dead run and return this run's generation."""
+        self.recover()
+        self.meta.generation += 1
+        self._save_meta(self.meta)
+        return self.meta.generation
+
+    def record(self, rows: pl.DataFrame) -> None:
+        """Note rows as delivered in this run, durably by the time this returns.
+
+        `rows` has `_key`, `_content` (null for a removed row) and `_hash`; an optional `_gen` keeps a row's
+        generation (for a row whose hash is only refreshed).
+        """
+        self.record_lines(line.encode() for line in self.journal_lines(rows))
+        with self._timed():
+            self._close_journal()
+
+    def _notes(self, rows: pl.DataFrame) -> pl.DataFrame:
+        return noted_rows(rows, self.meta.generation)
+
+    def journal_lines(self, rows: pl.DataFrame) -> pl.Series:
+        """The journal line of each row (see `record`), made ahead so noting a batch is only an append."""
+        return journal_line_strings(self._notes(rows))
+
+    def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
+        """Append journal lines (from `journal_lines`), written by the journal's thread.
+
+        They are durable once the run folds its notes; until then, a row acknowledged but not yet written when the
+        process dies is sent again by the next run under the same messageId.
+        """
+        with self._timed():
+            try:
+                self._journal.append(b"".join(lines))
+            except JournalError as exc:
+                raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
+
+    @property
+    def journal_seconds(self) -> float:
+        """The journal thread's time writing (alongside sending, not in its way)."""
+        return self._journal.busy_seconds
+
+    def _close_journal(self) -> None:
+        """Wait for the journal's lines to be written, and close it."""
+        try:
+            self._journal.close()
+        except JournalError as exc:
+            raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
+
+    def commit(
+        self,
+        column_kinds: dict[str, str] | None = None,
+        pending: dict[str, int] | None = None,
+        *,
+        baseline: bool = True,
+        hash_basis: str | None = None,
+    ) -> None:
+        """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows.
+
+        `baseline=False` keeps the next run an initial one (after a reset, which sends nothing).
+        """
+        self.recover()
+        self.meta.baseline_done = self.meta.baseline_done or baseline
+        if column_kinds is not None:
+            self.meta.column_kinds = column_kinds
+        if pending is not None:
+            self.meta.pending = {k: v for k, v in pending.items() if v}
+        if hash_basis is not None:
+            self.meta.hash_basis = hash_basis
+        self._save_meta(self.meta)
+
+    def note_hash_basis(self, basis: str) -> None:
+        """Remember what the stored row hashes are made with from now on."""
+        if self.meta.hash_basis != basis:
+            self.meta.hash_basis = basis
+            self._save_meta(self.meta)
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+class SyncState(JournalledState):
     """Files under `<state_dir>/syncs/<sync>/`: meta.json, delivered.parquet and a journal of the current run.
 
     Every acknowledged batch is appended to the journal, which a thread of its own writes and fsyncs while
@@ -192,27 +300,6 @@ class SyncState:
         self._save_meta(self.meta)
         return rows.height
 
-    def dry_run_copy(self) -> DryRunState:
-        """A read-only view for a dry run."""
-        return DryRunState(self)
-
-    def begin_run(self) -> int:
-        """Start a delivery: fold any journal left by a dead run and return this run's generation."""
-        self.recover()
-        self.meta.generation += 1
-        self._save_meta(self.meta)
-        return self.meta.generation
-
-    def record(self, rows: pl.DataFrame) -> None:
-        """Note rows as delivered in this run, durably by the time this returns.
-
-        `rows` has `_key`, `_content` (null for a removed row) and `_hash`; an optional `_gen` keeps a row's
-        generation (for a row whose hash is only refreshed).
-        """
-        self.record_lines(line.encode() for line in self.journal_lines(rows))
-        with self._timed():
-            self._close_journal()
-
     def record_file(self, rows: pl.DataFrame) -> None:
         """Durably note rows (as `record`) in a Parquet file of their own, folded with the journal.
 
@@ -227,68 +314,9 @@ class SyncState:
             name = f"{time.time_ns():020d}-{os.getpid()}-{self._notes_made:06d}"
             write_parquet_atomic(self._notes(rows), self.folder.notes_file(name))
 
-    def _notes(self, rows: pl.DataFrame) -> pl.DataFrame:
-        return noted_rows(rows, self.meta.generation)
-
     def _note_files(self) -> list[Path]:
         """The files of rows noted by `record_file`, oldest first (their names start with the time)."""
         return self.folder.notes()
-
-    def journal_lines(self, rows: pl.DataFrame) -> pl.Series:
-        """The journal line of each row (see `record`), made ahead so noting a batch is only a write."""
-        return journal_line_strings(self._notes(rows))
-
-    def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
-        """Append journal lines (from `journal_lines`), written and fsynced by the journal's thread.
-
-        They are durable once the run folds its notes; until then, a row acknowledged but not yet on disk when the
-        process dies is sent again by the next run under the same messageId.
-        """
-        with self._timed():
-            try:
-                self._journal.append(b"".join(lines))
-            except JournalError as exc:
-                raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
-
-    @property
-    def journal_seconds(self) -> float:
-        """The journal thread's time writing and fsyncing (alongside sending, not in its way)."""
-        return self._journal.busy_seconds
-
-    def _close_journal(self) -> None:
-        """Wait for the journal's lines to be on disk, and close it."""
-        try:
-            self._journal.close()
-        except JournalError as exc:
-            raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
-
-    def commit(
-        self,
-        column_kinds: dict[str, str] | None = None,
-        pending: dict[str, int] | None = None,
-        *,
-        baseline: bool = True,
-        hash_basis: str | None = None,
-    ) -> None:
-        """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows.
-
-        `baseline=False` keeps the next run an initial one (after a reset, which sends nothing).
-        """
-        self.recover()
-        self.meta.baseline_done = self.meta.baseline_done or baseline
-        if column_kinds is not None:
-            self.meta.column_kinds = column_kinds
-        if pending is not None:
-            self.meta.pending = {k: v for k, v in pending.items() if v}
-        if hash_basis is not None:
-            self.meta.hash_basis = hash_basis
-        self._save_meta(self.meta)
-
-    def note_hash_basis(self, basis: str) -> None:
-        """Remember what the stored row hashes are made with from now on."""
-        if self.meta.hash_basis != basis:
-            self.meta.hash_basis = basis
-            self._save_meta(self.meta)
 
     def recover(self) -> None:
         """Fold the notes of a run (this one or a dead one: files, then the journal) into delivered.parquet.
@@ -298,14 +326,6 @@ class SyncState:
         with self._timed():
             self._close_journal()  # before the fold reads (and removes) the file
             self._fold()
-
-    @contextlib.contextmanager
-    def _timed(self) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - started
 
     def _fold(self) -> None:
         for torn in self.folder.unfinished_notes():  # a dead run's unfinished file
@@ -392,7 +412,7 @@ def _journal_notes(path: Path) -> pl.LazyFrame:
 class DryRunState:
     """A sync's state as a dry run sees it: the same identity and progress, and nothing is ever written."""
 
-    def __init__(self, state: SyncState):
+    def __init__(self, state: JournalledState):
         self.meta = state.meta
         self.seconds = 0.0
         self.journal_seconds = 0.0

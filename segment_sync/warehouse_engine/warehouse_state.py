@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -12,15 +11,8 @@ import orjson
 import polars as pl
 import sqlalchemy as sa
 
-from segment_sync.storage.journal import Journal, JournalError
-from segment_sync.storage.state import (
-    DryRunState,
-    StateError,
-    SyncMeta,
-    journal_line_strings,
-    noted_rows,
-    parse_journal,
-)
+from segment_sync.storage.journal import Journal
+from segment_sync.storage.state import JournalledState, StateError, SyncMeta, parse_journal
 from segment_sync.values.row_columns import CONTENT, GEN, HASH, KEY
 from segment_sync.warehouse_engine.bulk_insert import bulk_insert
 from segment_sync.warehouse_engine.lease import DEFAULT_TTL_SECONDS, Lease, LeaseError
@@ -30,7 +22,7 @@ DELIVERED_COLUMNS = ["sync", "key", "content", "gen", "hash"]
 _CREATED: set[tuple[str, str]] = set()  # (engine url, schema) whose tables this process has made sure of
 
 
-class WarehouseState:
+class WarehouseState(JournalledState):
     """A sync's rows in `<schema>.delivered`, its progress in `.syncs`, this run's notes in `.journal`.
 
     Acknowledged batches go to the journal table from a thread of their own, each insert in a transaction that
@@ -176,38 +168,13 @@ class WarehouseState:
 
     # --- a run -----------------------------------------------------------------------------------------
 
-    def begin_run(self) -> int:
-        """Start a delivery: fold any journal left by a dead run and return this run's generation."""
-        self.recover()
-        self.meta.generation += 1
-        self._save_meta(self.meta)
-        return self.meta.generation
-
-    def journal_lines(self, rows: pl.DataFrame) -> pl.Series:
-        """The journal line of each row, made ahead so noting a batch is only an append."""
-        return journal_line_strings(noted_rows(rows, self.meta.generation))
-
-    def record_lines(self, lines: Iterable[bytes | memoryview]) -> None:
-        """Queue journal lines for the journal table (inserted by the journal's thread)."""
-        with self._timed():
-            try:
-                self._journal.append(b"".join(lines))
-            except JournalError as exc:
-                raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
-
-    def record(self, rows: pl.DataFrame) -> None:
-        """Note rows as delivered in this run, in the journal table by the time this returns."""
-        self.record_lines(line.encode() for line in self.journal_lines(rows))
-        with self._timed():
-            self._close_journal()
-
     def record_file(self, rows: pl.DataFrame) -> None:
         """Note many rows at once (skipped, or with a refreshed hash), inserted now."""
         if rows.is_empty():
             return
         with self._timed(), self.engine.begin() as conn:
             self._renew(conn)
-            bulk_insert(conn, self.tables.journal, self._journal_rows(noted_rows(rows, self.meta.generation)))
+            bulk_insert(conn, self.tables.journal, self._journal_rows(self._notes(rows)))
 
     def _journal_rows(self, notes: pl.DataFrame) -> pl.DataFrame:
         with self._seq_lock:
@@ -220,31 +187,6 @@ class WarehouseState:
             pl.col(GEN).alias("gen"),
             pl.col(HASH).reinterpret(signed=True).alias("hash"),
         )
-
-    def commit(
-        self,
-        column_kinds: dict[str, str] | None = None,
-        pending: dict[str, int] | None = None,
-        *,
-        baseline: bool = True,
-        hash_basis: str | None = None,
-    ) -> None:
-        """End a run: fold the journal into the delivered rows and note the baseline, column kinds and pending rows."""
-        self.recover()
-        self.meta.baseline_done = self.meta.baseline_done or baseline
-        if column_kinds is not None:
-            self.meta.column_kinds = column_kinds
-        if pending is not None:
-            self.meta.pending = {k: v for k, v in pending.items() if v}
-        if hash_basis is not None:
-            self.meta.hash_basis = hash_basis
-        self._save_meta(self.meta)
-
-    def note_hash_basis(self, basis: str) -> None:
-        """Remember what the stored row hashes are made with from now on."""
-        if self.meta.hash_basis != basis:
-            self.meta.hash_basis = basis
-            self._save_meta(self.meta)
 
     def recover(self) -> None:
         """Fold the journal (this run's or a dead run's) into the delivered rows, in one transaction."""
@@ -286,10 +228,6 @@ class WarehouseState:
             self.meta = SyncMeta(str(uuid.uuid4()), self.meta.generation + 1)
             self._write_meta(conn, self.meta)
         return backup
-
-    def dry_run_copy(self) -> DryRunState:
-        """A read-only view for a dry run."""
-        return DryRunState(self)  # type: ignore[arg-type]
 
     def delivered_row_count(self) -> int:
         """Rows currently delivered (tombstones not counted)."""
@@ -336,25 +274,6 @@ class WarehouseState:
             self.meta = SyncMeta(meta.sync_uuid, meta.generation, meta.baseline_done, meta.column_kinds, meta.pending)
             self._write_meta(conn, self.meta)
         return taken
-
-    @property
-    def journal_seconds(self) -> float:
-        """The journal thread's time inserting (alongside sending, not in its way)."""
-        return self._journal.busy_seconds
-
-    def _close_journal(self) -> None:
-        try:
-            self._journal.close()
-        except JournalError as exc:
-            raise StateError(f"sync {self.sync_name!r}: {exc}") from exc
-
-    @contextlib.contextmanager
-    def _timed(self) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - started
 
 
 def fold_statements(tables: StateTables, sync: str) -> list[sa.Executable]:
