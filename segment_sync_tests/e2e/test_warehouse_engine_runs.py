@@ -184,3 +184,25 @@ def test_a_full_resync_sends_every_row_again_with_new_message_ids(
     emulator.reset()
     after = run_sync(defs, "t", instance)
     assert after.success and emulator.counts()["accepted"] == 0  # it carries on normally
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({**MODEL, "primary_key": ["id", "uid"]}, "the warehouse engine keys rows by one column"),
+        (
+            {**MODEL, "on_duplicate_key": "keep_last", "order_by": "v"},
+            "on_duplicate_key 'keep_last' is not available on the warehouse engine yet",
+        ),
+    ],
+)
+def test_what_the_warehouse_engine_cannot_do_yet_is_a_clear_error(
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch, model, expected
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    warehouse.execute("insert into src values (1, 'u1', 'a')")
+    project = {"models": [model], "syncs": [TRACK], "engine": "warehouse"}
+    run = run_sync(make_definitions(project, warehouse={"state_schema": schema}), "t", instance)
+    assert not run.success and emulator.counts()["accepted"] == 0
+    assert expected in " ".join(run.failure_messages())
