@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 import dagster as dg
 from pydantic import BaseModel, Field, ValidationError
 
+from segment_sync.alerts.settings import AlertSettings
 from segment_sync.assets import AssetOptions
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource, default_state_dir
-from segment_sync.spec import AlertSettings, Engine, LogSettings, ModelSpec, ProjectSpec, SyncSpec
+from segment_sync.spec import Engine, LogSettings, ModelSpec, ProjectSpec, SyncSpec
 
 
 class SegmentSyncConfigError(ValueError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from segment_sync.alerts.settings import AlertSettings
 from segment_sync.assets import (
     AssetOptions,
     build_diff_asset,
@@ -16,7 +17,7 @@ from segment_sync.assets import (
 )
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 from segment_sync.sensors import build_alert_sensors
-from segment_sync.spec import AlertSettings, LogSettings, ProjectSpec, SyncSpec
+from segment_sync.spec import LogSettings, ProjectSpec, SyncSpec
 
 
 def build_definitions(
@@ -74,13 +75,7 @@ def build_definitions(
     sensors = [_automation_sensor(options.group_name, automated)] if automated else []
     alerts = alerts or AlertSettings()
     if alerts.enabled:
-        sensors += build_alert_sensors(
-            project.syncs,
-            state,
-            rejected_rows_threshold=alerts.rejected_rows_threshold,
-            ui_url=alerts.ui_url,
-            prefix=options.group_name,
-        )
+        sensors += build_alert_sensors(project.syncs, state, alerts, prefix=options.group_name)
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

@@ -1,8 +1,10 @@
-"""Slack alerts as sensors: each run that touches a sync, judged per sync, and a retry of what Slack did not take."""
+"""Alert sensors: each run that touches a sync, judged per sync and told to its channels; a retry of what they did
+not take."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,16 +12,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from pydantic import BaseModel
 
+from segment_sync.alerts.channels import posters
+from segment_sync.alerts.messages import RunOutcome
+from segment_sync.alerts.settings import AlertSettings
 from segment_sync.alerts.status import (
-    RejectedThreshold,
-    RunOutcome,
+    Poster,
     alert_state,
-    has_pending,
+    forget_channels,
     observe,
-    parse_thresholds,
+    pending_channels,
     post_pending,
 )
+from segment_sync.alerts.thresholds import parse_thresholds
 from segment_sync.assets import diff_key, segment_key, snapshot_key
 from segment_sync.resources import StateResource
 from segment_sync.spec import SyncSpec
@@ -27,8 +33,6 @@ from segment_sync.storage.layout import SyncFolder
 
 if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
-
-    from segment_sync.alerts.slack import SlackPoster
 
 DEFAULT_UI_URL = "http://localhost:3000"
 RETRY_INTERVAL_SECONDS = 60
@@ -43,95 +47,88 @@ _EVENTS = {
 def build_alert_sensors(
     syncs: Sequence[SyncSpec],
     state: StateResource,
+    settings: AlertSettings | None = None,
     *,
-    rejected_rows_threshold: Mapping[str, str] | None = None,
-    ui_url: str | None = None,
     prefix: str = "segment_sync",
 ) -> list[dg.SensorDefinition]:
-    """Sensors, running by default, that tell Slack when a sync starts failing, recovers, or rejects too many rows.
+    """Sensors, running by default, that tell each sync's channels when it starts failing, recovers, or rejects too
+    many rows.
 
     They watch every run of the code location, whatever its job (a sync's job, the UI's Materialize, `dg launch
     --assets`, a user's job, declarative automation), and judge each sync whose assets the run planned by its own
-    steps (see `_verdict`). `rejected_rows_threshold` maps a sync to "25" (more than 25 rejected rows) or "5%" (more
-    than 5% of the rows a run tried to send); a sync left out warns on any rejected row. Run links start with
-    `ui_url`, else DAGSTER_UI_URL, else http://localhost:3000. Sensor names start with `prefix`.
+    steps (see `_verdict`). The channels (Slack, PagerDuty, email, webhook) and the rejected-rows thresholds come
+    from `settings`; run links start with its `ui_url`, else DAGSTER_UI_URL, else http://localhost:3000. Sensor
+    names start with `prefix`, which also names the syncs' PagerDuty incidents.
     """
-    thresholds = parse_thresholds([s.name for s in syncs], rejected_rows_threshold)
+    settings = settings or AlertSettings()
+    names = [s.name for s in syncs]
+    thresholds = parse_thresholds(names, settings.rejected_rows_threshold)
+    channels = settings.channels(names)
     assets = {key for sync in syncs for key in _assets(sync)}
+
+    def set_up(sync: str, log: logging.Logger, noted: set[str], only: set[str] | None = None) -> dict[str, Poster]:
+        chosen: Mapping[str, BaseModel] = channels[sync]
+        if only is not None:
+            chosen = {name: c for name, c in chosen.items() if name in only}
+        return posters(chosen, os.environ, group=prefix, log=log, noted=noted)
 
     def on_run(context: dg.RunStatusSensorContext, run_failed: bool) -> None:
         run = _FinishedRun.read(context.instance, context.dagster_run, assets)
         verdicts = [(sync, _verdict(run, sync, run_failed)) for sync in syncs] if run else []
-        judged = [(sync, succeeded) for sync, succeeded in verdicts if succeeded is not None]
-        if not judged:
-            return
-        slack = slack_from_env(context.log)
-        if slack is None:
-            return
-        for sync, succeeded in judged:
-            outcome = _outcome(context, run, sync, succeeded, ui_url)
-            _alert(context, outcome, slack, _folder(state, sync.name), thresholds[sync.name])
+        noted: set[str] = set()
+        for sync, succeeded in verdicts:
+            if succeeded is None or not (ready := set_up(sync.name, context.log, noted)):
+                continue
+            outcome = _outcome(context, run, sync, succeeded, settings.ui_url)
+            with alert_state(_folder(state, sync.name), context.log) as status:
+                if observe(status, outcome, thresholds[sync.name], ready):
+                    post_pending(status, ready, context.log)
+                else:
+                    context.log.info(
+                        "Run %s of sync %r is older than one already seen; no alert", outcome.run_id, outcome.sync
+                    )
 
     @dg.run_failure_sensor(
-        name=f"{prefix}_slack_on_failure",
+        name=f"{prefix}_alerts_on_failure",
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Posts to Slack when a sync starts failing (once, not at every failed run).",
+        description="Alerts each sync's channels when it starts failing (once, not at every failed run).",
     )
-    def slack_on_failure(context: dg.RunFailureSensorContext) -> None:
+    def alerts_on_failure(context: dg.RunFailureSensorContext) -> None:
         on_run(context, run_failed=True)
 
     @dg.run_status_sensor(
         run_status=dg.DagsterRunStatus.SUCCESS,
-        name=f"{prefix}_slack_on_success",
+        name=f"{prefix}_alerts_on_success",
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Posts to Slack when a failing sync recovers, or a sync's rejected rows cross its threshold.",
+        description="Alerts each sync's channels when it recovers, or when its rejected rows cross its threshold.",
     )
-    def slack_on_success(context: dg.RunStatusSensorContext) -> None:
+    def alerts_on_success(context: dg.RunStatusSensorContext) -> None:
         on_run(context, run_failed=False)
 
     @dg.sensor(
-        name=f"{prefix}_slack_retry",
+        name=f"{prefix}_alerts_retry",
         minimum_interval_seconds=RETRY_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Posts the sync alerts that Slack did not take when they happened.",
+        description="Sends again, to each channel, the sync alerts it did not take when they happened.",
     )
-    def slack_retry(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        slack = slack_from_env(context.log)
-        if slack is None:
-            return dg.SkipReason("Slack alerts are off")
-        waiting = [s.name for s in syncs if has_pending(_folder(state, s.name))]
-        for sync in waiting:
+    def alerts_retry(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        waiting = {s.name: pending for s in syncs if (pending := pending_channels(_folder(state, s.name)))}
+        noted: set[str] = set()
+        tried = []
+        for sync, pending in waiting.items():
+            ready = set_up(sync, context.log, noted, only=pending)
             with alert_state(_folder(state, sync), context.log) as status:
-                post_pending(status, slack, sync, context.log)
-        return dg.SkipReason(f"Tried again the alerts of {', '.join(waiting)}" if waiting else "No alert is waiting")
+                forget_channels(status, channels[sync], context.log, sync)
+                if ready:
+                    post_pending(status, ready, context.log)
+                    tried.append(sync)
+        if tried:
+            return dg.SkipReason(f"Tried again the alerts of {', '.join(tried)}")
+        if waiting:
+            return dg.SkipReason(f"The alerts of {', '.join(waiting)} wait for channels that are off")
+        return dg.SkipReason("No alert is waiting")
 
-    return [slack_on_failure, slack_on_success, slack_retry]
-
-
-def slack_from_env(log: logging.Logger) -> SlackPoster | None:
-    """A poster from SLACK_BOT_TOKEN, SLACK_CHANNEL and SLACK_API_URL, read now; None (and a note) when unset."""
-    token, channel = dg.EnvVar("SLACK_BOT_TOKEN").get_value(), dg.EnvVar("SLACK_CHANNEL").get_value()
-    if not token or not channel:
-        missing = " and ".join(n for n, v in (("SLACK_BOT_TOKEN", token), ("SLACK_CHANNEL", channel)) if not v)
-        log.info("Slack alerts are off: set %s to have sync failures posted to Slack", missing)
-        return None
-    from segment_sync.alerts.slack import SlackPoster  # slack-sdk loads only when Slack is set up
-
-    return SlackPoster(token, channel, base_url=dg.EnvVar("SLACK_API_URL").get_value() or None)
-
-
-def _alert(
-    context: dg.RunStatusSensorContext,
-    outcome: RunOutcome,
-    slack: SlackPoster,
-    folder: Path,
-    threshold: RejectedThreshold,
-) -> None:
-    with alert_state(folder, context.log) as status:
-        if observe(status, outcome, threshold):
-            post_pending(status, slack, outcome.sync, context.log)
-        else:
-            context.log.info("Run %s of sync %r is older than one already seen; no alert", outcome.run_id, outcome.sync)
+    return [alerts_on_failure, alerts_on_success, alerts_retry]
 
 
 @dataclass(frozen=True)

@@ -187,19 +187,6 @@ class LogSettings(_Strict):
     )
 
 
-class AlertSettings(_Strict):
-    """Slack alerts: the token and channel come from SLACK_BOT_TOKEN and SLACK_CHANNEL."""
-
-    enabled: bool = Field(default=True, description="Run the alert sensors (they post only when Slack is set up).")
-    ui_url: str | None = Field(
-        default=None, description="Base URL of the Dagster UI for run links; else DAGSTER_UI_URL, else localhost:3000."
-    )
-    rejected_rows_threshold: dict[str, str] = Field(
-        default_factory=dict,
-        description='Per sync: warn above this many rejected rows ("25") or share of rows sent ("5%"); default "0".',
-    )
-
-
 class ProjectSpec(_Strict):
     """All models and syncs of one component, checked against each other."""
 

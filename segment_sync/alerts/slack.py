@@ -1,4 +1,4 @@
-"""Posting to a Slack channel with slack-sdk: short, bounded retries; a message Slack did not take is logged."""
+"""Slack: a message in mrkdwn, posted with slack-sdk; short, bounded retries, and what Slack did not take logged."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from segment_sync.alerts.status import short_error
+from segment_sync.alerts.messages import AlertMessage, short_error
+from segment_sync.alerts.plain_text import counts_text, key_text
+from segment_sync.alerts.status import Delivery
+from segment_sync.alerts.thresholds import count_text
 
 MAX_RETRY_AFTER_SECONDS = 5  # a longer rate-limit wait is left to a later evaluation
 RETRIES = 1  # within one evaluation; the retry sensor tries again a minute later
@@ -64,10 +67,13 @@ class SlackPoster:
         url = base_url.rstrip("/") + "/" if base_url else WebClient.BASE_URL  # slack-sdk needs the trailing /
         self.client = WebClient(token=token, base_url=url, timeout=TIMEOUT_SECONDS, retry_handlers=retry_handlers())
 
-    def post(self, text: str, sync: str, log: logging.Logger) -> bool:
-        """Post one message; whether Slack took it."""
+    def post(self, message: AlertMessage, log: logging.Logger) -> Delivery:
+        """Post one message; whatever went wrong, it is tried again at a later evaluation."""
+        sync = message.sync
         try:
-            self.client.chat_postMessage(channel=self.channel, text=text, unfurl_links=False, unfurl_media=False)
+            self.client.chat_postMessage(
+                channel=self.channel, text=slack_text(message), unfurl_links=False, unfurl_media=False
+            )
         except SlackApiError as exc:
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
             error = short_error(str(data.get("error") or "no error code"), 200)
@@ -80,7 +86,7 @@ class SlackPoster:
                 self._redact(error),
                 hint,
             )
-            return False
+            return Delivery.LATER
         except Exception as exc:  # an unreachable Slack must never break the sensor
             log.warning(
                 "Could not reach Slack to post the alert for sync %r (%s: %s); check SLACK_API_URL and the network. "
@@ -89,8 +95,40 @@ class SlackPoster:
                 type(exc).__name__,
                 self._redact(short_error(str(exc), 200)),
             )
-            return False
-        return True
+            return Delivery.LATER
+        return Delivery.TAKEN
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "[SLACK_BOT_TOKEN]") if self._token else text
+
+
+def slack_text(message: AlertMessage) -> str:
+    """The message in Slack's mrkdwn: an emoji, the sync in bold, the run as a link."""
+    sync = f"Segment sync *{message.sync}* (model `{message.model}`)"
+    link = f"<{message.run_url}|{message.run_id[:8]}>"
+    if message.kind == "failing":
+        error = _escape(message.error or "")
+        lines = [f":red_circle: {sync} failed.", f"> {error}", f"So far: {counts_text(message)}."]
+    elif message.kind == "recovered":
+        lines = [f":large_green_circle: {sync} has recovered.", f"This run: {counts_text(message)}."]
+    elif message.kind == "rejecting":
+        keys = ", ".join(key_text(k) if k is None else f"`{_escape(k)}`" for k in message.sample_keys)
+        lines = [
+            f":warning: {sync} rejected {message.rejected} of the {message.attempted} rows it tried to send "
+            f"({message.percent_rejected}), above its threshold of {message.threshold}.",
+            f"Reasons, in a sample of {count_text(message.sample_size, 'row')}: "
+            + "; ".join(f"{n} × {_escape(reason)}" for reason, n in message.reasons),
+            f"Sample keys: {keys or 'none'}",
+        ]
+        if message.rejected_rows_file:
+            lines.append(f"All rejected rows: `{message.rejected_rows_file}`")
+    else:
+        return (
+            f":white_check_mark: {sync} is back within its rejected-rows threshold of {message.threshold}: "
+            f"{message.rejected} of {message.attempted} rows rejected. Run: {link}"
+        )
+    return "\n".join([*lines, f"Run: {link}"])
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

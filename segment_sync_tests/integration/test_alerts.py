@@ -1,4 +1,5 @@
-"""Slack alerts: real sync runs, the sensors called as the daemon would, and a local stub of Slack's Web API."""
+"""Alerts (Slack here; other channels in test_alert_channels.py): real sync runs, the sensors called as the daemon
+would, and a local stub of Slack's Web API."""
 
 from __future__ import annotations
 
@@ -7,119 +8,32 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-from segment_sync.alerts.status import RejectedThreshold, parse_thresholds
+from segment_sync.alerts.thresholds import RejectedThreshold, parse_thresholds
+from segment_sync_tests.support.alert_runs import MISSING_COLUMN, Alerts, alert_file, one_sync_project
 from segment_sync_tests.support.segment_emulator import Fault
 from segment_sync_tests.support.slack_stub import Reply, SlackStub
-from segment_sync_tests.support.sync_runs import TRACK, SyncRun, make_definitions, run_sync
+from segment_sync_tests.support.sync_runs import TRACK, SyncRun, make_definitions
 
 TOKEN = "xoxb-1111-2222-SECRETtokenVALUE"
 WRONG_TOKEN = "xoxb-9999-OTHERsecretVALUE"
 CHANNEL = "#sync-alerts"
 UI = "http://dagster.test:3000"
-MISSING_COLUMN = {**TRACK, "fields": ["v", "plan"]}
 PROJECT_ENV = "SEGMENT_SYNC_TEST_PROJECT"  # the project that `project_definitions` loads in the step processes
 
 
-def _project(sync: dict) -> dict:
-    return {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [sync]}
+_project = one_sync_project
 
 
 @dg.definitions
 def project_definitions() -> dg.Definitions:
     """The definitions of the project in SEGMENT_SYNC_TEST_PROJECT, as a code location holds them."""
     return make_definitions(json.loads(os.environ[PROJECT_ENV]))
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def text(self, level: int = logging.DEBUG) -> str:
-        return "\n".join(r.getMessage() for r in self.records if r.levelno >= level)
-
-
-@dataclass
-class Alerts:
-    """A sync's definitions and its alert sensors, evaluated against real runs."""
-
-    project: dict
-    instance: dg.DagsterInstance
-    threshold: dict[str, str] | None = None
-    cursors: dict[str, str | None] = field(default_factory=dict, init=False)  # each run sensor's, between ticks
-
-    def __post_init__(self) -> None:
-        self.definitions = make_definitions(self.project, alerts={"rejected_rows_threshold": self.threshold or {}})
-        self.sensors = [s for s in self.definitions.sensors if "_slack_" in s.name]
-        self.tick()  # the daemon's first tick: the run sensors start after the runs already finished
-
-    def tick(self) -> None:
-        """One daemon tick of the failure and success sensors: each finds the runs that finished since its last."""
-        repository = self.definitions.get_repository_def()
-        for sensor in self.sensors[:2]:
-            cursor = self.cursors.get(sensor.name)
-            context = dg.build_sensor_context(instance=self.instance, repository_def=repository, cursor=cursor)
-            result = sensor.evaluate_tick(context)
-            assert [r.error for r in result.dagster_run_reactions if r.error] == []
-            self.cursors[sensor.name] = result.cursor
-
-    def run_users_job(self) -> dg.ExecuteInProcessResult:
-        """Run a job of the user's own over the whole group, defined beside the syncs' jobs."""
-        nightly = dg.define_asset_job("nightly", selection=dg.AssetSelection.groups("segment_sync"))
-        job = dg.Definitions.merge(self.definitions, dg.Definitions(jobs=[nightly])).resolve_job_def("nightly")
-        return job.execute_in_process(instance=self.instance, raise_on_error=False)
-
-    def materialize(self, *assets: str) -> SyncRun:
-        """Materialize assets in process as a selection of the implicit asset job (not a sync's job)."""
-        job = self.definitions.resolve_implicit_global_asset_job_def()
-        selection = {dg.AssetKey.from_user_string(a) for a in assets}
-        return SyncRun(
-            job.get_subset(asset_selection=selection).execute_in_process(instance=self.instance, raise_on_error=False)
-        )
-
-    def run(self, instance: dg.DagsterInstance | None = None, sync: str = "t") -> SyncRun:
-        """Run a sync's job."""
-        return run_sync(self.definitions, sync, instance or self.instance)
-
-    def evaluate(self, run: SyncRun, instance: dg.DagsterInstance | None = None) -> _Records:
-        """Call the sensor that sees this run, with the context dagster's docs build; return what it logged."""
-        result = run.result
-        failure, success, _ = self.sensors
-        sensor = success if run.success else failure
-        context = dg.build_run_status_sensor_context(
-            sensor_name=sensor.name,
-            dagster_instance=instance or self.instance,
-            dagster_run=result.dagster_run,
-            dagster_event=result.get_run_success_event() if run.success else result.get_run_failure_event(),
-        )
-        if not run.success:
-            context = context.for_run_failure()
-        logs = _Records()
-        context.log.addHandler(logs)
-        sensor(context)
-        return logs
-
-    def run_and_evaluate(self, instance: dg.DagsterInstance | None = None, sync: str = "t") -> tuple[SyncRun, _Records]:
-        """Run a sync and evaluate the sensor that sees the run."""
-        run = self.run(instance, sync)
-        return run, self.evaluate(run, instance)
-
-    def retry(self) -> tuple[dg.SkipReason, _Records]:
-        """One evaluation of the retry sensor."""
-        context = dg.build_sensor_context(instance=self.instance)
-        logs = _Records()
-        context.log.addHandler(logs)
-        return self.sensors[2](context), logs
 
 
 @pytest.fixture
@@ -154,7 +68,8 @@ def launch(monkeypatch: pytest.MonkeyPatch) -> Callable[[Alerts, list[str]], dg.
 
 
 def _alert_file(state_dir: Path, sync: str = "t") -> dict:
-    return json.loads((state_dir / "syncs" / sync / "alerts.json").read_text())
+    """Slack's part of a sync's alert status."""
+    return alert_file(state_dir, sync)["channels"]["slack"]
 
 
 def _said(slack: SlackStub) -> list[str]:
@@ -291,9 +206,9 @@ def test_threshold_for_an_unknown_sync_is_reported():
 def test_sensors_run_by_default_and_load(duck, instance):
     alerts = Alerts(_project(TRACK), instance)
     assert [s.name for s in alerts.sensors] == [
-        "segment_sync_slack_on_failure",
-        "segment_sync_slack_on_success",
-        "segment_sync_slack_retry",
+        "segment_sync_alerts_on_failure",
+        "segment_sync_alerts_on_success",
+        "segment_sync_alerts_retry",
     ]
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in alerts.sensors)
     dg.Definitions.validate_loadable(alerts.definitions)
@@ -316,7 +231,7 @@ def test_without_a_token_alerts_are_off_and_nothing_breaks(duck, emulator, insta
     [record] = logs.records
     assert record.levelno == logging.INFO
     assert record.getMessage() == "Slack alerts are off: set SLACK_BOT_TOKEN to have sync failures posted to Slack"
-    assert alerts.retry()[0].skip_message == "Slack alerts are off"
+    assert alerts.retry()[0].skip_message == "No alert is waiting"
     assert slack.requests == [] and not (state_dir / "syncs" / "t" / "alerts.json").exists()
 
 

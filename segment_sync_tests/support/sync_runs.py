@@ -7,9 +7,10 @@ from typing import Any
 
 import dagster as dg
 
+from segment_sync.alerts.settings import AlertSettings
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
-from segment_sync.spec import AlertSettings, LogSettings, ProjectSpec
+from segment_sync.spec import LogSettings, ProjectSpec
 
 WRITE_KEY = "wk_TEST_0123456789abcdefghijklmnop"
 # A track sync of model "m" (table src: id, uid, v) that many tests share.

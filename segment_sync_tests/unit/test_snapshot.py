@@ -13,13 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segment_sync.alerts.settings import AlertSettings
 from segment_sync.diff.keyed_diff import current_rows
 from segment_sync.factory import build_definitions
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 from segment_sync.snapshot.key_checks import SAMPLE_SIZE, key_problems, rows_to_drop
 from segment_sync.snapshot.row_hash import STORED_HASH_PREFIX, stored_hash_name
 from segment_sync.snapshot.snapshot_file import SnapshotError, scan_snapshot, write_snapshot
-from segment_sync.spec import AlertSettings, LogSettings, ModelSpec, ProjectSpec
+from segment_sync.spec import LogSettings, ModelSpec, ProjectSpec
 from segment_sync.values.row_columns import HASH
 from segment_sync.warehouse.warehouse_error import WarehouseError
 from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_sync
