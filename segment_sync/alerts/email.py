@@ -19,13 +19,15 @@ SUBJECT_CHARS = 200
 
 
 def compose(message: AlertMessage, settings: EmailSettings) -> EmailMessage:
-    """The email: the title as subject, the text as a plain-text body."""
+    """The email: the title as subject, the text as a plain-text body, the sync and the kind as headers."""
     email = EmailMessage()
     email["Subject"] = f"[segment-sync] {short_error(title(message), SUBJECT_CHARS)}"
     email["From"] = settings.from_address
     email["To"] = ", ".join(settings.to)
     email["Date"] = formatdate(message.finished_at, usegmt=True)
     email["Message-ID"] = make_msgid("segment-sync", domain=(settings.from_address or "").rpartition("@")[2] or None)
+    email["X-Segment-Sync-Sync"] = message.sync  # for mail filters
+    email["X-Segment-Sync-Kind"] = message.kind
     email.set_content(text(message))
     return email
 
@@ -108,6 +110,6 @@ class EmailPoster:
     def _redact(self, text: str) -> str:
         names = (self.settings.username_env, self.settings.password_env)
         for secret, name in zip(self._login or ("", ""), names, strict=True):
-            if secret:
+            if len(secret) >= 4:  # shorter, it would mangle the text more than it hides
                 text = text.replace(secret, f"[{name}]")
         return text

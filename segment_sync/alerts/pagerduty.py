@@ -51,7 +51,9 @@ class PagerDutyPoster:
         return {
             **body,
             "payload": {
-                "summary": short_error(title(message), SUMMARY_CHARS),
+                "summary": short_error(
+                    f"{title(message)}: {message.error}" if failing else title(message), SUMMARY_CHARS
+                ),
                 "source": urlparse(message.run_url).netloc or "segment-sync",
                 "severity": self.settings.severity if failing else self.settings.rejected_rows_severity,
                 "timestamp": datetime.datetime.fromtimestamp(message.finished_at, datetime.UTC).isoformat(),

@@ -10,7 +10,7 @@ def title(message: AlertMessage) -> str:
     """The message in one line: an email's subject, a PagerDuty incident's summary."""
     sync = f"Segment sync {message.sync} (model {message.model})"
     if message.kind == "failing":
-        return f"{sync} failed: {message.error}"
+        return f"{sync} failed"
     if message.kind == "recovered":
         return f"{sync} has recovered"
     if message.kind == "rejecting":
