@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
+from dagster.components.testing import create_defs_folder_sandbox
 
+from segment_sync import SegmentSyncComponent
 from segment_sync.alerts.messages import AlertMessage
 from segment_sync.alerts.settings import AlertSettings
 from segment_sync.alerts.status import alert_state
@@ -485,3 +488,48 @@ def test_a_message_survives_its_json():
         "rejecting", "t", "m", "r1", "http://x/runs/r1", 1.0, reasons=[("no user id", 2)], sample_keys=["1", None]
     )
     assert AlertMessage.from_json(json.loads(json.dumps(message.to_json()))) == message
+
+
+# The component's YAML
+
+
+def _component(alerts: dict) -> dg.Definitions:
+    attributes = {**one_sync_project(TRACK), "alerts": alerts}
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(
+            component_cls=SegmentSyncComponent,
+            defs_yaml_contents={"type": "segment_sync.SegmentSyncComponent", "attributes": attributes},
+        )
+        with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+            return defs
+
+
+def test_the_component_reads_every_channel_from_yaml():
+    overrides = {"t": {"email": {"to": ["team-t@example.com"]}, "pagerduty": {"severity": "critical"}}}
+    alerts = {"pagerduty": {}, "email": EMAIL, "webhook": {"secret_env": "HOOK_SECRET"}, "syncs": overrides}
+    defs = _component(alerts)
+    assert sorted(s.name for s in defs.sensors if "_alerts_" in s.name) == [
+        "segment_sync_alerts_on_failure",
+        "segment_sync_alerts_on_success",
+        "segment_sync_alerts_retry",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("alerts", "expected"),
+    [
+        ({"pagerduty": {"severty": "critical"}}, "severty"),
+        ({"webhook": {"url": "https://example.com/hook"}}, "url"),  # only url_env: the URL often holds a token
+        ({"email": {"host": "smtp.example.com"}}, "defs.yaml: attributes.alerts.email: email alerts for sync 't' need"),
+        ({"syncs": {"tt": {"webhook": {}}}}, "defs.yaml: attributes.alerts.syncs: no sync is named 'tt' (syncs: t)"),
+        ({"syncs": {"t": {"sms": {}}}}, "sms"),
+    ],
+)
+def test_bad_alert_settings_are_a_clear_error(alerts, expected):
+    with pytest.raises(Exception) as info:
+        _component(alerts)
+    chain, exc = [], info.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    assert expected in "".join(chain)
