@@ -115,10 +115,12 @@ def message(outcome: RunOutcome, topic: str, problem: bool, threshold: RejectedT
         error=short_error(outcome.error or "the run failed without an error message") if kind == "failing" else None,
         diff=None if outcome.diff is None else {k: int(outcome.diff.get(k) or 0) for k in DIFF_COUNTS},
         delivery=_delivery(outcome),
+        rejected=outcome.rejected,
+        attempted=outcome.attempted,
     )
     if topic == FAILING:
         return base
-    rejected = replace(base, threshold=str(threshold), rejected=outcome.rejected, attempted=outcome.attempted)
+    rejected = replace(base, threshold=str(threshold))
     if not problem:
         return rejected
     sample = list((outcome.delivery or {}).get("rejected_sample") or [])
