@@ -1,5 +1,4 @@
-"""Alert sensors: each run that touches a sync, judged per sync and told to its channels; a retry of what they did
-not take."""
+"""Alert sensors: each run judged per sync and told to its channels, and a retry of what a channel did not take."""
 
 from __future__ import annotations
 
@@ -51,8 +50,7 @@ def build_alert_sensors(
     *,
     prefix: str = "segment_sync",
 ) -> list[dg.SensorDefinition]:
-    """Sensors, running by default, that tell each sync's channels when it starts failing, recovers, or rejects too
-    many rows.
+    """Sensors, running by default, that alert each sync's channels when it fails, recovers or rejects too many rows.
 
     They watch every run of the code location, whatever its job (a sync's job, the UI's Materialize, `dg launch
     --assets`, a user's job, declarative automation), and judge each sync whose assets the run planned by its own
