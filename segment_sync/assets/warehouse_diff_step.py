@@ -59,7 +59,7 @@ def materialize_warehouse_diff(
                 counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True, full_resync=True)
                 preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
             else:
-                basis = sql_diff.hash_basis(engine, sync, schema)
+                basis = sql_diff.hash_basis(engine, tables, sync, model, schema)
                 trusted = store.meta.hash_basis == basis
                 counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted)
                 # Trusted, a moved hash is a changed row (the delivery reads it out once and compares it). Made on

@@ -79,6 +79,17 @@ def open_copy(
         conn.close()
 
 
+def batches_on(
+    conn: psycopg.Connection, url: str, model: ModelSpec, batch_size: int
+) -> Generator[tuple[pl.DataFrame, dict[str, ReadAs]], None, None] | None:
+    """The model's rows over COPY on a connection already open (its session's settings apply); None as open_copy."""
+    try:
+        columns = _plan(conn, model.query)
+    except psycopg.Error as exc:
+        raise read_failed(model, url, exc) from None
+    return None if columns is None else _batches(conn, model.query, columns, batch_size, url, model)
+
+
 def _connect(url: str) -> psycopg.Connection:
     """Connect with what SQLAlchemy's psycopg dialect would pass for this URL."""
     args, kwargs = PGDialect_psycopg().create_connect_args(sa.make_url(url).set(drivername="postgresql+psycopg"))

@@ -25,9 +25,13 @@ class RowHash(FunctionElement):
 
 @compiles(RowHash, "postgresql")
 def _postgresql(element: RowHash, compiler: Any, **kw: Any) -> str:
-    # the 64-bit hash PostgreSQL partitions by, of the values' row text (every type has one; 4x cheaper than an MD5
-    # of their JSON); engine sessions set TimeZone and DateStyle, so instants always render alike
-    return f"hashtextextended(ROW({compiler.process(element.clauses, **kw)})::text, 0)"
+    values = compiler.process(element.clauses, **kw)
+    if (compiler.dialect.server_version_info or (0,)) >= (14,):
+        # each value by its type's own 64-bit hash, 2.4x cheaper than rendering the row as text; columns of a type
+        # with no hash function come cast to text (see sql_diff.text_hashed_columns)
+        return f"hash_record_extended(ROW({values}), 0)"
+    # the row's text (every type has one); engine sessions set TimeZone and DateStyle, so instants render alike
+    return f"hashtextextended(ROW({values})::text, 0)"
 
 
 @compiles(RowHash, "duckdb")

@@ -4,6 +4,7 @@ join with the delivered rows, and only those rows read out, to be compared and e
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from segment_sync.warehouse_engine.row_hash_sql import RowHash
 from segment_sync.warehouse_engine.state_tables import StateTables
 
 WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
-SLICE_ROWS = 250_000  # diff rows read out and compared at once
+SLICE_ROWS = 100_000  # diff rows read out and compared at once: what bounds the client's memory
 _BUCKET = "segment_sync_slice"
+EXACTLY_HASHED = ("int2", "int4", "int8", "text", "bool", "date", "time", "timestamp", "timestamptz", "uuid", "bytea")
+ROW_HASH_FORMAT = "row-hash-2"  # per value by type on PostgreSQL 14+ (before: the row's text)
 KEY_TYPES = ("text", "integer")
 
 
@@ -50,15 +53,21 @@ def diff_name(sync: SyncSpec) -> str:
 
 
 def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> SnapshotCounts:
-    """Copy the model's rows into its snapshot table and count its keys; the last snapshot stays if this one fails."""
+    """Copy the model's rows into its snapshot table and count its keys; the last snapshot stays if this one fails.
+
+    On PostgreSQL the table is unlogged (a copy made again by the next run needs no WAL, half the time) and
+    indexed uniquely by its key as text, which checks the keys and lets the delivery find changed rows by index.
+    """
     key = _single_key(model)
     taken_at = dt.datetime.now(dt.UTC).isoformat()
     preparer = engine.dialect.identifier_preparer
     schema = preparer.quote_schema(tables.schema)
     target, following = snapshot_name(model), f"{snapshot_name(model)}__next"
+    postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(following)}"))
-        conn.execute(sa.text(f"CREATE TABLE {schema}.{preparer.quote(following)} AS {model.query}"))
+        create = "CREATE UNLOGGED TABLE" if postgres else "CREATE TABLE"
+        conn.execute(sa.text(f"{create} {schema}.{preparer.quote(following)} AS {model.query}"))
     everything = sa.select(sa.text("*")).select_from(sa.table(following, schema=tables.schema)).limit(0)
     columns = _read(url, engine, model, everything).schema
     if key not in columns:
@@ -79,13 +88,44 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         rows, nulls = conn.execute(
             sa.select(sa.func.count(), sa.func.count() - sa.func.count(snap.c[key])).select_from(snap)
         ).one()
-        repeated = sa.select(snap.c[key]).where(snap.c[key].is_not(None)).group_by(snap.c[key])
-        repeated = repeated.having(sa.func.count() > 1).subquery()
-        duplicates = conn.execute(sa.select(sa.func.count()).select_from(repeated)).scalar_one()
+        duplicates = 0 if postgres and _unique_key_index(conn, snap, key) else _duplicate_keys(conn, snap, key)
         noted = tables.snapshots
         conn.execute(sa.delete(noted).where(noted.c.model == model.name))
         conn.execute(sa.insert(noted).values(model=model.name, taken_at=taken_at, row_count=rows))
     return SnapshotCounts(rows, nulls, duplicates, key_type)
+
+
+def _unique_key_index(conn: sa.Connection, snap: sa.TableClause, key: str) -> bool:
+    """A unique index of the snapshot by its key as text (the form every join uses); False when keys repeat."""
+    preparer = conn.dialect.identifier_preparer
+    table = f"{preparer.quote_schema(snap.schema)}.{preparer.quote(snap.name)}"
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text(f"CREATE UNIQUE INDEX ON {table} ((CAST({preparer.quote(key)} AS TEXT)))"))
+    except sa.exc.IntegrityError:
+        return False
+    return True
+
+
+def _duplicate_keys(conn: sa.Connection, snap: sa.TableClause, key: str) -> int:
+    """How many keys more than one row of the snapshot holds."""
+    repeated = sa.select(snap.c[key]).where(snap.c[key].is_not(None)).group_by(snap.c[key])
+    repeated = repeated.having(sa.func.count() > 1).subquery()
+    return conn.execute(sa.select(sa.func.count()).select_from(repeated)).scalar_one()
+
+
+def check_snapshot_kept(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> None:
+    """Refuse a snapshot table that lost its rows: PostgreSQL empties unlogged tables when it restarts after a crash,
+    and an empty snapshot would read as every row removed."""
+    noted, snap = tables.snapshots, sa.table(snapshot_name(model), schema=tables.schema)
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(noted.c.row_count).where(noted.c.model == model.name)).scalar()
+        if count and conn.execute(sa.select(sa.literal(1)).select_from(snap).limit(1)).first() is None:
+            raise WarehouseDiffError(
+                f"model {model.name!r}: its snapshot table {tables.schema}.{snap.name} is empty though {count:,} rows "
+                "were copied (the warehouse restarted and emptied it); nothing was sent. Run the sync's job again: "
+                "its snapshot step copies the model anew."
+            )
 
 
 def snapshot_taken_at(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> str | None:
@@ -125,8 +165,12 @@ def find_changes(
 ) -> dict[str, int]:
     """Fill the sync's diff table with the keys added, removed or whose hash moved (with `full_resync`: every
     current key, as added); return their counts by kind."""
+    check_snapshot_kept(engine, tables, model)
     diff = _diff_table(tables, sync)
-    changes = changes_query(tables, sync, model, trust_hashes=trust_hashes, full_resync=full_resync)
+    text_hashed = text_hashed_columns(engine, tables, model)
+    changes = changes_query(
+        tables, sync, model, trust_hashes=trust_hashes, full_resync=full_resync, text_hashed=text_hashed
+    )
     with engine.begin() as conn:
         diff.drop(conn, checkfirst=True)
         diff.create(conn)
@@ -138,37 +182,44 @@ def find_changes(
 
 
 def changes_query(
-    tables: StateTables, sync: SyncSpec, model: ModelSpec, *, trust_hashes: bool, full_resync: bool = False
+    tables: StateTables,
+    sync: SyncSpec,
+    model: ModelSpec,
+    *,
+    trust_hashes: bool,
+    full_resync: bool = False,
+    text_hashed: frozenset[str] = frozenset(),
 ) -> sa.Select:
     """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL (with
-    `full_resync`, every current key as added)."""
+    `full_resync`, every current key as added; `text_hashed` columns are hashed as their text)."""
     key = _single_key(model)
     snap = sa.table(snapshot_name(model), *(sa.column(c) for c in _needed(sync, model)), schema=tables.schema)
     key_text = sa.cast(snap.c[key], sa.Text)
+    hashed = [sa.cast(snap.c[c], sa.Text) if c in text_hashed else snap.c[c] for c in sync.compared_columns]
     current = (
-        sa.select(key_text.label("k"), RowHash(key_text, *(snap.c[c] for c in sync.compared_columns)).label("h"))
+        sa.select(key_text.label("k"), RowHash(key_text, *hashed).label("h"))
         .where(snap.c[key].is_not(None))
         .subquery("cur")
     )
     if full_resync:
         return sa.select(current.c.k, sa.literal("added"), current.c.h)
     delivered = tables.delivered
-    old = (
-        sa.select(delivered.c.key, delivered.c.content, delivered.c.hash)
+    old = (  # the content's nullness only: a join that carries no content stays in memory
+        sa.select(delivered.c.key, delivered.c.content.is_(None).label("gone"), delivered.c.hash)
         .where(delivered.c.sync == sync.name)
         .subquery("old")
     )
     kind = sa.case(
         (old.c.key.is_(None), "added"),
         (current.c.k.is_(None), "removed"),
-        (old.c.content.is_(None), "added"),  # a row removed before, back again
+        (old.c.gone, "added"),  # a row removed before, back again
         else_="changed",
     )
     moved = sa.or_(current.c.h != old.c.hash, old.c.hash.is_(None), sa.literal(not trust_hashes))
     candidate = sa.or_(
         old.c.key.is_(None),
-        sa.and_(current.c.k.is_(None), old.c.content.is_not(None)),
-        sa.and_(current.c.k.is_not(None), old.c.content.is_(None)),
+        sa.and_(current.c.k.is_(None), sa.not_(old.c.gone)),
+        sa.and_(current.c.k.is_not(None), old.c.gone),
         sa.and_(current.c.k.is_not(None), moved),
     )
     changes = (
@@ -208,6 +259,7 @@ def write_changes(
     `only_changed`, only the rows whose hash moved are read (to find those whose content did not). With
     `resync_generation` (a full resync), every row is added again under that generation, so its messageIds are new.
     """
+    check_snapshot_kept(engine, tables, model)
     schema = empty_diff(snapshot_schema(url, engine, tables, model), sync.sent_columns).schema
     diff = _diff_table(tables, sync)
     wanted = diff.c.kind == "changed" if only_changed else sa.true()
@@ -219,7 +271,7 @@ def write_changes(
         olds_query = olds_query.where(sa.false())
     with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
         if slices == 1:
-            parts = [(news_query, olds_query)]
+            parts = [(_without_slice(news_query), _without_slice(olds_query))]
         else:
             news_table = _work_table(engine, tables, f"diff_news__{sync.name}", news_query)
             olds_table = _work_table(engine, tables, f"diff_olds__{sync.name}", olds_query)
@@ -271,15 +323,16 @@ def _changes_queries(
 
 
 def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select) -> sa.TableClause:
-    """A query's rows in a table of the schema, ordered by slice (indexed by it on PostgreSQL)."""
+    """A query's rows in a table of the schema, ordered by slice (unlogged and indexed by it on PostgreSQL)."""
     preparer = engine.dialect.identifier_preparer
     target = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(name)}"
     ordered = query.order_by(sa.literal_column(_BUCKET))
     sql = str(ordered.compile(engine, compile_kwargs={"literal_binds": True}))
+    postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {target}"))
-        conn.execute(sa.text(f"CREATE TABLE {target} AS {sql}"))
-        if engine.dialect.name == "postgresql":
+        conn.execute(sa.text(f"{'CREATE UNLOGGED TABLE' if postgres else 'CREATE TABLE'} {target} AS {sql}"))
+        if postgres:
             conn.execute(sa.text(f"CREATE INDEX ON {target} ({preparer.quote(_BUCKET)})"))
     return sa.table(name, *(sa.column(c.name) for c in query.selected_columns), schema=tables.schema)
 
@@ -288,6 +341,13 @@ def _slice_of(table: sa.TableClause, query: sa.Select, part: int) -> sa.Select:
     """The rows of a work table in one slice, with the columns of the query that made it."""
     columns = [table.c[c.name] for c in query.selected_columns if c.name != _BUCKET]
     return sa.select(*columns).where(table.c[_BUCKET] == part)
+
+
+def _without_slice(query: sa.Select) -> sa.Select:
+    """The query with no slice column (one slice: nothing to tell apart)."""
+    return query.with_only_columns(
+        *(c for c in query.selected_columns if c.name != _BUCKET), maintain_column_froms=True
+    )
 
 
 def _changes_of(
@@ -330,24 +390,32 @@ def without_unchanged(changes: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> pl.DataFrame:
-    """A query's rows by the model's read path; on DuckDB over the engine's own connection (one process cannot
-    open a DuckDB file with two configurations)."""
+    """A query's rows by the model's read path, over the engine's own connection where there is one: DuckDB (one
+    process cannot open a file with two configurations) and PostgreSQL (its sessions' settings plan the joins)."""
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     spec = ModelSpec(name=model.name, sql=sql, primary_key=model.primary_key)
-    if engine.dialect.name == "duckdb":
-        from segment_sync.warehouse.duckdb_reader import batches_on
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        if engine.dialect.name == "duckdb":
+            from segment_sync.warehouse.duckdb_reader import batches_on
 
-        with engine.connect() as conn:
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor = driver.cursor()  # type: ignore[union-attr]
             try:
-                frames = [
-                    finish_batch(frame, plan) for frame, plan in batches_on(cursor, url, spec, DEFAULT_BATCH_ROWS)
-                ]
+                frames = [finish_batch(f, plan) for f, plan in batches_on(cursor, url, spec, DEFAULT_BATCH_ROWS)]
             finally:
                 cursor.close()
-    else:
-        with read_model_batches(url, spec) as batches:
-            frames = list(batches)
+            return _concat(frames)
+        if engine.dialect.name == "postgresql" and type(driver).__module__.startswith("psycopg"):
+            from segment_sync.warehouse import postgres_reader
+
+            batches = postgres_reader.batches_on(driver, url, spec, DEFAULT_BATCH_ROWS)  # type: ignore[arg-type]
+            if batches is not None:
+                return _concat([finish_batch(frame, plan) for frame, plan in batches])
+    with read_model_batches(url, spec) as frames:
+        return _concat(list(frames))
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
@@ -382,13 +450,33 @@ def _single_key(model: ModelSpec) -> str:
     return model.key_columns[0]
 
 
-def hash_basis(engine: sa.Engine, sync: SyncSpec, schema: pl.Schema) -> str:
-    """What the warehouse's row hashes depend on: the dialect, its version, the compared columns and their types.
+def hash_basis(engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec, schema: pl.Schema) -> str:
+    """What the warehouse's row hashes depend on: how they are made, the dialect and its version, the compared
+    columns, their types and which are hashed as text.
 
     A column whose type changed may hash differently with the same content: the basis changes with it, so that
     the next diff compares every row by content once instead of trusting the hashes.
     """
     with engine.connect():  # the server's version is known once connected
         version = ".".join(map(str, engine.dialect.server_version_info or ()))
-    columns = ",".join(f"{c}:{schema[c]}" for c in sync.compared_columns)
-    return f"warehouse:{engine.dialect.name}:{version}:{columns}"
+    text_hashed = text_hashed_columns(engine, tables, model)
+    columns = ",".join(f"{c}:{schema[c]}{' as text' if c in text_hashed else ''}" for c in sync.compared_columns)
+    digest = hashlib.sha256(columns.encode()).hexdigest()[:16]  # any number of columns fits the syncs table
+    return f"warehouse:{ROW_HASH_FORMAT}:{engine.dialect.name}:{version}:{digest}"
+
+
+def text_hashed_columns(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> frozenset[str]:
+    """The snapshot's columns hashed as their text: on PostgreSQL, all but those of a type whose hash tells apart
+    every two values written differently (numeric hashes 1.0 and 1.00 alike, jsonb its numbers, citext letter
+    case, json and arrays have none); elsewhere none."""
+    if engine.dialect.name != "postgresql":
+        return frozenset()
+    query = sa.text(
+        """SELECT a.attname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
+        AND NOT (t.typnamespace = 'pg_catalog'::regnamespace AND t.typname IN :exact)"""
+    ).bindparams(sa.bindparam("exact", value=EXACTLY_HASHED, expanding=True))
+    preparer = engine.dialect.identifier_preparer
+    table = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(snapshot_name(model))}"
+    with engine.connect() as conn:
+        return frozenset(conn.execute(query, {"table": table}).scalars())

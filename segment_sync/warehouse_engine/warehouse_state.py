@@ -204,6 +204,9 @@ class WarehouseState(JournalledState):
                         conn.execute(sa.text(f"ANALYZE {preparer.format_table(table)}"))
                 for statement in fold_statements(self.tables, self.sync_name):
                     conn.execute(statement)
+            if self.engine.dialect.name == "postgresql":  # the folded notes' space, free for the next run's
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.execute(sa.text(f"VACUUM {self.engine.dialect.identifier_preparer.format_table(journal)}"))
 
     def reset(self) -> str | None:
         """Forget what was delivered (kept aside in a table, whose name is returned); the sync gets a new identity."""
