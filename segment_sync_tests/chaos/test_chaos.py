@@ -95,7 +95,9 @@ def message_ids(*requests: RecordedRequest) -> list[str]:
     return [e["messageId"] for r in requests for e in batch(r)]
 
 
-def delivered_rows(state_dir: Path) -> int:
+def delivered_rows(state_dir: Path, engine: str = "polars") -> int:
+    if engine == "warehouse":
+        return warehouse_state_counts()[0]
     return SyncState(state_dir / "syncs" / SYNC, SYNC).delivered_row_count()
 
 
@@ -184,6 +186,12 @@ def duck(duckdb_warehouse: Warehouse, state_dir: Path, monkeypatch: pytest.Monke
     return duckdb_warehouse
 
 
+@pytest.fixture(params=["polars", "warehouse"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine a fault test runs on: each fault must be absorbed alike by both."""
+    return request.param
+
+
 @pytest.fixture
 def model50(duck: Warehouse) -> Model:
     return Model(duck, {i: value(i) for i in range(1, N_ROWS + 1)})
@@ -205,9 +213,11 @@ SINGLE_FAULTS = {
 
 
 @pytest.mark.parametrize("fault", SINGLE_FAULTS.values(), ids=SINGLE_FAULTS.keys())
-def test_one_fault_mid_delivery_is_retried_with_the_same_message_ids(model50, emulator, instance, state_dir, fault):
+def test_one_fault_mid_delivery_is_retried_with_the_same_message_ids(
+    model50, emulator, instance, state_dir, engine, fault
+):
     emulator.inject(PASS, PASS, fault)
-    run = run_sync(make_definitions(PROJECT, segment=SEGMENT), SYNC, instance)
+    run = run_sync(make_definitions(on_engine(engine), segment=SEGMENT), SYNC, instance)
     assert run.success, run.failure_messages()
     meta = run.metadata("segment", SYNC)
     assert (meta["events_sent"], meta["rows_rejected"], meta["retries"]) == (N_ROWS, 0, 1)
@@ -220,7 +230,7 @@ def test_one_fault_mid_delivery_is_retried_with_the_same_message_ids(model50, em
         assert retry.at - faulty.at >= 1.0  # the server's wait was honoured
     assert emulator.duplicates == (len(batch(faulty)) if fault.record_first else 0)
     assert_exactly_once(emulator, model50.expected)
-    assert_state_complete(state_dir, model50)
+    assert_state_complete(state_dir, model50, engine)
 
 
 # --- a fault that outlasts the retries: the run fails, the next one completes ---
@@ -234,9 +244,9 @@ OUTLASTING = {
 
 @pytest.mark.parametrize("fault", OUTLASTING.values(), ids=OUTLASTING.keys())
 def test_fault_outlasting_the_retries_fails_the_run_and_the_next_run_completes(
-    model50, emulator, instance, state_dir, fault
+    model50, emulator, instance, state_dir, engine, fault
 ):
-    definitions = make_definitions(PROJECT, segment=SEGMENT)
+    definitions = make_definitions(on_engine(engine), segment=SEGMENT)
     emulator.inject(PASS, PASS, PASS, fault, fault, fault)  # the 4th of 5 batches
     run = run_sync(definitions, SYNC, instance)
     assert not run.success
@@ -245,7 +255,7 @@ def test_fault_outlasting_the_retries_fails_the_run_and_the_next_run_completes(
     failed = message_ids(emulator.requests[3])
     assert message_ids(emulator.requests[4]) == failed == message_ids(emulator.requests[5])
     assert len(emulator.requests) == 6  # sending stopped at the batch that could not be delivered
-    assert delivered_rows(state_dir) == len(acked)  # only what was acknowledged
+    assert delivered_rows(state_dir, engine) == len(acked)  # only what was acknowledged
 
     run = run_sync(definitions, SYNC, instance)
     assert run.success, run.failure_messages()
@@ -254,25 +264,27 @@ def test_fault_outlasting_the_retries_fails_the_run_and_the_next_run_completes(
     assert acked.isdisjoint(resent) and set(failed) <= set(resent)
     assert emulator.duplicates == (3 * len(failed) if fault.record_first else 0)
     assert_exactly_once(emulator, model50.expected)
-    assert_state_complete(state_dir, model50)
+    assert_state_complete(state_dir, model50, engine)
 
 
-def test_an_initial_delivery_interrupted_early_is_completed_by_the_next_run(model50, emulator, instance, state_dir):
-    definitions = make_definitions(PROJECT, segment=SEGMENT)
+def test_an_initial_delivery_interrupted_early_is_completed_by_the_next_run(
+    model50, emulator, instance, state_dir, engine
+):
+    definitions = make_definitions(on_engine(engine), segment=SEGMENT)
     emulator.inject(PASS, Fault(500), Fault(500), Fault(500))
     assert not run_sync(definitions, SYNC, instance).success
-    assert delivered_rows(state_dir) == 10
+    assert delivered_rows(state_dir, engine) == 10
 
     run = run_sync(definitions, SYNC, instance)  # 40 rows still to send, 400% of the 10 delivered
     assert run.success, run.failure_messages()
     assert_exactly_once(emulator, model50.expected)
-    assert_state_complete(state_dir, model50)
+    assert_state_complete(state_dir, model50, engine)
 
 
 def test_a_run_whose_every_sent_event_is_rejected_fails_and_the_next_run_delivers(
-    model50, emulator, instance, state_dir
+    model50, emulator, instance, state_dir, engine
 ):
-    definitions = make_definitions(PROJECT, segment=SEGMENT)
+    definitions = make_definitions(on_engine(engine), segment=SEGMENT)
     emulator.inject(*[Fault(401, body='{"code":"unauthorized"}')] * 5)  # e.g. a write key not yet enabled
     run = run_sync(definitions, SYNC, instance)
     assert not run.success
@@ -280,20 +292,20 @@ def test_a_run_whose_every_sent_event_is_rejected_fails_and_the_next_run_deliver
     assert 'Segment rejected every event this run sent (50; Segment answered 401: {"code":"unauthorized"})' in message
     assert "check the write key (SEGMENT_WRITE_KEY) and the endpoint" in message
     assert statuses(state_dir, run) == {"rejected": N_ROWS}  # recorded as rejected, so the next run retries them
-    assert delivered_rows(state_dir) == 0 and emulator.accepted == []
+    assert delivered_rows(state_dir, engine) == 0 and emulator.accepted == []
 
     run = run_sync(definitions, SYNC, instance)
     assert run.success, run.failure_messages()
     assert_exactly_once(emulator, model50.expected)
-    assert_state_complete(state_dir, model50)
+    assert_state_complete(state_dir, model50, engine)
 
 
 # --- 4xx answers ---
 
 
-def test_a_400_splits_the_batch_and_the_halves_go_through(model50, emulator, instance, state_dir):
+def test_a_400_splits_the_batch_and_the_halves_go_through(model50, emulator, instance, state_dir, engine):
     emulator.inject(PASS, Fault(400, body="Bad Request\n"))
-    run = run_sync(make_definitions(PROJECT, segment=SEGMENT), SYNC, instance)
+    run = run_sync(make_definitions(on_engine(engine), segment=SEGMENT), SYNC, instance)
     assert run.success, run.failure_messages()
     meta = run.metadata("segment", SYNC)
     assert (meta["events_sent"], meta["rows_rejected"], meta["retries"]) == (N_ROWS, 0, 0)
@@ -302,15 +314,15 @@ def test_a_400_splits_the_batch_and_the_halves_go_through(model50, emulator, ins
     assert message_ids(first_half) == ids[: len(ids) // 2] and message_ids(second_half) == ids[len(ids) // 2 :]
     assert emulator.duplicates == 0
     assert_exactly_once(emulator, model50.expected)
-    assert_state_complete(state_dir, model50)
+    assert_state_complete(state_dir, model50, engine)
 
 
 def test_a_400_to_the_whole_request_fails_the_run_without_splitting_it_into_single_events(
-    model50, emulator, instance, state_dir, monkeypatch
+    model50, emulator, instance, state_dir, engine, monkeypatch
 ):
     emulator.min_write_key_chars = 8
     monkeypatch.setenv("SEGMENT_WRITE_KEY", "abc123")  # Segment answers 400 to every request with this key
-    definitions = make_definitions(PROJECT, segment=SEGMENT)
+    definitions = make_definitions(on_engine(engine), segment=SEGMENT)
     run = run_sync(definitions, SYNC, instance)
     assert not run.success
     [message] = run.failure_messages()
@@ -319,13 +331,13 @@ def test_a_400_to_the_whole_request_fails_the_run_without_splitting_it_into_sing
     assert "abc123" not in run.error_text()
     assert [len(batch(r)) for r in emulator.requests] == [10, 5, 2, 3, 5, 2, 3]  # then no other batch
     assert statuses(state_dir, run) == {"undelivered": N_ROWS}
-    assert delivered_rows(state_dir) == 0 and emulator.accepted == []
+    assert delivered_rows(state_dir, engine) == 0 and emulator.accepted == []
 
     monkeypatch.setenv("SEGMENT_WRITE_KEY", WRITE_KEY)
     run = run_sync(definitions, SYNC, instance)
     assert run.success, run.failure_messages()
     assert_exactly_once(emulator, model50.expected)
-    assert_state_complete(state_dir, model50)
+    assert_state_complete(state_dir, model50, engine)
 
 
 @pytest.mark.parametrize(
@@ -337,9 +349,9 @@ def test_a_400_to_the_whole_request_fails_the_run_without_splitting_it_into_sing
     ],
 )
 def test_a_non_retryable_answer_rejects_the_batch_and_the_next_run_delivers_it(
-    model50, emulator, instance, state_dir, status, body
+    model50, emulator, instance, state_dir, engine, status, body
 ):
-    definitions = make_definitions(PROJECT, segment=SEGMENT)
+    definitions = make_definitions(on_engine(engine), segment=SEGMENT)
     emulator.inject(PASS, Fault(status, body=body))
     run = run_sync(definitions, SYNC, instance)
     assert run.success, run.failure_messages()
@@ -351,7 +363,7 @@ def test_a_non_retryable_answer_rejects_the_batch_and_the_next_run_delivers_it(
     rejected = [json.loads(line) for line in Path(meta["rejected_rows_file"]).read_text().splitlines()]
     assert sorted(uid(int(r["key"])) for r in rejected) == sorted(e["userId"] for e in batch(refused))
     assert all(f"Segment answered {status}" in r["reason"] for r in rejected)
-    assert delivered_rows(state_dir) == N_ROWS - n  # the rejected rows are not in the state
+    assert delivered_rows(state_dir, engine) == N_ROWS - n  # the rejected rows are not in the state
 
     run = run_sync(definitions, SYNC, instance)
     assert run.success, run.failure_messages()
@@ -360,7 +372,7 @@ def test_a_non_retryable_answer_rejects_the_batch_and_the_next_run_delivers_it(
     assert sorted(message_ids(*emulator.requests[5:])) == sorted(message_ids(refused))  # the same messageIds
     assert emulator.duplicates == 0
     assert_exactly_once(emulator, model50.expected)
-    assert_state_complete(state_dir, model50)
+    assert_state_complete(state_dir, model50, engine)
 
 
 # --- faults across runs, with the warehouse changing between a failed run and its re-run ---
