@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
+
+from segment_sync.field_mapping import (
+    SOURCE_HELP,
+    Column,
+    FieldMapping,
+    FieldSource,
+    Tree,
+    columns_of,
+    mappings_of,
+    tree_of,
+)
 
 NAME_PATTERN = re.compile(r"[a-z0-9_]+")
 SyncType = Literal["track", "audience", "identify", "group"]
 DuplicatePolicy = Literal["fail", "keep_first", "keep_last"]
 ChangeKind = Literal["added", "changed", "removed"]
 Engine = Literal["polars", "warehouse"]
+TimestampUnit = Literal["s", "ms"]
+SOURCE_KEYS = ("static", "template")
 
 
 class _Strict(BaseModel):
@@ -93,8 +106,30 @@ class SyncSpec(_Strict):
     user_id: str | None = Field(default=None, description="Column holding Segment's userId.")
     anonymous_id: str | None = Field(default=None, description="Column holding Segment's anonymousId.")
     group_id: str | None = Field(default=None, description="Column holding the groupId (group syncs).")
-    fields: dict[str, str] | list[str] = Field(
-        default_factory=dict, description="Property/trait name -> column; a list keeps the column names."
+    fields: dict[str, FieldSource] | list[str] = Field(
+        default_factory=dict,
+        description="Property/trait name -> column, {static: value} or {template: text}; a dotted name nests "
+        "(address.city), a backslash keeps a dot literal (utm\\.source). A list sends columns under their names.",
+    )
+    context: dict[str, FieldSource] = Field(
+        default_factory=dict,
+        description="Segment context field (ip, locale, traits.email, ...) -> column, {static: value} or "
+        "{template: text}; sent but not compared: a change only here is not a change.",
+    )
+    integrations: str | dict[str, JsonValue] | None = Field(
+        default=None,
+        description="Segment's per-destination switches: an object ({All: false, Mixpanel: true}), or a column "
+        "holding a JSON object per row. Sent but not compared.",
+    )
+    omit_nulls: bool = Field(default=False, description="Leave out mapped values that are null instead of null.")
+    timestamp_unit: TimestampUnit | None = Field(
+        default=None, description="s or ms: the timestamp column holds seconds or milliseconds since 1970."
+    )
+    changed_fields: str | None = Field(
+        default=None, description="Changed events (track, identify): list the fields that changed under this name."
+    )
+    previous_values: str | None = Field(
+        default=None, description="Changed events (track, identify): the changed fields' old values, under this name."
     )
     events: EventNames | None = Field(default=None, description="Track event names per change kind.")
     send_initial: bool = Field(default=False, description="Send the first run's rows (track, audience).")
@@ -130,12 +165,38 @@ class SyncSpec(_Strict):
             raise ValueError("must not be negative")
         return value
 
-    @field_validator("fields")
+    @field_validator("fields", "context", mode="before")
     @classmethod
-    def _no_empty_names(cls, value: dict[str, str] | list[str]) -> dict[str, str] | list[str]:
-        names = value if isinstance(value, list) else [*value.keys(), *value.values()]
+    def _known_sources(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, dict):
+            for name, source in value.items():
+                if isinstance(source, dict) and (len(source) != 1 or next(iter(source)) not in SOURCE_KEYS):
+                    raise ValueError(
+                        f"sync {info.data.get('name')!r}: {info.field_name}.{name}: {source!r} is not a value to "
+                        f"send; use {SOURCE_HELP}"
+                    )
+        return value
+
+    @field_validator("fields", "context")
+    @classmethod
+    def _no_empty_names(cls, value: dict[str, FieldSource] | list[str]) -> dict[str, FieldSource] | list[str]:
+        columns = [v for v in value.values() if isinstance(v, str)] if isinstance(value, dict) else []
+        names = value if isinstance(value, list) else [*value.keys(), *columns]
         if any(not isinstance(n, str) or not n for n in names):
             raise ValueError("field names and columns must be non-empty strings")
+        return value
+
+    @field_validator("integrations")
+    @classmethod
+    def _integration_switches(cls, value: str | dict[str, JsonValue] | None) -> str | dict[str, JsonValue] | None:
+        if value == "":
+            raise ValueError("integrations: name a column holding a JSON object, or give the object itself")
+        for name, switch in value.items() if isinstance(value, dict) else ():
+            if not isinstance(switch, bool | dict):
+                raise ValueError(
+                    f"integrations.{name}: {switch!r} is neither true, false nor an object of that destination's "
+                    "settings"
+                )
         return value
 
     @model_validator(mode="after")
@@ -154,22 +215,72 @@ class SyncSpec(_Strict):
             raise ValueError(f"{where}: 'events' only applies to track syncs (audience names are fixed)")
         if self.send_initial and self.type in ("identify", "group"):
             raise ValueError(f"{where}: identify and group syncs always send the initial set; drop 'send_initial'")
+        if self.timestamp_unit is not None and self.timestamp is None:
+            raise ValueError(f"{where}: 'timestamp_unit' says how the timestamp column counts time; set 'timestamp'")
+        try:
+            self._check_mappings()
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         return self
 
+    def _check_mappings(self) -> None:
+        fields = self.field_tree  # parsed here, so that a bad name or template fails as the YAML loads
+        if "library" in self.context_tree:
+            raise ValueError("context.library is segment-sync's own (its name and version); map another name")
+        names = [("changed_fields", self.changed_fields), ("previous_values", self.previous_values)]
+        for setting, name in names:
+            if name is None:
+                continue
+            if not name.strip():
+                raise ValueError(f"'{setting}' must be a property or trait name, not empty")
+            if not (self.type == "identify" or (self.type == "track" and self.events and self.events.changed)):
+                raise ValueError(
+                    f"'{setting}' describes changed events: it needs a track sync with events.changed, or an "
+                    "identify sync"
+                )
+            if name in fields:
+                raise ValueError(f"'{setting}' is {name!r}, which a field in 'fields' sends too; choose another name")
+        if self.changed_fields is not None and self.changed_fields == self.previous_values:
+            raise ValueError("'changed_fields' and 'previous_values' need two different names")
+
     @cached_property
-    def field_map(self) -> dict[str, str]:
-        """Segment property/trait name -> column."""
-        return {c: c for c in self.fields} if isinstance(self.fields, list) else dict(self.fields)
+    def field_mappings(self) -> list[FieldMapping]:
+        """What goes into the properties or traits, in declared order (a list of columns keeps their names)."""
+        if isinstance(self.fields, list):
+            return [FieldMapping(c, (c,), Column(c)) for c in self.fields]
+        return mappings_of(self.fields, "fields")
+
+    @cached_property
+    def field_tree(self) -> Tree:
+        """The properties or traits, nested by name."""
+        return tree_of(self.field_mappings, "fields")
+
+    @cached_property
+    def context_mappings(self) -> list[FieldMapping]:
+        """What goes into the event's context beside the library, in declared order."""
+        return mappings_of(self.context, "context")
+
+    @cached_property
+    def context_tree(self) -> Tree:
+        """The context fields, nested by name."""
+        return tree_of(self.context_mappings, "context")
+
+    @property
+    def integrations_column(self) -> str | None:
+        """The column holding each row's integrations object, if they come from a column."""
+        return self.integrations if isinstance(self.integrations, str) else None
 
     @cached_property
     def sent_columns(self) -> list[str]:
         """Every model column this sync sends, in a stable order."""
-        return sorted({*self.compared_columns, *(c for c in (self.timestamp, self.message_id) if c is not None)})
+        others = [self.timestamp, self.message_id, self.integrations_column, *columns_of(self.context_mappings)]
+        return sorted({*self.compared_columns, *(c for c in others if c is not None)})
 
     @cached_property
     def compared_columns(self) -> list[str]:
-        """The sent columns whose change is a change of the row: ids and fields, not the timestamp or messageId."""
-        cols = [self.user_id, self.anonymous_id, self.group_id, *self.field_map.values()]
+        """The sent columns whose change is a change of the row: ids and fields' columns, not the timestamp,
+        messageId, context or integrations."""
+        cols = [self.user_id, self.anonymous_id, self.group_id, *columns_of(self.field_mappings)]
         return sorted({c for c in cols if c is not None})
 
     @property

@@ -6,8 +6,10 @@ encoded as `_after` encodes them, and ids, timestamps and messageIds follow `eve
 same content. Both splice each value's JSON text as the content holds it. The rows this cannot build
 by columns go through `build_outcomes`: nested and other values Polars cannot write (from dialects read by
 inference), ids from fractional numbers or JSON columns, timestamps that are neither text nor dates nor
-datetimes, and removed rows whose content does not read back exactly (decimals, narrow floats, JSON columns,
-or a column whose type changed since).
+datetimes (with a `timestamp_unit`: integers out of years 1 to 9999), JSON strings in templates,
+integrations columns holding something other than an object, and removed rows whose content does not read back
+exactly (decimals, narrow floats, JSON columns, or a column whose type changed since). What a changed row's
+change is (`change_description`) is worked out row by row for both paths, from the contents before and after.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ import polars as pl
 import polars_hash  # noqa: F401 - registers the `chash` expressions
 
 from segment_sync.events import rules
-from segment_sync.events.row_builder import DiffRow, Outcome, RowRejected, build_outcomes, identity, segment_timestamp
+from segment_sync.events.change_description import change_members, describes_changes
+from segment_sync.events.event_time import MAX_MS, MIN_MS, UNIT_FACTOR, event_time, segment_timestamp
+from segment_sync.events.row_builder import DiffRow, Outcome, build_outcomes, identity
+from segment_sync.events.row_values import RowRejected, value_of
 from segment_sync.events.rules import LIBRARY, MAX_MESSAGE_ID_CHARS, event_name
+from segment_sync.field_mapping import Column, Source, Static, Template, Tree
 from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import SyncSpec
-from segment_sync.values.encoding import column, content_expr, is_plain, json_ready
+from segment_sync.values.encoding import column, content_expr, dumps, is_plain, json_ready, json_value
 from segment_sync.values.json_column import is_json, text_of
 from segment_sync.values.row_columns import AFTER, BEFORE, BEFORE_GEN, HASH, KEY, KIND, ROW
 
@@ -45,6 +51,9 @@ KINDS = ("added", "changed", "removed")
 PY_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())  # what str.strip() removes
 _INDEX, _BAG, _UID, _AID, _GID, _MID, _DIGEST = "_i", "_bag", "_uid", "_aid", "_gid", "_mid", "_digest"
 _TS, _TS_TEXT, _TS_REASON = "_ts", "_ts_text", "_ts_reason"
+_CONTEXT, _INTEGRATIONS, _CHANGES = "_context", "_integrations", "_changes"
+LIBRARY_JSON = dumps(LIBRARY).decode()
+ISO_MILLIS = "%Y-%m-%dT%H:%M:%S%.3fZ"
 _SECOND = "_second"  # the added half of a split row comes after its removed half
 _HAZARD, _MID_HAZARD = "_hazard", "_mid_hazard"  # rows left to the row-wise path (the second only if added)
 
@@ -149,8 +158,11 @@ def _build_columnar(
     good = groups[0] if len(groups) == 1 else pl.concat(groups).sort(_INDEX)
     rest = rows.filter(~pl.col(_INDEX).is_in(good[_INDEX].implode())) if good.height < rows.height else rows.clear()
     good = good.with_columns(_message_digests(sync, sync_uuid)).with_columns(_message_ids(sync))
+    described = describes_changes(sync) and names.get("changed") is not None
+    if described:
+        good = good.with_columns(_change_members(sync))
     message_type = "track" if sync.type in ("track", "audience") else sync.type
-    good = good.with_columns(_payload(sync, message_type, names).alias(PAYLOAD), _reason(sync).alias(REASON))
+    good = good.with_columns(_payload(sync, message_type, names, described).alias(PAYLOAD), _reason(sync).alias(REASON))
     size = pl.col(PAYLOAD).str.len_bytes()
     oversized = good.select(pl.when(pl.col(REASON).is_null() & (size > MAX_EVENT_BYTES)).then(size))[PAYLOAD]
     if oversized.is_not_null().any():
@@ -181,7 +193,7 @@ def _built_values(plan: _Plan, candidates: pl.DataFrame) -> pl.DataFrame:
     frame = pl.concat([candidates.drop(ROW), values], how="horizontal")
     good = frame.filter(~(pl.col(_HAZARD) | (pl.col(_MID_HAZARD) & _uses_message_id_column())))
     if plan.python_timestamps:
-        good = good.with_columns(_python_timestamps(good[_TS_TEXT], plan.sync.timestamp or ""))
+        good = good.with_columns(_python_timestamps(good[_TS_TEXT], plan.sync))
     return good.drop(_TS_TEXT, _HAZARD, _MID_HAZARD, strict=False)
 
 
@@ -284,14 +296,21 @@ class _Plan:
 
     @property
     def python_timestamps(self) -> bool:
-        """Whether the timestamp column holds text, which `segment_timestamp` parses value by value."""
+        """Whether the timestamp column's values are parsed in Python (`event_time`), value by value: ISO text,
+        or epoch numbers other than integers."""
         ts = self.sync.timestamp
-        return ts is not None and _kind_of(self.schema[ts]) in ("text", "time")
+        if ts is None:
+            return False
+        kind = _kind_of(self.schema[ts])
+        if self.sync.timestamp_unit is None:
+            return kind in ("text", "time")
+        return kind not in ("int", "null", "other")
 
     def expressions(self) -> list[pl.Expr]:
-        """Columns computed from the unnested `_row`: the bag, ids, timestamp, messageId and the hazards."""
+        """Columns computed from the unnested `_row`: the bag, ids, timestamp, messageId, context, integrations and
+        the hazards."""
         sync = self.sync
-        bag, hazards = self._bag()
+        bag, hazards = self._object(sync.field_tree)
         exprs = [bag.alias(_BAG)]
         for alias, name in ((_UID, sync.user_id), (_AID, sync.anonymous_id), (_GID, sync.group_id)):
             value, hazard = self._id(name)
@@ -301,16 +320,28 @@ class _Plan:
         mid_value, mid_hazard = self._message_id()
         exprs += [ts_value.alias(_TS), pl.lit(None, pl.String).alias(_TS_REASON), mid_value.alias(_MID)]
         if self.python_timestamps:
-            exprs.append(self._text(sync.timestamp or "").alias(_TS_TEXT))
+            ts = sync.timestamp or ""
+            text = self._text(ts) if sync.timestamp_unit is None else json_value(self.schema, ts)
+            exprs.append(text.alias(_TS_TEXT))
         hazards.append(ts_hazard)
+        if sync.context_tree:
+            context, context_hazards = self._object(sync.context_tree)
+            exprs.append(context.alias(_CONTEXT))
+            hazards += context_hazards
+        integrations, integrations_hazard = self._integrations()
+        exprs.append(integrations.alias(_INTEGRATIONS))
+        hazards.append(integrations_hazard)
         return [*exprs, _any(hazards).alias(_HAZARD), _any([mid_hazard]).alias(_MID_HAZARD)]
 
-    def _bag(self) -> tuple[pl.Expr, list[pl.Expr | None]]:
-        """The properties or traits as JSON, and the rows whose values it cannot write exactly.
+    def _object(self, tree: Tree) -> tuple[pl.Expr, list[pl.Expr | None]]:
+        """A mapping tree as a JSON object, and the rows whose values it cannot write exactly.
 
-        Runs of fields are encoded by one `json_encode` of a struct, which writes each value as the diff's
-        content does; decimals (which it would quote) and JSON columns are spliced in as their own text.
+        Without `omit_nulls`, runs of columns are encoded by one `json_encode` of a struct, which writes each value
+        as the diff's content does; decimals (which it would quote), JSON columns, static values, templates and
+        nested objects are spliced in as their own text. With it, each member is left out when its value is null
+        (or, for a nested object, empty).
         """
+        omit = self.sync.omit_nulls
         members: list[pl.Expr] = []  # JSON object members, without the braces
         run: list[pl.Expr] = []
         hazards: list[pl.Expr | None] = []
@@ -320,24 +351,108 @@ class _Plan:
                 members.append(pl.struct(run).struct.json_encode().str.strip_prefix("{").str.strip_suffix("}"))
                 run.clear()
 
-        for field, name in self.sync.field_map.items():
-            dtype, col = self.schema[name], column(name)
-            kind = _kind_of(dtype)
-            if kind in ("decimal", "json"):
-                close_run()
-                text = (text_of(col) if kind == "json" else col.cast(pl.String)).fill_null("null")
-                members.append(pl.concat_str([pl.lit(orjson.dumps(field).decode() + ":"), text]))
-            elif kind == "other":
-                run.append(pl.lit(None).alias(field))
-                hazards.append(col.is_not_null())
+        for key, node in tree.items():
+            label = pl.lit(orjson.dumps(key).decode() + ":")
+            if isinstance(node, dict):
+                text, inner_hazards = self._object(node)
+                hazards += inner_hazards
+                nothing = "{}"
+            elif not omit and isinstance(node, Column) and self._runs(node.name):
+                run.append(self._run_value(node.name).alias(key))
+                continue
             else:
-                run.append((col.cast(pl.String) if kind == "text" else json_ready(dtype, name)).alias(field))
+                text, hazard = self._leaf(node)
+                hazards.append(hazard)
+                nothing = "null"
+            close_run()
+            member = pl.concat_str([label, text])
+            members.append(pl.when(text != nothing).then(member) if omit else member)
         if run and not members:
             return pl.struct(run).struct.json_encode(), hazards  # one run: its JSON is the whole object
         close_run()
-        commas = [pl.lit(",")] * len(members)
-        joined = [part for pair in zip(commas, members, strict=True) for part in pair][1:]
-        return pl.concat_str([pl.lit("{"), *joined, pl.lit("}")]), hazards
+        if not members:
+            return pl.lit("{}"), hazards
+        joined = pl.concat_str(members, separator=",", ignore_nulls=True).fill_null("")
+        return pl.concat_str([pl.lit("{"), joined, pl.lit("}")]), hazards
+
+    def _run_value(self, name: str) -> pl.Expr:
+        """A column's values as a run's struct holds them for `json_encode`."""
+        dtype = self.schema[name]
+        return column(name).cast(pl.String) if _kind_of(dtype) == "text" else json_ready(dtype, name)
+
+    def _runs(self, name: str) -> bool:
+        """Whether a column's values can join a run encoded by `json_encode`."""
+        return _kind_of(self.schema[name]) not in ("decimal", "json", "other")
+
+    def _leaf(self, source: Source) -> tuple[pl.Expr, pl.Expr | None]:
+        """One mapped value's JSON text ("null" for null), and the rows it cannot write exactly."""
+        if isinstance(source, Static):
+            return pl.lit(dumps(source.value).decode()), None
+        if isinstance(source, Template):
+            return self._template(source)
+        dtype, col = self.schema[source.name], column(source.name)
+        kind = _kind_of(dtype)
+        if kind == "json":
+            return text_of(col).fill_null("null"), None
+        if kind == "decimal":
+            return col.cast(pl.String).fill_null("null"), None
+        if kind == "other":
+            return pl.lit("null"), col.is_not_null()
+        return json_value(self.schema, source.name), None
+
+    def _template(self, template: Template) -> tuple[pl.Expr, pl.Expr | None]:
+        """A template's JSON string (null when every column it reads is null), as `mapped_values.rendered` makes it."""
+        if not template.parts:
+            return pl.lit('""'), None
+        pieces: list[pl.Expr] = []
+        present: list[pl.Expr] = []
+        hazards: list[pl.Expr | None] = []
+        for part in template.parts:
+            if isinstance(part, str):
+                pieces.append(pl.lit(part))
+                continue
+            piece, hazard = self._template_piece(part.name)
+            pieces.append(piece.fill_null(""))
+            present.append(piece.is_not_null())
+            hazards.append(hazard)
+        text = pl.concat_str(pieces)
+        if present:
+            text = pl.when(pl.any_horizontal(present)).then(text)
+        return _json_text(text), _any(hazards)
+
+    def _template_piece(self, name: str) -> tuple[pl.Expr, pl.Expr | None]:
+        """A column as a template writes it (`mapped_values.template_piece`), null for null."""
+        dtype, col = self.schema[name], column(name)
+        kind = _kind_of(dtype)
+        if kind == "text":
+            return col.cast(pl.String), None
+        if kind in ("datetime", "date", "time"):
+            return json_ready(dtype, name), None
+        if kind in ("int", "boolean", "decimal"):
+            return col.cast(pl.String), None
+        if kind == "float":
+            text = json_value(self.schema, name)
+            return pl.when(text != "null").then(text), None
+        if kind == "json":  # a JSON string is written unquoted: row-wise
+            text = text_of(col)
+            return pl.when(text != "null").then(text), text.str.starts_with('"')
+        if kind == "null":
+            return pl.lit(None, pl.String), None
+        return pl.lit(None, pl.String), col.is_not_null()
+
+    def _integrations(self) -> tuple[pl.Expr, pl.Expr | None]:
+        """The integrations object's JSON (null for none), and the rows whose column holds something else."""
+        declared = self.sync.integrations
+        if isinstance(declared, dict):
+            return pl.lit(dumps(declared).decode()), None
+        name = self.sync.integrations_column
+        if name is None:
+            return pl.lit(None, pl.String), None
+        if _kind_of(self.schema[name]) == "json":
+            text = text_of(column(name))
+            is_object = text.str.starts_with("{")
+            return pl.when(is_object).then(text), ~is_object & (text != "null")  # the rest is rejected row-wise
+        return pl.lit(None, pl.String), ~self._json_null(name)
 
     def _text(self, name: str) -> pl.Expr:
         """A text, date or time column as the string `_after` holds."""
@@ -370,6 +485,8 @@ class _Plan:
             return none, None
         dtype, col = self.schema[name], column(name)
         kind = _kind_of(dtype)
+        if self.sync.timestamp_unit is not None:
+            return self._epoch_timestamp(name)
         if kind == "datetime":
             assert isinstance(dtype, pl.Datetime)
             utc = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
@@ -380,6 +497,19 @@ class _Plan:
         if kind in ("text", "time", "null"):
             return none, None  # text is parsed in Python (`python_timestamps`)
         return none, ~self._json_null(name)  # a rejection naming the value's Python type
+
+    def _epoch_timestamp(self, name: str) -> tuple[pl.Expr, pl.Expr | None]:
+        """Integer seconds or milliseconds as `event_time` writes them; other numbers and text are parsed in Python
+        (`python_timestamps`), out-of-range integers go row-wise."""
+        kind = _kind_of(self.schema[name])
+        if kind != "int":
+            return pl.lit(None, pl.String), column(name).is_not_null() if kind == "other" else None
+        factor = UNIT_FACTOR[self.sync.timestamp_unit or "ms"]
+        value = column(name).cast(pl.Int64, strict=False)
+        in_range = value.is_between(-(-MIN_MS // factor), MAX_MS // factor)
+        millis = pl.when(in_range).then(value * factor)
+        hazard = column(name).is_not_null() & ~in_range.fill_null(False)
+        return pl.from_epoch(millis, time_unit="ms").dt.to_string(ISO_MILLIS), hazard
 
     def _message_id(self) -> tuple[pl.Expr, pl.Expr | None]:
         none = pl.lit(None, pl.String)
@@ -396,14 +526,16 @@ class _Plan:
         return none, ~self._json_null(name)
 
 
-def _python_timestamps(texts: pl.Series, column_name: str) -> list[pl.Series]:
+def _python_timestamps(texts: pl.Series, sync: SyncSpec) -> list[pl.Series]:
+    """`_TS` and `_TS_REASON` from raw text (ISO times) or, with a `timestamp_unit`, from JSON texts (epochs)."""
     stamps: list[str | None] = []
     reasons: list[str | None] = []
     for text in texts.to_list():
         stamp = reason = None
-        if text is not None:
+        value = text if sync.timestamp_unit is None or text is None else value_of(text.encode())
+        if value is not None:
             try:
-                stamp = segment_timestamp(text, column_name)
+                stamp = event_time(value, sync.timestamp or "", sync.timestamp_unit)
             except RowRejected as exc:
                 reason = str(exc)
         stamps.append(stamp)
@@ -444,8 +576,8 @@ def _uses_message_id_column() -> pl.Expr:
     return (pl.col(KIND) == "added") & pl.col(BEFORE_GEN).is_null()
 
 
-def _payload(sync: SyncSpec, message_type: str, names: Mapping[str, str | None]) -> pl.Expr:
-    """The message JSON, keys in `build_event`'s order."""
+def _payload(sync: SyncSpec, message_type: str, names: Mapping[str, str | None], described: bool) -> pl.Expr:
+    """The message JSON, keys in `build_event`'s order (`described`: changed rows carry `_CHANGES`)."""
 
     def optional(key: str, value: pl.Expr, encoded: pl.Expr) -> pl.Expr:
         return pl.when(value.is_not_null()).then(pl.concat_str([pl.lit(f',"{key}":'), encoded]))
@@ -458,7 +590,10 @@ def _payload(sync: SyncSpec, message_type: str, names: Mapping[str, str | None])
     ids = [("userId", _UID, sync.user_id), ("anonymousId", _AID, sync.anonymous_id)]
     ids += [("groupId", _GID, sync.group_id)] if sync.type == "group" else []
     parts += [optional(key, pl.col(alias), _json_text(pl.col(alias))) for key, alias, name in ids if name is not None]
-    parts += [pl.lit(',"traits":' if sync.type in ("identify", "group") else ',"properties":'), pl.col(_BAG)]
+    parts += [
+        pl.lit(',"traits":' if sync.type in ("identify", "group") else ',"properties":'),
+        _bag_with_changes() if described else pl.col(_BAG),
+    ]
     if sync.timestamp is not None:
         parts.append(optional("timestamp", pl.col(_TS), _quoted(pl.col(_TS))))
     mid = pl.col(_MID)
@@ -466,8 +601,37 @@ def _payload(sync: SyncSpec, message_type: str, names: Mapping[str, str | None])
         parts += [pl.lit(',"messageId":"'), mid, pl.lit('"')]
     else:
         parts.append(optional("messageId", mid, _json_text(mid)))
-    parts.append(pl.lit(',"context":' + orjson.dumps(LIBRARY).decode() + "}"))
+    parts.append(pl.lit(',"context":'))
+    if sync.context_tree:
+        context = pl.col(_CONTEXT)
+        mapped = pl.concat_str([pl.lit(LIBRARY_JSON[:-1] + ","), context.str.strip_prefix("{")])
+        parts.append(pl.when(context == "{}").then(pl.lit(LIBRARY_JSON)).otherwise(mapped))
+    else:
+        parts.append(pl.lit(LIBRARY_JSON))
+    parts += [optional("integrations", pl.col(_INTEGRATIONS), pl.col(_INTEGRATIONS)), pl.lit("}")]
     return pl.concat_str(parts, ignore_nulls=True)
+
+
+def _bag_with_changes() -> pl.Expr:
+    """The properties or traits, with the members that describe a change last (`_CHANGES`, where there is one)."""
+    bag, changes = pl.col(_BAG), pl.col(_CHANGES)
+    added = pl.concat_str(
+        [bag.str.strip_suffix("}"), pl.when(bag != "{}").then(pl.lit(",")), changes, pl.lit("}")], ignore_nulls=True
+    )
+    return pl.when(changes.is_null()).then(bag).otherwise(added)
+
+
+def _change_members(sync: SyncSpec) -> pl.Expr:
+    """The members that describe each changed row's change (`change_description.change_members`), else null."""
+
+    def members(rows: pl.Series) -> pl.Series:
+        texts = [
+            dumps(change_members(sync, row[BEFORE], row[AFTER])).decode()[1:-1] if row[KIND] == "changed" else None
+            for row in rows.to_list()
+        ]
+        return pl.Series(texts, dtype=pl.String)
+
+    return pl.struct(KIND, BEFORE, AFTER).map_batches(members, return_dtype=pl.String).alias(_CHANGES)
 
 
 def _reason(sync: SyncSpec) -> pl.Expr:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import msgspec
 import orjson
 
 from segment_sync.events import rules
+from segment_sync.events.change_description import change_members
+from segment_sync.events.event_time import event_time, segment_timestamp
+from segment_sync.events.mapped_values import mapped_object
+from segment_sync.events.row_values import Number, RowRejected, column_value, content_values, json_kind, value_of
 from segment_sync.events.rules import LIBRARY, MAX_MESSAGE_ID_CHARS, event_name
 from segment_sync.segment_api.batching import MAX_EVENT_BYTES
 from segment_sync.spec import ChangeKind, SyncSpec
@@ -52,10 +54,6 @@ class Outcome:
     @property
     def skipped(self) -> bool:
         return self.event is None and self.rejected is None
-
-
-class RowRejected(ValueError):
-    """A row that cannot become a valid Segment event."""
 
 
 def message_id_for(sync_uuid: str, row: DiffRow) -> str:
@@ -108,14 +106,22 @@ def build_event(sync: SyncSpec, row: DiffRow, sync_uuid: str, removed_at: str | 
         if group_id is None:
             raise RowRejected(rules.no_group_id(sync))
         message["groupId"] = group_id
-    fields = {name: orjson.Fragment(values.get(column, b"null")) for name, column in sync.field_map.items()}
-    message["traits" if sync.type in ("identify", "group") else "properties"] = fields
-    stamp = removed_at if row.kind == "removed" else _value(values, sync.timestamp)
-    if sync.timestamp is not None and stamp is not None:
-        message["timestamp"] = segment_timestamp(stamp, sync.timestamp)
+    bag = mapped_object(sync.field_tree, values, omit_nulls=sync.omit_nulls)
+    if row.kind == "changed":
+        bag.update(change_members(sync, row.before, row.after))
+    message["traits" if sync.type in ("identify", "group") else "properties"] = bag
+    if sync.timestamp is not None:
+        if row.kind == "removed":
+            if removed_at is not None:
+                message["timestamp"] = segment_timestamp(removed_at, sync.timestamp)
+        elif (stamp := column_value(values, sync.timestamp)) is not None:
+            message["timestamp"] = event_time(stamp, sync.timestamp, sync.timestamp_unit)
     message_id = _message_id(sync, row, values, sync_uuid)
     message["messageId"] = message_id
-    message["context"] = LIBRARY
+    message["context"] = {**LIBRARY, **mapped_object(sync.context_tree, values, omit_nulls=sync.omit_nulls)}
+    integrations = _integrations(sync, values)
+    if integrations is not None:
+        message["integrations"] = integrations
     payload = dumps(message)
     if len(payload) > MAX_EVENT_BYTES:
         raise RowRejected(rules.oversized(len(payload)))
@@ -134,48 +140,20 @@ def identity(sync: SyncSpec, content: str) -> tuple[str | None, ...]:
     return tuple(ids)
 
 
-def content_values(content: str | bytes) -> dict[str, bytes]:
-    """Each sent column's JSON text in a row's content, exactly as the content holds it."""
-    raw = msgspec.json.decode(content, type=dict[str, msgspec.Raw])
-    return {name: bytes(value) for name, value in raw.items()}
-
-
-class _Number:
-    """A JSON number, as its text."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _value(values: dict[str, bytes], column: str | None) -> Any:
-    """A column's value: strings, booleans, lists and objects decoded, numbers as their text (`_Number`)."""
-    text = values.get(column) if column is not None else None
-    if text is None or text == b"null":
-        return None
-    if text[:1] in b'"tf[{':
-        return orjson.loads(text)
-    return _Number(text.decode())
-
-
 def _id_value(values: dict[str, bytes], column: str | None, setting: str) -> str | None:
-    value = _value(values, column)
+    value = column_value(values, column)
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, _Number):
+    if isinstance(value, Number):
         text = _number_id(value)
     elif isinstance(value, str):
         text = value.strip()
     else:
-        raise RowRejected(f"{setting} column {column!r} holds a {_json_kind(value)}, not a string or number")
+        raise RowRejected(f"{setting} column {column!r} holds a {json_kind(value)}, not a string or number")
     return text or None
 
 
-def _number_id(number: _Number) -> str:
+def _number_id(number: Number) -> str:
     """A number as an id: its digits when it is whole (42.00 is "42"), else its text."""
     try:
         value = Decimal(number.text)
@@ -183,28 +161,6 @@ def _number_id(number: _Number) -> str:
         return number.text
     whole = value.is_finite() and value.adjusted() < 400 and value == value.to_integral_value()  # 1e999999999 stays
     return str(int(value)) if whole else number.text
-
-
-def _json_kind(value: Any) -> str:
-    """What a decoded value is, in JSON's words."""
-    kinds = {dict: "JSON object", list: "JSON array", bool: "boolean", _Number: "number"}
-    return kinds.get(type(value), type(value).__name__)
-
-
-def segment_timestamp(value: Any, column: str) -> str:
-    """A time as Segment wants it (UTC, milliseconds, Z); raises RowRejected when it is not an ISO-8601 time."""
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "T", 1)
-        try:
-            parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        except (ValueError, OverflowError):
-            raise RowRejected(
-                f"timestamp column {column!r} holds {value[:40]!r}, not an ISO-8601 time in years 1 to 9999"
-            ) from None
-    raise RowRejected(f"timestamp column {column!r} holds a {_json_kind(value)}, not a time")
 
 
 def uses_message_id_column(sync: SyncSpec, row: DiffRow) -> bool:
@@ -219,10 +175,23 @@ def uses_message_id_column(sync: SyncSpec, row: DiffRow) -> bool:
 def _message_id(sync: SyncSpec, row: DiffRow, values: dict[str, bytes], sync_uuid: str) -> str:
     if not uses_message_id_column(sync, row):
         return message_id_for(sync_uuid, row)
-    value = _value(values, sync.message_id or "")
+    value = column_value(values, sync.message_id or "")
     if value is None or str(value).strip() == "":
         raise RowRejected(rules.empty_message_id(sync))
     text = str(value)
     if len(text) > MAX_MESSAGE_ID_CHARS:
         raise RowRejected(rules.long_message_id(sync, len(text)))
     return text
+
+
+def _integrations(sync: SyncSpec, values: dict[str, bytes]) -> Any:
+    """The integrations object: the sync's own, or the row's column (none when null); RowRejected if not an object."""
+    if isinstance(sync.integrations, dict):
+        return orjson.Fragment(dumps(sync.integrations))
+    column = sync.integrations_column
+    text = values.get(column, b"null") if column is not None else b"null"
+    if text == b"null":
+        return None
+    if text[:1] != b"{":
+        raise RowRejected(rules.integrations_not_object(sync, json_kind(value_of(text))))
+    return orjson.Fragment(text)

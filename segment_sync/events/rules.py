@@ -48,6 +48,11 @@ def long_message_id(sync: SyncSpec, chars: int | str) -> str:
     return f"message_id column {sync.message_id!r} holds {chars} characters; Segment allows {MAX_MESSAGE_ID_CHARS}"
 
 
+def integrations_not_object(sync: SyncSpec, kind: str) -> str:
+    """Why a row whose integrations column holds something other than a JSON object is not sent."""
+    return f"integrations column {sync.integrations_column!r} holds a {kind}, not a JSON object of destinations"
+
+
 def oversized(size: int) -> str:
     """Why an event too large for Segment is not sent."""
     return f"event is {size:,} bytes; Segment's limit is {MAX_EVENT_BYTES:,} per event"

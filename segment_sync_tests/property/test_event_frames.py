@@ -28,7 +28,7 @@ from segment_sync.values.json_column import from_texts
 from segment_sync.values.row_columns import DELIVERED_SCHEMA, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import finish_batch
 from segment_sync_tests.support.both_builders import row_wise
-from segment_sync_tests.support.warehouse_rows import KEY_COLUMN, SETTINGS, SYNC_UUID, Case, cases
+from segment_sync_tests.support.warehouse_rows import KEY_COLUMN, SETTINGS, SYNC_UUID, Case, cases, mapped_cases
 
 TRACK = {"added": "Signed Up", "changed": "Changed", "removed": "Left"}
 
@@ -44,6 +44,15 @@ def diff_of(
         state = delivered_rows(finish_batch(old, None), keys, sent, gen).lazy()
     diff = compute_diff(finish_batch(new, None), keys, sent, state)
     return diff.filter(pl.col(KIND) != UNCHANGED).collect()  # the diff asset refreshes their hashes and drops them
+
+
+def diff_with_json(sync: SyncSpec, new: pl.DataFrame, old: pl.DataFrame | None = None) -> pl.DataFrame:
+    """`diff_of` for frames with JSON columns, which a read path stores already (`finish_batch` would base64 them)."""
+    state = pl.LazyFrame(schema=DELIVERED_SCHEMA)
+    if old is not None:
+        state = delivered_rows(old, [KEY_COLUMN], sync.sent_columns, 1).lazy()
+    diff = compute_diff(new, [KEY_COLUMN], sync.sent_columns, state)
+    return diff.filter(pl.col(KIND) != UNCHANGED).collect()
 
 
 def assert_same_outcomes(sync: SyncSpec, diff: pl.DataFrame, *, initial: bool = False) -> pl.DataFrame:
@@ -127,6 +136,24 @@ def test_a_full_resync_builds_the_same_outcomes(case: Case, generation: int) -> 
     for sync in case.syncs:
         diff = resync_diff(finish_batch(case.new, None), [KEY_COLUMN], sync.sent_columns, generation).collect()
         assert_same_outcomes(sync, diff)
+
+
+@SETTINGS
+@given(case=mapped_cases(), gen=st.integers(0, 2**40))
+def test_mapped_syncs_give_the_row_wise_outcomes(case: Case, gen: int) -> None:
+    assume_no_diff_columns(case)
+    for sync in case.syncs:
+        assert_same_outcomes(sync, diff_of(sync, case.new, case.old, gen))
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=mapped_cases(), gen=st.integers(0, 2**40))
+def test_mapped_syncs_give_the_row_wise_outcomes_for_removed_rows(case: Case, gen: int) -> None:
+    assume(case.old is not None and not case.old.is_empty())
+    assume_no_diff_columns(case)
+    assert case.old is not None
+    for sync in case.syncs:
+        assert_same_outcomes(sync, diff_of(sync, case.old.head(len(case.old) // 3), case.old, gen))
 
 
 def test_python_whitespace_is_what_str_strip_removes() -> None:
@@ -377,3 +404,92 @@ def test_an_empty_diff_builds_nothing() -> None:
     diff = diff_of(sync, frame(uid=["u1"], plan=["a"])).clear()
     built = build_event_frame(sync, diff, SYNC_UUID, initial=False)
     assert built.schema == pl.Schema(EVENT_FRAME_SCHEMA) and built.is_empty()
+
+
+# --- mappings ---------------------------------------------------------------------------------------------------
+
+
+def test_mapped_rows_are_built_by_columns(row_wise_rows: list[DiffRow]) -> None:
+    texts, _ = from_texts(pl.Series(['{"All": false, "Mixpanel": true}', None, "null"]))
+    new = frame(
+        uid=["u0", "u1", "u2"],
+        first=["Ada", None, 'q"uote\n'],
+        last=["Lovelace", None, None],
+        city=["Lyon", None, "Paris"],
+        seats=pl.Series([1, None, 3], dtype=pl.Int32),
+        paid=pl.Series([Decimal("10.50"), None, Decimal("0.01")], dtype=pl.Decimal(12, 2)),
+        seen=[dt.datetime(2026, 1, 2, 3, 4, 5, 678901), None, dt.datetime(1970, 1, 1)],
+        ip=["10.0.0.1", None, "::1"],
+        dest=texts,
+        ts=pl.Series([1704103200, None, -1], dtype=pl.Int64),
+    )
+    old = new.slice(2, 1).with_columns(pl.lit("Nice").alias("city"), pl.lit(7).alias("seats"))
+    fields = {
+        "address.city": "city",
+        "n.seats": "seats",
+        "n.paid": "paid",
+        "plan_source": {"static": {"from": "warehouse", "v": [1.5, None]}},
+        "full_name": {"template": "{first} {last} ({seats}, {paid}, {seen})"},
+        "utm\\.source": "ip",
+    }
+    for omit in (False, True):
+        for sync in (
+            track(
+                fields=fields,
+                context={"ip": "ip", "traits.name": "first", "locale": {"static": "en"}},
+                integrations="dest",
+                omit_nulls=omit,
+                timestamp="ts",
+                timestamp_unit="s",
+                changed_fields="changed_fields",
+                previous_values="previous",
+            ),
+            identify(fields=fields, integrations={"All": False}, omit_nulls=omit, changed_fields="changed"),
+        ):
+            built = assert_same_outcomes(sync, diff_with_json(sync, new, old))
+            assert built[OUTCOME].to_list() == ["event", "event", "event"]
+    assert row_wise_rows == []
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+@pytest.mark.parametrize(
+    "ts",
+    [
+        pl.Series([1704103200, None, -62135596800, 253402300799, 253402300800, -62135596801], dtype=pl.Int64),
+        pl.Series([2**64 - 1, 0, None, 1, 2, 3], dtype=pl.UInt64),
+        pl.Series([1704103200.1239, float("nan"), -0.5, 1e300, None, 1.0]),
+        pl.Series([Decimal("1704103200.123"), None, Decimal("-1"), Decimal("0.0001"), Decimal("2"), Decimal("3")]),
+        pl.Series(["1704103200", " 12 ", "yesterday", None, "1e3", ""]),
+        pl.Series([True, None, False, True, True, True]),
+        pl.Series([dt.date(2024, 1, 1), None, None, None, None, None]),
+        pl.Series([[1], None, [], [2], None, [4]]),
+    ],
+    ids=["int", "uint", "float", "decimal", "text", "bool", "date", "list"],
+)
+def test_epoch_timestamps_of_every_type(ts: pl.Series, unit: str) -> None:
+    new = frame(uid=[f"u{i}" for i in range(ts.len())], ts=ts)
+    for sync in (identify(timestamp="ts", timestamp_unit=unit), track(timestamp="ts", timestamp_unit=unit)):
+        assert_same_outcomes(sync, diff_with_json(sync, new))
+
+
+def test_templates_and_integrations_from_json_columns() -> None:
+    texts, _ = from_texts(pl.Series(['{"a": [1, 2.50]}', '"text"', None, "3", "[true]", "null"]))
+    new = frame(uid=[f"u{i}" for i in range(6)], doc=texts, word=["x", "y", None, "z", "w", "v"])
+    sync = identify(fields={"t": {"template": "<{doc}|{word}>"}}, integrations="doc", context={"d": "doc"})
+    built = assert_same_outcomes(sync, diff_with_json(sync, new))
+    assert built[OUTCOME].to_list() == ["event", "rejected", "event", "rejected", "rejected", "event"]
+
+
+def test_changed_fields_by_columns_match_row_by_row() -> None:
+    old = frame(uid=["u0", "u1", "u2"], plan=["a", "b", None], seats=[1, 2, 3], first=["A", "B", "C"])
+    new = frame(uid=["u0", "u1", "u9"], plan=["a", "B", "c"], seats=[1, 2, 4], first=["A", "B", "C"])
+    fields = {"plan": "plan", "x.seats": "seats", "name": {"template": "{first}!"}, "k": {"static": 1}}
+    described = track(fields=fields, changed_fields="changed_fields", previous_values="previous")
+    built = assert_same_outcomes(described, diff_of(described, new, old))
+    assert built[KIND].to_list() == ["changed", "changed"]
+    assert b'"changed_fields":["plan","x.seats"],"previous":{"plan":null,"x":{"seats":3}}}' in built[PAYLOAD][1]
+    for sync in (
+        track(fields={}, changed_fields="changed_fields"),  # only the id changed: an empty list
+        identify(fields=fields, previous_values="previous", omit_nulls=True),
+    ):
+        assert_same_outcomes(sync, diff_of(sync, new, old))

@@ -22,6 +22,7 @@ import polars as pl
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from segment_sync import field_mapping
 from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, current_contents, current_rows, delivered_rows
 from segment_sync.events.row_builder import DiffRow, Outcome, build_outcomes, message_id_for
 from segment_sync.segment_api.batching import (
@@ -244,8 +245,9 @@ def check_outcome(sync: SyncSpec, schema: Schema, outcome: Outcome, source: dict
         assert "event" not in message
 
     bag = message["traits" if sync.type in ("identify", "group") else "properties"]
-    assert isinstance(bag, dict) and list(bag) == list(sync.field_map)
-    for field_name, column in sync.field_map.items():
+    columns = {m.path[0]: m.source.name for m in sync.field_mappings if isinstance(m.source, field_mapping.Column)}
+    assert isinstance(bag, dict) and list(bag) == list(columns)
+    for field_name, column in columns.items():
         assert_sent_as(cols[column], source[column], bag[field_name])
 
     ts = sync.timestamp

@@ -201,6 +201,11 @@ event_names = st.text(unicode_chars, min_size=1, max_size=20).filter(str.strip)
 field_names = st.one_of(st.sampled_from(["plan", "email", "Plan Name", "ü", "😀", "$set", "a.b"]), short_texts)
 
 
+def literal_name(name: str) -> str:
+    """A property name as `fields` declares it to stay one key: backslashes and dots escaped."""
+    return name.replace("\\", "\\\\").replace(".", "\\.")
+
+
 @st.composite
 def syncs(draw: st.DrawFn, sync_type: str, schema: Schema) -> SyncSpec:
     pick = st.sampled_from(schema.names)
@@ -210,7 +215,8 @@ def syncs(draw: st.DrawFn, sync_type: str, schema: Schema) -> SyncSpec:
         st.one_of(st.tuples(ident, st.none()), st.tuples(st.none(), ident), st.tuples(ident, ident))
     )
     if draw(st.booleans()):
-        fields: dict[str, str] | list[str] = draw(st.dictionaries(field_names.filter(bool), pick, max_size=4))
+        names = st.dictionaries(field_names.filter(bool).map(literal_name), pick, max_size=4)
+        fields: dict[str, str] | list[str] = draw(names)
     else:
         fields = draw(st.lists(pick, max_size=4, unique=True))
     spec: dict[str, Any] = {
@@ -251,3 +257,53 @@ def cases(draw: st.DrawFn) -> Case:
         old_keys = pool[start:]
         old = schema.frame(old_keys, [draw(schema.row()) for _ in old_keys])
     return Case(schema, new, old, tuple(draw(syncs(t, schema)) for t in SYNC_TYPES))
+
+
+# --- mapped syncs: nested names, static values, templates, context, integrations ---------------------------
+
+TARGETS = ["a.x", "a.y", "b", "c.d.e", "c.f", "c\\.d", "g"]  # no two collide
+CONTEXT_TARGETS = ["ip", "locale", "traits.email", "traits.name", "groupId"]
+json_values = st.recursive(
+    st.none() | st.booleans() | int64s | st.floats(allow_nan=False, allow_infinity=False) | short_texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(short_texts, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _template(parts: list[tuple[bool, str]]) -> dict[str, str]:
+    """A template of literal texts (False) and column references (True)."""
+    text = "".join(f"{{{p}}}" if is_column else p.replace("{", "{{").replace("}", "}}") for is_column, p in parts)
+    return {"template": text}
+
+
+def _sources(schema: Schema) -> st.SearchStrategy[Any]:
+    referable = [n for n in schema.names if "{" not in n and "}" not in n and n.strip()]
+    pick = st.sampled_from(schema.names)
+    reference = st.tuples(st.just(True), st.sampled_from(referable)) if referable else st.nothing()
+    parts = st.lists(st.one_of(reference, st.tuples(st.just(False), short_texts)), max_size=3)
+    return st.one_of(pick, pick, st.builds(lambda v: {"static": v}, json_values), parts.map(_template))
+
+
+@st.composite
+def mapped_syncs(draw: st.DrawFn, sync_type: str, schema: Schema) -> SyncSpec:
+    """A sync of `syncs` with nested fields, static values, templates, context, integrations and the options."""
+    spec = draw(syncs(sync_type, schema)).model_dump(exclude_defaults=True)
+    sources = _sources(schema)
+    spec["fields"] = draw(st.dictionaries(st.sampled_from(TARGETS), sources, max_size=5))
+    spec["context"] = draw(st.dictionaries(st.sampled_from(CONTEXT_TARGETS), sources, max_size=3))
+    integrations = st.just({"All": False, "Mixpanel": True}) | st.sampled_from(schema.names)
+    spec["integrations"] = draw(st.none() | integrations)
+    spec["omit_nulls"] = draw(st.booleans())
+    if spec.get("timestamp") is not None:
+        spec["timestamp_unit"] = draw(st.sampled_from([None, "s", "ms"]))
+    if sync_type in ("track", "identify"):
+        spec["changed_fields"] = draw(st.sampled_from([None, "changed_fields"]))
+        spec["previous_values"] = draw(st.sampled_from([None, "previous"]))
+    return SyncSpec(**spec)
+
+
+@st.composite
+def mapped_cases(draw: st.DrawFn) -> Case:
+    """A case whose syncs use every mapping feature."""
+    case = draw(cases())
+    return Case(case.schema, case.new, case.old, tuple(draw(mapped_syncs(t, case.schema)) for t in SYNC_TYPES))

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from segment_sync.field_mapping import Column
 from segment_sync.spec import EventNames, ModelSpec, ProjectSpec, SyncSpec
 
 
@@ -176,17 +177,17 @@ def test_anonymous_id_alone_is_enough() -> None:
 
 
 def test_fields_list_means_same_names() -> None:
-    spec = SyncSpec(**sync(fields=["email", "plan"]))
-    assert spec.field_map == {"email": "email", "plan": "plan"}
+    spec = SyncSpec(**sync(fields=["email", "plan", "a.b"]))
+    assert spec.field_tree == {"email": Column("email"), "plan": Column("plan"), "a.b": Column("a.b")}
 
 
 def test_fields_dict_maps_names_to_columns() -> None:
     spec = SyncSpec(**sync(fields={"plan": "plan_name", "email": "email_address"}))
-    assert spec.field_map == {"plan": "plan_name", "email": "email_address"}
+    assert spec.field_tree == {"plan": Column("plan_name"), "email": Column("email_address")}
 
 
 def test_fields_default_empty() -> None:
-    assert SyncSpec(**sync()).field_map == {}
+    assert SyncSpec(**sync()).field_tree == {}
 
 
 @pytest.mark.parametrize("fields", [[""], {"": "col"}, {"name": ""}])
