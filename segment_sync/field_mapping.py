@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class StaticValue(BaseModel):
@@ -19,7 +19,13 @@ class StaticValue(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    static: JsonValue = Field(description="The value sent for every row: text, number, boolean, list or object.")
+    static: Any = Field(description="The value sent for every row: text, number, boolean, null, list or object.")
+
+    @field_validator("static")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        check_json(value)
+        return value
 
 
 class TemplateValue(BaseModel):
@@ -28,6 +34,20 @@ class TemplateValue(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     template: str = Field(description='Text with {column} references, e.g. "{first_name} {last_name}".')
+
+
+def check_json(value: Any) -> None:
+    """Raise ValueError unless a value is JSON: text, a number, true/false, null, lists and objects of them."""
+    if isinstance(value, list):
+        for item in value:
+            check_json(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"object keys must be text, not {key!r}")
+            check_json(item)
+    elif not isinstance(value, str | int | float | bool | None):
+        raise ValueError(f"{value!r} is not a JSON value; quote it to send it as text")
 
 
 FieldSource: TypeAlias = str | StaticValue | TemplateValue
@@ -45,7 +65,7 @@ class Column:
 class Static:
     """A constant, as declared (any JSON value)."""
 
-    value: JsonValue
+    value: Any
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import re
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from segment_sync.field_mapping import (
     SOURCE_HELP,
@@ -14,6 +14,7 @@ from segment_sync.field_mapping import (
     FieldMapping,
     FieldSource,
     Tree,
+    check_json,
     columns_of,
     mappings_of,
     tree_of,
@@ -116,7 +117,7 @@ class SyncSpec(_Strict):
         description="Segment context field (ip, locale, traits.email, ...) -> column, {static: value} or "
         "{template: text}; sent but not compared: a change only here is not a change.",
     )
-    integrations: str | dict[str, JsonValue] | None = Field(
+    integrations: str | dict[str, Any] | None = Field(
         default=None,
         description="Segment's per-destination switches: an object ({All: false, Mixpanel: true}), or a column "
         "holding a JSON object per row. Sent but not compared.",
@@ -188,7 +189,7 @@ class SyncSpec(_Strict):
 
     @field_validator("integrations")
     @classmethod
-    def _integration_switches(cls, value: str | dict[str, JsonValue] | None) -> str | dict[str, JsonValue] | None:
+    def _integration_switches(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
         if value == "":
             raise ValueError("integrations: name a column holding a JSON object, or give the object itself")
         for name, switch in value.items() if isinstance(value, dict) else ():
@@ -197,6 +198,10 @@ class SyncSpec(_Strict):
                     f"integrations.{name}: {switch!r} is neither true, false nor an object of that destination's "
                     "settings"
                 )
+            try:
+                check_json(switch)
+            except ValueError as exc:
+                raise ValueError(f"integrations.{name}: {exc}") from None
         return value
 
     @model_validator(mode="after")

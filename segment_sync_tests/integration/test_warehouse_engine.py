@@ -41,6 +41,34 @@ TRACK = SyncSpec(
 )
 IDENTIFY = SyncSpec(name="traits", model="users", type="identify", user_id="user_id", fields=["email", "plan"])
 AUDIENCE = SyncSpec(name="members", model="users", type="audience", user_id="user_id", fields=["plan"])
+MAPPED = SyncSpec(
+    name="mapped",
+    model="users",
+    type="track",
+    user_id="user_id",
+    fields={
+        "contact.email": "email",
+        "plan": "plan",
+        "seats.count": "seats",
+        "source": {"static": "warehouse"},
+        "label": {"template": "{plan}/{seats}"},
+    },
+    context={"traits.meta": "meta", "locale": {"static": "en"}},
+    integrations={"All": False, "Mixpanel": True},
+    omit_nulls=True,
+    events={"added": "User Added", "changed": "User Changed", "removed": "User Removed"},
+    send_initial=True,
+    changed_fields="changed_fields",
+    previous_values="previous",
+)
+MAPPED_IDENTIFY = SyncSpec(
+    name="mapped_traits",
+    model="users",
+    type="identify",
+    user_id="user_id",
+    fields={"plan.name": "plan", "plan.seats": "seats"},
+    changed_fields="changed",
+)
 TAKEN_AT = "2026-12-06T00:00:00+00:00"
 CHANGES = [
     [
@@ -172,7 +200,7 @@ def delivered(store: SyncState | WarehouseState) -> list[tuple]:
     return rows.rows()
 
 
-@pytest.mark.parametrize("sync", [TRACK, IDENTIFY, AUDIENCE], ids=lambda s: s.type)
+@pytest.mark.parametrize("sync", [TRACK, IDENTIFY, AUDIENCE, MAPPED, MAPPED_IDENTIFY], ids=lambda s: s.name)
 def test_both_engines_send_the_same_events_and_keep_the_same_state(engine_warehouse, sync, tmp_path) -> None:
     _run_both_engines(*engine_warehouse, sync, CHANGES, tmp_path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -126,6 +127,8 @@ def test_a_static_value_may_be_any_json() -> None:
         ({"context": {"traits": "t", "traits.email": "e"}}, "context: 'traits.email' and 'traits' both set"),
         ({"integrations": {"All": False, "Mixpanel": "yes"}}, "integrations.Mixpanel: 'yes' is neither true"),
         ({"integrations": ""}, "integrations: name a column"),
+        ({"fields": {"d": {"static": dt.date(2024, 1, 1)}}}, "is not a JSON value; quote it to send it as text"),
+        ({"integrations": {"X": {"since": dt.date(2024, 1, 1)}}}, "integrations.X: datetime.date(2024, 1, 1) is not"),
         ({"timestamp_unit": "s"}, "'timestamp_unit' says how the timestamp column counts time; set 'timestamp'"),
         ({"timestamp": "t", "timestamp_unit": "us"}, "timestamp_unit"),
         ({"changed_fields": "changed", "events": {"added": "A"}}, "'changed_fields' describes changed events"),
