@@ -149,22 +149,24 @@ def run_demo(folder: Path) -> int:
 
     import dagster as dg
 
-    from segment_sync.definitions import defs
     from segment_sync.warehouse.demo_warehouse import change_demo_warehouse
+    from segment_sync.workspace_runs import code_location
 
-    definitions = defs()
     failed = False
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.get() as instance, code_location(instance) as location:
         for round_name in ("first run (initial load)", "second run (after an insert, updates and a delete)"):
             print(f"\n== {round_name}")
             for sync in DEMO_SYNCS:
-                result = definitions.resolve_job_def(f"sync_{sync}").execute_in_process(
-                    instance=instance, raise_on_error=False, run_config=_QUIET
-                )
+                result = location.run(f"sync_{sync}", _QUIET)
                 failed |= not result.success
                 print(f"  {sync:<16} {_summary(result, sync)}")
             if round_name.startswith("first"):
                 change_demo_warehouse(folder / "state" / "demo_warehouse.duckdb")
+        print("\n== manual runs (marked, and materializing nothing)")
+        for job in ("dry_run_users_lifecycle", "test_row_user_traits"):
+            result = location.run(job, _QUIET)
+            failed |= not result.success
+            print(f"  {job:<24} {'succeeded' if result.success else 'FAILED: see the run in the UI'}")
     outbox = folder / "state" / "outbox"
     print(f"\nRequest bodies that would have been POSTed to Segment: {outbox}/<sync>.jsonl")
     print("To see these runs, the assets, lineage and metadata in the Dagster UI, run:")
@@ -175,7 +177,7 @@ def run_demo(folder: Path) -> int:
 def _summary(result: object, sync: str) -> str:
     import dagster as dg
 
-    assert isinstance(result, dg.ExecuteInProcessResult)
+    assert isinstance(result, dg.JobExecutionResult)
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         return "FAILED: " + (failures[0].message if failures else "see the run's logs")
@@ -185,7 +187,7 @@ def _summary(result: object, sync: str) -> str:
         if event.asset_key == dg.AssetKey(["diff", sync]):
             counts.update({k: metadata[k].value for k in ("added", "changed", "removed")})
         if event.asset_key == dg.AssetKey(["segment", sync]):
-            counts["sent"] = metadata["events_sent_by_type"].value
+            counts["sent"] = {r.data["type"]: r.data["count"] for r in metadata["events_sent_by_type"].value.records}
             counts["rejected"] = metadata["rows_rejected"].value
     return ", ".join(f"{k}={v}" for k, v in counts.items())
 

@@ -13,11 +13,13 @@ from segment_sync.assets import (
     diff_key,
     segment_key,
     snapshot_key,
+    stage_group,
     table_key,
 )
+from segment_sync.assets.manual_jobs import build_manual_jobs
 from segment_sync.resources import SegmentResource, StateResource, WarehouseResource
 from segment_sync.sensors import build_alert_sensors
-from segment_sync.spec import LogSettings, ProjectSpec, SyncSpec
+from segment_sync.spec import LogSettings, ModelSpec, ProjectSpec, SyncSpec
 
 
 def build_definitions(
@@ -41,29 +43,46 @@ def build_definitions(
     options = options or AssetOptions()
     resource_keys = options.resource_keys
     kinds = {options.warehouse_kind} if options.warehouse_kind else set()
-    tables = sorted({m.table for m in project.models if m.table})
+    read = {m.name: model_tables(m, options.warehouse_kind) for m in project.models}
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = [
-        dg.AssetSpec(table_key(t), group_name=options.group_name, kinds=kinds) for t in tables
+        dg.AssetSpec(
+            table_key(t),
+            group_name=stage_group(options.group_name, "warehouse"),
+            kinds=kinds,
+            description=f"Table `{t}` of the warehouse, read by model "
+            + ", ".join(f"`{m}`" for m, tables in read.items() if t in tables)
+            + " (not materialized by Dagster).",
+        )
+        for t in sorted({t for tables in read.values() for t in tables})
     ]
     for model in project.models:
-        upstream = sorted({a for s in project.syncs if s.model == model.name for a in s.after})
+        syncs = [s for s in project.syncs if s.model == model.name]
+        upstream = sorted({a for s in syncs for a in s.after})
         keys = [dg.AssetKey.from_user_string(a) for a in upstream]
         automation = _after(dg.AssetSelection.assets(*keys)) if keys else None
-        hashed = [s.compared_columns for s in project.syncs if s.model == model.name]
-        assets.append(build_snapshot_asset(model, options, keys, automation, hashed, project.model_engine(model.name)))
-    jobs, schedules = [], []
+        hashed = [s.compared_columns for s in syncs]
+        deps = [table_key(t) for t in read[model.name]] + keys
+        values = bool(syncs) and all(s.preview_values for s in syncs)
+        engine = project.model_engine(model.name)
+        assets.append(build_snapshot_asset(model, options, deps, automation, hashed, engine, preview_values=values))
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = []
+    schedules = []
     for i, sync in enumerate(project.syncs):
         declared = f"{source}: attributes.syncs[{i}]" if source else f"syncs[{i}]"
         automation = _after(dg.AssetSelection.all()) if sync.after else None
         model = project.model(sync.model)
+        engine = project.engine_of(sync)
+        shared = [s.name for s in project.syncs if s.model == sync.model and s.name != sync.name]
         assets += [
-            build_diff_asset(sync, model, options, declared, automation, project.engine_of(sync)),
-            build_segment_asset(sync, model, options, logs or LogSettings(), automation, project.engine_of(sync)),
+            build_diff_asset(sync, model, options, declared, automation, engine, shared_with=shared),
+            build_segment_asset(sync, model, options, logs or LogSettings(), automation, engine),
         ]
+        jobs += build_manual_jobs(sync, model, options, logs or LogSettings(), declared, engine)
         job = dg.define_asset_job(
             f"sync_{sync.name}",
             selection=dg.AssetSelection.assets(snapshot_key(sync.model), diff_key(sync.name), segment_key(sync.name)),
-            description=f"Snapshot model `{sync.model}`, diff it and deliver sync `{sync.name}` to Segment.",
+            description=f"Snapshot model `{sync.model}`, diff it and deliver sync `{sync.name}` to Segment. To see "
+            f"what it would send first: the job `dry_run_{sync.name}`; to send one row: `test_row_{sync.name}`.",
             executor_def=dg.in_process_executor,  # three steps in a row: a process each would cost more than most runs
         )
         jobs.append(job)
@@ -84,6 +103,15 @@ def build_definitions(
         resources={resource_keys.warehouse: warehouse, resource_keys.segment: segment, resource_keys.state: state},
         executor=dg.in_process_executor if in_process else None,
     )
+
+
+def model_tables(model: ModelSpec, kind: str | None) -> list[str]:
+    """The warehouse tables a model reads: its `table`, or those its SQL names (parsed; the warehouse is not asked)."""
+    if model.table:
+        return [model.table]
+    from segment_sync.warehouse.sql_tables import read_tables
+
+    return read_tables(model.query, kind)
 
 
 def _after(upstream: dg.AssetSelection) -> dg.AutomationCondition:

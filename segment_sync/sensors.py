@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 DEFAULT_UI_URL = "http://localhost:3000"
 RETRY_INTERVAL_SECONDS = 60
-MANUAL_RUN_OPTIONS = ("dry_run", "test_row", "replay_keys", "replay_run")  # of the delivery's run configuration
 _EVENTS = {
     dg.DagsterEventType.STEP_SUCCESS,
     dg.DagsterEventType.STEP_FAILURE,
@@ -186,11 +185,11 @@ def _verdict(run: _FinishedRun, sync: SyncSpec, run_failed: bool) -> bool | None
 
     A sync failed when one of its planned steps failed (a failed snapshot fails every sync of its model), or when
     the run failed before they all succeeded. It succeeded when they all succeeded and include its delivery, even
-    if another sync's step failed the run. A run that planned none of its assets, that planned only its snapshot or
-    diff and they succeeded, or that is a manual run of its delivery (dry run, test row, replay) says nothing.
+    if another sync's step failed the run. A run that planned none of its assets (as the dry-run, test-row and
+    replay jobs do) or that planned only its snapshot or diff and they succeeded says nothing.
     """
     steps = _sync_steps(run, sync)
-    if not steps or _is_manual_run(run.dagster_run, sync.name):
+    if not steps:
         return None
     if any(event.step_key in steps for event in run.failures):
         return False
@@ -247,13 +246,6 @@ def _innermost(error: SerializableErrorInfo | None) -> str:
     head, _, rest = error.message.partition(": ")
     message = (rest if rest and head.rsplit(".", 1)[-1] == error.cls_name else error.message).strip()
     return message if error.cls_name == "Failure" else f"{error.cls_name}: {message}"
-
-
-def _is_manual_run(run: dg.DagsterRun, sync: str) -> bool:
-    """A dry run, test row or replay is not a regular run of the sync: it says nothing about the sync's health."""
-    ops = run.run_config.get("ops") or {}
-    config = (ops.get(segment_key(sync).to_python_identifier()) or {}).get("config") or {}
-    return any(config.get(option) for option in MANUAL_RUN_OPTIONS)
 
 
 def _folder(state: StateResource, sync: str) -> Path:

@@ -156,6 +156,11 @@ class SyncSpec(_Strict):
         default=100.0, description="Stop when more rows are added than this % of the rows last delivered."
     )
     guard_min_rows: int = Field(default=10, description="Changes smaller than this many rows never stop a sync.")
+    preview_values: bool = Field(
+        default=False,
+        description="Show row values (in full) in the UI's previews and test events; else keys and field names only, "
+        "which keeps customers' data out of Dagster's event log.",
+    )
 
     _name = field_validator("name")(_check_name)
 

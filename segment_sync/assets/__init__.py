@@ -8,17 +8,19 @@ from segment_sync.assets.names import (
     diff_key,
     segment_key,
     snapshot_key,
+    stage_group,
     sync_pool,
     table_key,
 )
-from segment_sync.assets.run_config import GUARD_CHECK, PK_CHECK, DeliveryConfig, DiffConfig
+from segment_sync.assets.run_config import GUARD_CHECK, MANUAL_TAG, PK_CHECK, SYNC_TAG, DiffConfig
 from segment_sync.assets.snapshot_asset import build_snapshot_asset
 
 __all__ = [
     "GUARD_CHECK",
+    "MANUAL_TAG",
     "PK_CHECK",
+    "SYNC_TAG",
     "AssetOptions",
-    "DeliveryConfig",
     "DiffConfig",
     "ResourceKeys",
     "build_diff_asset",
@@ -27,6 +29,7 @@ __all__ = [
     "diff_key",
     "segment_key",
     "snapshot_key",
+    "stage_group",
     "sync_pool",
     "table_key",
 ]

@@ -1,4 +1,4 @@
-"""What segment/<sync> does when it materializes: deliver the diff's events, or a dry run, test row or replay."""
+"""What segment/<sync> does when it materializes: deliver the diff's events; and the report every delivery makes."""
 
 import time
 from pathlib import Path
@@ -9,11 +9,11 @@ import orjson
 import polars as pl
 
 from segment_sync.assets.diff_sending import send_diff
-from segment_sync.assets.manual_send import send_outside_the_diff
-from segment_sync.assets.names import ResourceKeys, state_errors_as_failures
+from segment_sync.assets.diff_step import DiffFiles
+from segment_sync.assets.names import ResourceKeys, segment_key, state_errors_as_failures
 from segment_sync.assets.run_config import DeliveryConfig
 from segment_sync.delivery.diff_delivery import SyncResult
-from segment_sync.metadata import calls_table, events_preview
+from segment_sync.metadata import calls_table, counts_table, events_preview, markdown_table
 from segment_sync.resources import SegmentResource, WarehouseResource
 from segment_sync.segment_api.transport import Outbox, Transport
 from segment_sync.spec import Engine, LogSettings, ModelSpec, SyncSpec
@@ -24,51 +24,97 @@ from segment_sync.storage.state import DryRunState, SyncState
 if TYPE_CHECKING:
     from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
+HISTORY_RUNS = 10
+HISTORY_KEYS = ("events_sent", "rows_rejected", "rows_skipped", "rows_undelivered")
+
 
 def materialize_delivery(
     context: dg.AssetExecutionContext,
     keys: ResourceKeys,
-    config: DeliveryConfig,
     sync: SyncSpec,
     model: ModelSpec,
     logs: LogSettings,
     engine: Engine = "polars",
 ) -> dg.MaterializeResult:
-    """Deliver the sync's diff (or a dry run, test row or replay); fail when rows stay undelivered."""
+    """Deliver the sync's diff; fail when rows stay undelivered."""
     started = time.monotonic()
     root = keys.state_of(context).root()
     segment = keys.segment_of(context)
     files = SyncFolder.of(root, sync.name)
-    prune_logs(files.path, logs.retention_days)
-    run_id = context.run.run_id
-    log, calls = RunLog(files.path, sync.name, run_id), CallLog(files.path, run_id)
-    if config.test_row is not None or config.replay_keys or config.replay_run:
-        if engine == "warehouse":
-            raise dg.Failure(
-                f"sync {sync.name!r}: test_row and replays are not available on the warehouse engine yet; nothing "
-                "was sent. A dry run (dry_run: true) shows the exact request bodies."
-            )
-        return send_outside_the_diff(
-            sync,
-            model,
-            root,
-            segment,
-            log,
-            calls,
-            run_id,
-            test_row=config.test_row,
-            replay_keys=config.replay_keys,
-            replay_run=config.replay_run,
-        )
+    log, calls = open_run_logs(files, sync, logs, context.run.run_id)
     if engine == "warehouse":
         from segment_sync.assets.warehouse_delivery_step import deliver_on_warehouse
 
-        result, store, transport = deliver_on_warehouse(context, keys, config, sync, model, log, calls)
+        result, store, transport = deliver_on_warehouse(context, keys, DeliveryConfig(), sync, model, log, calls)
     else:
-        result, store, transport = _deliver_on_local_state(root, config, sync, segment, files, log, calls, run_id)
-    if logs.warehouse_table and not config.dry_run:
+        with state_errors_as_failures():
+            state = SyncState(files.path, sync.name)
+            with state.lock():
+                result, store, transport = send_local_diff(
+                    state, DiffFiles(files.diff, files.diff_info), sync, segment, log, calls, root, context.run.run_id
+                )
+    if logs.warehouse_table:
         _write_log_to_warehouse(keys.warehouse_of(context), root, logs.warehouse_table, log, context)
-    metadata = _delivery_metadata(result, log, calls, started, store, segment, config.dry_run, transport)
+    metadata = delivery_metadata(result, log, calls, started, store, segment, transport, sync)
+    metadata["recent_runs"] = dg.MetadataValue.md(
+        recent_runs(context.instance, sync.name, context.run.run_id, metadata)
+    )
+    context.log.info(summary_line(sync.name, result, log))
+    fail_if_not_delivered(sync, result, log, segment, metadata)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def open_run_logs(files: SyncFolder, sync: SyncSpec, logs: LogSettings, run_id: str) -> tuple[RunLog, CallLog]:
+    """The run's row log and API call log, after pruning those past their retention."""
+    prune_logs(files.path, logs.retention_days)
+    return RunLog(files.path, sync.name, run_id), CallLog(files.path, run_id)
+
+
+def send_local_diff(
+    state: SyncState,
+    diff_files: DiffFiles,
+    sync: SyncSpec,
+    segment: SegmentResource,
+    log: RunLog,
+    calls: CallLog,
+    root: Path,
+    run_id: str,
+    *,
+    dry_run: bool = False,
+) -> tuple[SyncResult, SyncState | DryRunState, Transport]:
+    """The Polars engine's delivery of a diff file (the state's lock held): the state advanced for what Segment
+    accepted, or, for a dry run, the request bodies written to the dry run's outbox and nothing recorded."""
+    info = orjson.loads(diff_files.diff_info.read_bytes()) if diff_files.diff_info.exists() else None
+    if info is None or info["generation"] != state.meta.generation:
+        raise dg.Failure(
+            f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
+            f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
+        )
+    store: SyncState | DryRunState
+    if dry_run:
+        store, transport = state.dry_run_copy(), Outbox(SyncFolder.of(root, sync.name).dry_run_outbox(run_id))
+    else:
+        state.begin_run()
+        store, transport = state, segment.transport(outbox_path(root, sync.name))
+    diff = pl.scan_parquet(diff_files.diff)
+    result = send_diff(sync, diff, store, transport, log, calls, info, segment, dry_run=dry_run)
+    return result, store, transport
+
+
+def summary_line(sync: str, result: SyncResult, log: RunLog, *, dry_run: bool = False) -> str:
+    """One line for the run's log: what the delivery sent, rejected, skipped and left undelivered."""
+    by_type = ", ".join(f"{n} {t}" for t, n in sorted(result.sent.items())) or "none"
+    verb = "would send" if dry_run else "sent"
+    return (
+        f"sync {sync}: {verb} {sum(result.sent.values())} events ({by_type}); {log.rejected} rows rejected, "
+        f"{result.skipped} skipped, {result.undelivered} undelivered"
+    )
+
+
+def fail_if_not_delivered(
+    sync: SyncSpec, result: SyncResult, log: RunLog, segment: SegmentResource, metadata: dict[str, Any]
+) -> None:
+    """Fail the step when rows stay undelivered, or when Segment rejected every event."""
     if result.undelivered:
         raise dg.Failure(
             f"sync {sync.name!r}: {result.undelivered} rows were not delivered ({result.undelivered_reason}); "
@@ -83,53 +129,36 @@ def materialize_delivery(
             "and the endpoint.",
             metadata=metadata,
         )
-    return dg.MaterializeResult(metadata=metadata)
 
 
-def _deliver_on_local_state(
-    root: Path,
-    config: DeliveryConfig,
-    sync: SyncSpec,
-    segment: SegmentResource,
-    files: SyncFolder,
-    log: RunLog,
-    calls: CallLog,
-    run_id: str,
-) -> tuple[SyncResult, SyncState | DryRunState, Transport]:
-    """The Polars engine's delivery: the diff file sent, the state folder advanced for what Segment accepted."""
-    with state_errors_as_failures():
-        store = SyncState(files.path, sync.name)
-        with store.lock():
-            info = orjson.loads(files.diff_info.read_bytes()) if files.diff_info.exists() else None
-            if info is None or info["generation"] != store.meta.generation:
-                raise dg.Failure(
-                    f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
-                    f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
-                )
-            if config.dry_run:
-                store = store.dry_run_copy()
-                transport = Outbox(files.dry_run_outbox(run_id))
-            else:
-                store.begin_run()
-                transport = segment.transport(outbox_path(root, sync.name))
-            diff = pl.scan_parquet(files.diff)
-            result = send_diff(sync, diff, store, transport, log, calls, info, segment, dry_run=config.dry_run)
-    return result, store, transport
+def recent_runs(instance: dg.DagsterInstance, sync: str, run_id: str, current: dict[str, Any]) -> str:
+    """The sync's latest deliveries, this one first, as a Markdown table: the history without opening each one."""
+    rows = [{"run": run_id[:8], **{k: current[k] for k in HISTORY_KEYS}}]
+    records = instance.fetch_materializations(segment_key(sync), limit=HISTORY_RUNS - 1).records
+    for record in records:
+        materialization = record.asset_materialization
+        metadata = materialization.metadata if materialization else {}
+        values = {k: metadata[k].value if k in metadata else None for k in HISTORY_KEYS}
+        rows.append({"run": record.run_id[:8], **values})
+    return markdown_table(pl.DataFrame(rows))
 
 
-def _delivery_metadata(
+def delivery_metadata(
     result: SyncResult,
     log: RunLog,
     calls: CallLog,
     started: float,
     store: "SyncState | DryRunState | WarehouseState",
     segment: SegmentResource,
-    dry_run: bool,
     transport: Transport,
+    sync: SyncSpec,
+    *,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
+    """What a delivery (or a dry run) reports: counts, timings, API calls and where the logs are."""
     metadata: dict[str, Any] = {
         "events_sent": sum(result.sent.values()),
-        "events_sent_by_type": dg.MetadataValue.json(dict(sorted(result.sent.items()))),
+        "events_sent_by_type": counts_table(dict(result.sent), "type"),
         "rows_skipped": result.skipped,
         "rows_rejected": log.rejected,
         "rejected_sample": dg.MetadataValue.json(log.rejected_sample),
@@ -152,7 +181,8 @@ def _delivery_metadata(
     if dry_run and isinstance(transport, Outbox):
         if transport.path.exists():
             metadata["dry_run_request_bodies"] = dg.MetadataValue.path(str(transport.path))
-            metadata["preview"] = dg.MetadataValue.md(events_preview(transport.path))
+            preview = events_preview(transport.path, values=sync.preview_values)
+            metadata["preview"] = dg.MetadataValue.md(preview)
         else:
             counts = f"{result.skipped} rows skipped, {log.rejected} rejected"
             metadata["preview"] = dg.MetadataValue.md(f"Nothing to send ({counts}): no request body was written.")

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +20,7 @@ from segment_sync.diff.keyed_diff import (
     empty_diff,
     resync_diff,
 )
-from segment_sync.metadata import markdown_table
+from segment_sync.metadata import diff_preview
 from segment_sync.snapshot.key_checks import split_null_keys
 from segment_sync.snapshot.row_hash import hash_basis, model_columns
 from segment_sync.spec import ModelSpec, SyncSpec
@@ -28,6 +29,27 @@ from segment_sync.storage.layout import SyncFolder, file_identity, snapshot_chec
 from segment_sync.storage.state import SyncState, iter_parquet, sink_parquet_atomic, write_parquet_atomic
 from segment_sync.values.encoding import key_strings, row_contents
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND, ROW
+
+
+@dataclass(frozen=True)
+class DiffFiles:
+    """Where a diff is written: the sync's own files, or a dry run's scratch copies."""
+
+    diff: Path
+    diff_info: Path
+
+
+@dataclass(frozen=True)
+class WrittenDiff:
+    """A diff written to its file: its counts, the guard's problems and a preview without row values."""
+
+    counts: dict[str, int]
+    rows: int
+    delivered_rows: int
+    null_key_rows: int
+    initial: bool
+    problems: list[str]
+    preview: pl.DataFrame
 
 
 def materialize_diff(
@@ -40,7 +62,44 @@ def materialize_diff(
 ) -> dg.MaterializeResult:
     """Diff the model's snapshot against what the sync last delivered; the result carries the guard check."""
     root = keys.state_of(context).root()
-    path = snapshot_path(root, model.name)
+    files = SyncFolder.of(root, sync.name)
+    with state_errors_as_failures():
+        store = SyncState(files.path, sync.name)
+        with store.lock():
+            diff = write_diff(
+                store, snapshot_path(root, model.name), files, sync, model, config, declared, log=context.log
+            )
+    return dg.MaterializeResult(
+        metadata={
+            **diff.counts,
+            "dagster/row_count": diff.rows,
+            "rows_last_delivered": diff.delivered_rows,
+            "null_key_rows": diff.null_key_rows,
+            "initial_run": diff.initial,
+            "full_resync": config.full_resync,
+            "reset": config.reset,
+            "preview": dg.MetadataValue.md(diff_preview(diff.preview, sync, values=sync.preview_values)),
+        },
+        check_results=[guard_check(sync, diff.problems, config.approve_large_change, diff.counts, diff.delivered_rows)],
+    )
+
+
+def write_diff(
+    store: SyncState,
+    path: Path,
+    files: SyncFolder | DiffFiles,
+    sync: SyncSpec,
+    model: ModelSpec,
+    config: DiffConfig,
+    declared: str,
+    *,
+    log: dg.DagsterLogManager | None = None,
+    dry_run: bool = False,
+) -> WrittenDiff:
+    """Diff the snapshot at `path` against the state into `files.diff` and `files.diff_info` (the state's lock held).
+
+    A `dry_run` changes nothing in the state: rows whose hash alone moved are dropped, not noted.
+    """
     if not path.exists():
         raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
     snapshot = pl.scan_parquet(path)
@@ -52,69 +111,61 @@ def materialize_diff(
         raise dg.Failure(f"sync {sync.name!r}: model {model.name!r} has duplicate primary keys")
     kinds = column_kinds(schema, sync.sent_columns)
     basis = hash_basis(schema, sync.compared_columns)
-    files = SyncFolder.of(root, sync.name)
-    with state_errors_as_failures():
-        store = SyncState(files.path, sync.name)
-        with store.lock():
-            store.recover()
-            if config.reset:
-                backup = store.reset()
-                context.log.warning(f"sync {sync.name!r}: state reset; the old state is kept at {backup}")
-            if config.reset:
-                write_parquet_atomic(empty_diff(schema, sync.sent_columns), files.diff)
-            else:
-                if config.full_resync:
-                    diff = resync_diff(
-                        complete, model.key_columns, sync.sent_columns, store.meta.generation, sync.compared_columns
-                    )
-                else:
-                    trusted = store.meta.hash_basis == basis
-                    _remove_stale_slices(files.path)
-                    diff = compute_diff(
-                        complete,
-                        model.key_columns,
-                        sync.sent_columns,
-                        store.delivered(),
-                        trust_hashes=trusted,
-                        work_dir=files.path,
-                        compared_columns=sync.compared_columns,
-                    )
-                sink_parquet_atomic(diff, files.diff)
-                refreshed = _refresh_unchanged_hashes(store, files.diff)
-                if refreshed:
-                    context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
-                store.note_hash_basis(basis)
-            initial = not store.meta.baseline_done and not config.full_resync
-            written = pl.scan_parquet(files.diff)
-            counts = count_kinds(written)
-            diff_rows = written.select(pl.len()).collect().item()
-            delivered_rows = store.delivered_row_count()
-            pending = store.meta.pending
-            deliberate = initial or config.full_resync or config.reset
-            problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, pending)
-            problems += kind_changes(store.meta.column_kinds, kinds)
-            info = {
-                "generation": store.meta.generation,
-                "initial": initial,
-                "reset": config.reset,
-                "column_kinds": kinds,
-                "null_key_rows": row_contents(null_keys, sync.sent_columns),
-                "snapshot_taken_at": _taken_at(path),
-            }
-            durable_file.write_bytes(files.diff_info, orjson.dumps(info))
-    preview = written.head(10).drop(HASH, ROW).collect()
-    return dg.MaterializeResult(
-        metadata={
-            **counts,
-            "dagster/row_count": diff_rows,
-            "rows_last_delivered": delivered_rows,
-            "null_key_rows": null_keys.height,
-            "initial_run": initial,
-            "full_resync": config.full_resync,
-            "reset": config.reset,
-            "preview": dg.MetadataValue.md(markdown_table(preview)),
-        },
-        check_results=[guard_check(sync.name, problems, config.approve_large_change, counts)],
+    store.recover()
+    if config.reset:
+        backup = store.reset()
+        if log:
+            log.warning(f"sync {sync.name!r}: state reset; the old state is kept at {backup}")
+        write_parquet_atomic(empty_diff(schema, sync.sent_columns), files.diff)
+    else:
+        if config.full_resync:
+            diff = resync_diff(
+                complete, model.key_columns, sync.sent_columns, store.meta.generation, sync.compared_columns
+            )
+        else:
+            trusted = store.meta.hash_basis == basis
+            _remove_stale_slices(store.folder.path)
+            diff = compute_diff(
+                complete,
+                model.key_columns,
+                sync.sent_columns,
+                store.delivered(),
+                trust_hashes=trusted,
+                work_dir=store.folder.path,
+                compared_columns=sync.compared_columns,
+            )
+        sink_parquet_atomic(diff, files.diff)
+        if dry_run:
+            sink_parquet_atomic(pl.scan_parquet(files.diff).filter(pl.col(KIND) != UNCHANGED), files.diff)
+        else:
+            refreshed = _refresh_unchanged_hashes(store, files.diff)
+            if refreshed and log:
+                log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
+            store.note_hash_basis(basis)
+    initial = not store.meta.baseline_done and not config.full_resync
+    written = pl.scan_parquet(files.diff)
+    counts = count_kinds(written)
+    delivered_rows = store.delivered_row_count()
+    deliberate = initial or config.full_resync or config.reset
+    problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, store.meta.pending)
+    problems += kind_changes(store.meta.column_kinds, kinds)
+    info = {
+        "generation": store.meta.generation,
+        "initial": initial,
+        "reset": config.reset,
+        "column_kinds": kinds,
+        "null_key_rows": row_contents(null_keys, sync.sent_columns),
+        "snapshot_taken_at": _taken_at(path),
+    }
+    durable_file.write_bytes(files.diff_info, orjson.dumps(info))
+    return WrittenDiff(
+        counts=counts,
+        rows=written.select(pl.len()).collect().item(),
+        delivered_rows=delivered_rows,
+        null_key_rows=null_keys.height,
+        initial=initial,
+        problems=problems,
+        preview=written.head(10).drop(HASH, ROW).collect(),
     )
 
 
@@ -128,16 +179,34 @@ def check_sent_columns(sync: SyncSpec, model: ModelSpec, columns: list[str], dec
         )
 
 
-def guard_check(sync_name: str, problems: list[str], approve: bool, counts: dict[str, int]) -> dg.AssetCheckResult:
-    """The diff's blocking guard: passed when the change is within limits, or approved for this run."""
+def guard_check(
+    sync: SyncSpec, problems: list[str], approve: bool, counts: dict[str, int], delivered_rows: int
+) -> dg.AssetCheckResult:
+    """The diff's blocking guard: passed when the change is within limits, or approved for this run; it says what
+    the limits were."""
     approved = bool(problems) and approve
     return dg.AssetCheckResult(
         check_name=GUARD_CHECK,
         passed=not problems or approved,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=_guard_description(sync_name, problems, approved),
-        metadata={"problems": dg.MetadataValue.json(problems), "approved": approved, **counts},
+        description=_guard_description(sync, problems, approved, delivered_rows),
+        metadata={
+            "problems": dg.MetadataValue.json(problems),
+            "approved": approved,
+            **counts,
+            **guard_limits(sync),
+            "rows_last_delivered": delivered_rows,
+        },
     )
+
+
+def guard_limits(sync: SyncSpec) -> dict[str, float]:
+    """The sync's guard limits, as the check's metadata shows them."""
+    return {
+        "max_removed_percent": sync.max_removed_percent,
+        "max_added_percent": sync.max_added_percent,
+        "guard_min_rows": sync.guard_min_rows,
+    }
 
 
 def _remove_stale_slices(folder: Path) -> None:
@@ -146,9 +215,13 @@ def _remove_stale_slices(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _guard_description(sync_name: str, problems: list[str], approved: bool) -> str | None:
+def _guard_description(sync: SyncSpec, problems: list[str], approved: bool, delivered: int) -> str:
+    sync_name = sync.name
     if not problems:
-        return None
+        return (
+            f"Within limits: at most {sync.max_removed_percent:g}% of the {delivered:,} rows last delivered removed "
+            f"and {sync.max_added_percent:g}% added; changes of fewer than {sync.guard_min_rows} rows always pass."
+        )
     if approved:
         return "Approved for this run: " + "; ".join(problems)
     return (

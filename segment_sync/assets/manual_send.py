@@ -1,17 +1,18 @@
-"""A test row or a replay: events sent outside the diff, logged, never recorded in the state."""
+"""What a sync's test-row and replay jobs do: events sent outside the diff, logged, never recorded in the state."""
 
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import orjson
+import polars as pl
 
 from segment_sync.assets.names import (
     state_errors_as_failures,
 )
 from segment_sync.events.manual_events import ControlError, replay_payloads, test_row_event
 from segment_sync.events.row_builder import RowRejected
-from segment_sync.metadata import calls_table
+from segment_sync.metadata import calls_table, event_outline
 from segment_sync.resources import SegmentResource
 from segment_sync.segment_api.client import deliver
 from segment_sync.snapshot.snapshot_file import scan_snapshot
@@ -34,12 +35,18 @@ def send_outside_the_diff(
     test_row: str | None,
     replay_keys: list[str],
     replay_run: str | None,
-) -> dg.MaterializeResult:
-    """A test row or a replay: sent now, logged, and never recorded in the state."""
+) -> dict[str, Any]:
+    """A test row (`test_row` empty: the first row of the latest snapshot) or a replay: sent now, logged, never
+    recorded in the state; returns the run's metadata."""
     files = SyncFolder.of(root, sync.name)
     try:
         if test_row is not None:
             scan = scan_snapshot(snapshot_path(root, model.name))
+            if not test_row:
+                first = scan.select(key_strings(scan, model.key_columns)).drop_nulls().sort(pl.all()).head(1).collect()
+                if first.is_empty():
+                    raise ControlError(f"model {model.name!r} has no row with a primary key in its latest snapshot")
+                test_row = first.item()
             snapshot = scan.filter(key_strings(scan, model.key_columns) == test_row).collect()
             payloads, missing = [test_row_event(sync, model, snapshot, test_row, run_id).payload], []
         else:
@@ -73,6 +80,7 @@ def send_outside_the_diff(
         )
     log.close()
     metadata: dict[str, Any] = {
+        "manual_run": "test row" if test_row is not None else "replay",
         "events_sent": report.acknowledged,
         "events_failed": len(failed),
         "api_calls": dg.MetadataValue.md(calls_table(calls.summaries)),
@@ -80,7 +88,8 @@ def send_outside_the_diff(
         "sync_log": dg.MetadataValue.path(str(log.path)),
     }
     if test_row is not None:
-        metadata["event"] = dg.MetadataValue.json(orjson.loads(payloads[0]))
+        metadata["key"] = test_row
+        metadata["event"] = dg.MetadataValue.json(event_outline(orjson.loads(payloads[0]), values=sync.preview_values))
     else:
         metadata["message_ids_not_found"] = dg.MetadataValue.json(missing[:20])
     if failed:
@@ -88,4 +97,4 @@ def send_outside_the_diff(
             f"sync {sync.name!r}: {len(failed)} events were not accepted: {next(iter(failed.values()))}",
             metadata=metadata,
         )
-    return dg.MaterializeResult(metadata=metadata)
+    return metadata

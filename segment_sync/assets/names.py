@@ -29,6 +29,11 @@ def table_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["warehouse", *table.split(".")])
 
 
+def stage_group(group_name: str, stage: str) -> str:
+    """The asset group of one stage (warehouse, snapshot, diff, segment): the lineage reads as a band per stage."""
+    return f"{group_name}_{stage}"
+
+
 def engine_kinds(engine: str, warehouse_kind: str | None) -> set[str]:
     """The kinds the UI shows for a stage: the engine's tool (Polars, or SQL in the warehouse) and the warehouse."""
     return {"polars" if engine == "polars" else "sql", *([warehouse_kind] if warehouse_kind else [])}

@@ -1,10 +1,12 @@
-"""What the assets share with what they run: their run configuration and the names of their checks."""
+"""What the assets and the manual jobs share with what they run: run configuration, check names and run tags."""
 
 import dagster as dg
 from pydantic import Field
 
 PK_CHECK = "primary_key_unique"
 GUARD_CHECK = "change_within_limits"
+MANUAL_TAG = "segment_sync/manual"  # on the runs of the dry-run, test-row and replay jobs: which of them
+SYNC_TAG = "segment_sync/sync"  # on the runs of those jobs: the sync
 
 
 class DiffConfig(dg.Config):
@@ -27,19 +29,27 @@ DIFF_CONFIG_SCHEMA = DiffConfig.to_config_schema()
 
 
 class DeliveryConfig(dg.Config):
-    """Run configuration of a sync's delivery."""
+    """How a delivery step sends: for real, or as a dry run (the dry-run job's) that only writes request bodies."""
 
-    dry_run: bool = Field(
-        default=False, description="Build the events and write the exact request bodies to the outbox; send nothing."
-    )
-    test_row: str | None = Field(
-        default=None, description="Only send the event of the row with this primary key (state is not changed)."
-    )
-    replay_keys: list[str] = Field(
-        default_factory=list, description="Only re-send the delivered events of these primary keys."
-    )
-    replay_run: str | None = Field(default=None, description="Only re-send the events a past run delivered.")
+    dry_run: bool = False
 
 
-# Built once and shared: a `config: DeliveryConfig` parameter would make Dagster infer it again for every sync.
-DELIVERY_CONFIG_SCHEMA = DeliveryConfig.to_config_schema()
+class TestRowConfig(dg.Config):
+    """Run configuration of a sync's test-row job."""
+
+    key: str = Field(
+        default="",
+        description="The primary key of the row to send (a composite key as its parts joined by |); empty: the "
+        "first row of the model's latest snapshot.",
+    )
+
+
+class ReplayConfig(dg.Config):
+    """Run configuration of a sync's replay job."""
+
+    keys: list[str] = Field(default_factory=list, description="Re-send the delivered events of these primary keys.")
+    run: str | None = Field(default=None, description="Re-send the events this past run delivered.")
+
+
+TEST_ROW_CONFIG_SCHEMA = TestRowConfig.to_config_schema()
+REPLAY_CONFIG_SCHEMA = ReplayConfig.to_config_schema()

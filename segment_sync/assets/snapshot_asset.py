@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from segment_sync.assets.names import AssetOptions, engine_kinds, snapshot_key, table_key
+from segment_sync.assets.names import AssetOptions, engine_kinds, snapshot_key, stage_group
 from segment_sync.assets.run_config import PK_CHECK
 from segment_sync.spec import Engine, ModelSpec
 
@@ -14,11 +14,15 @@ def build_snapshot_asset(
     automation: dg.AutomationCondition | None,
     hashed_columns: list[list[str]] | None = None,
     engine: Engine = "polars",
+    *,
+    preview_values: bool = False,
 ) -> dg.AssetsDefinition:
     """The asset that snapshots a model (Parquet, or a warehouse table on the warehouse engine), with its blocking
     primary key check.
 
-    `hashed_columns` are the column sets the model's syncs send: a Parquet snapshot keeps a row hash for each.
+    `upstream` are the warehouse tables it reads and the assets its syncs run after. `hashed_columns` are the column
+    sets the model's syncs send: a Parquet snapshot keeps a row hash for each. Its preview shows row values only
+    with `preview_values` (every sync of the model opts in).
     """
     key = snapshot_key(model.name)
     keys = options.resource_keys
@@ -28,8 +32,8 @@ def build_snapshot_asset(
 
     @dg.asset(
         key=key,
-        deps=([table_key(model.table)] if model.table else []) + upstream,
-        group_name=options.group_name,
+        deps=upstream,
+        group_name=stage_group(options.group_name, "snapshot"),
         owners=list(options.owners),
         kinds=engine_kinds(engine, options.warehouse_kind),
         automation_condition=automation,
@@ -48,6 +52,6 @@ def build_snapshot_asset(
             return materialize_warehouse_snapshot(context, keys, model)
         from segment_sync.assets.snapshot_step import materialize_snapshot
 
-        return materialize_snapshot(context, keys, model, hashed_columns or [])
+        return materialize_snapshot(context, keys, model, hashed_columns or [], preview_values)
 
     return _snapshot

@@ -105,7 +105,7 @@ def materialize_warehouse_diff(
             "reset": config.reset,
             "preview": dg.MetadataValue.md(markdown_table(preview)),
         },
-        check_results=[guard_check(sync.name, problems, config.approve_large_change, counts)],
+        check_results=[guard_check(sync, problems, config.approve_large_change, counts, delivered_rows)],
     )
 
 

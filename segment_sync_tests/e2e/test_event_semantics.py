@@ -13,7 +13,7 @@ import polars as pl
 from segment_sync.delivery.diff_delivery import _recorder
 from segment_sync.segment_api.batching import Joined
 from segment_sync_tests.support.segment_emulator import SegmentEmulator
-from segment_sync_tests.support.sync_runs import make_definitions, run_sync
+from segment_sync_tests.support.sync_runs import make_definitions, run_manual, run_sync
 
 
 def _project(warehouse: Path, **sync: Any) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def test_a_message_id_column_is_used_only_for_its_rows_first_delivery(
     definitions = make_definitions(_project(path, message_id="event_id"))
     _run(definitions, instance)
     assert sorted(e["messageId"] for e in emulator.accepted) == ["e1", "e2"]
-    _run(definitions, instance, segment__t={"config": {"test_row": "1"}})
+    assert run_manual(definitions, "test_row_t", instance, {"key": "1"}).success
     _run(definitions, instance, diff__t={"config": {"full_resync": True}})
     _execute(path, "delete from users where id = 2")
     _run(definitions, instance)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from segment_sync.cli import main
 from segment_sync_tests.support.segment_emulator import SegmentEmulator
-from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_sync
+from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_manual, run_sync
 from segment_sync_tests.support.warehouses import Warehouse
 
 MODEL = {"name": "m", "table": "src", "primary_key": "id"}
@@ -75,10 +75,10 @@ def test_dry_run_sends_nothing_and_reset_starts_over(
     monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
     defs = definitions(schema)
     warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
-    dry = run_sync(defs, "t", instance, delivery={"dry_run": True})
+    dry = run_manual(defs, "dry_run_t", instance)
     assert dry.success, dry.failure_messages()
-    assert emulator.counts()["accepted"] == 0
-    assert Path(dry.metadata("segment", "t")["dry_run_request_bodies"]).read_text().count('"Added"') == 2
+    assert emulator.counts()["accepted"] == 0 and dry.result.get_asset_materialization_events() == []
+    assert Path(dry.metadata()["dry_run_request_bodies"]).read_text().count('"Added"') == 2
     real = run_sync(defs, "t", instance)
     assert real.success and len(emulator.events_named("Added")) == 2
 
@@ -162,7 +162,7 @@ def test_a_test_row_on_the_warehouse_engine_says_it_is_not_available(
     warehouse, schema = engine_warehouse
     monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
     warehouse.execute("insert into src values (1, 'u1', 'a')")
-    run = run_sync(definitions(schema), "t", instance, delivery={"test_row": "1"})
+    run = run_manual(definitions(schema), "test_row_t", instance, {"key": "1"})
     assert not run.success and emulator.counts()["accepted"] == 0
     assert "test_row and replays are not available on the warehouse engine yet" in " ".join(run.failure_messages())
 

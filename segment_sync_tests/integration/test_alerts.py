@@ -18,7 +18,7 @@ from segment_sync.alerts.thresholds import RejectedThreshold, parse_thresholds
 from segment_sync_tests.support.alert_runs import MISSING_COLUMN, Alerts, alert_file, one_sync_project
 from segment_sync_tests.support.segment_emulator import Fault
 from segment_sync_tests.support.slack_stub import Reply, SlackStub
-from segment_sync_tests.support.sync_runs import TRACK, SyncRun, make_definitions
+from segment_sync_tests.support.sync_runs import TRACK, SyncRun, make_definitions, run_manual
 
 TOKEN = "xoxb-1111-2222-SECRETtokenVALUE"
 WRONG_TOKEN = "xoxb-9999-OTHERsecretVALUE"
@@ -337,18 +337,14 @@ def test_a_run_reported_after_a_newer_one_is_ignored(duck, emulator, instance, s
     assert "is older than one already seen" in logs.text()
 
 
-@pytest.mark.parametrize("config", [{"dry_run": True}, {"test_row": "1"}])
-def test_dry_runs_and_test_rows_say_nothing_about_the_sync(config, duck, emulator, instance, slack):
+@pytest.mark.parametrize(("job", "config"), [("dry_run_t", None), ("test_row_t", {"key": "1"})])
+def test_dry_runs_and_test_rows_say_nothing_about_the_sync(job, config, duck, emulator, instance, slack):
     duck.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
     alerts = Alerts(_project(MISSING_COLUMN), instance)
     alerts.run_and_evaluate()
     duck.execute("alter table src add column plan varchar")
-    job = alerts.definitions.resolve_job_def("sync_t")
-    manual = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config={"ops": {"segment__t": {"config": config}}}
-    )
-    assert manual.success
-    alerts.evaluate(SyncRun(manual))
+    manual = run_manual(alerts.definitions, job, instance, config)  # (the test row fails: its snapshot lacks plan)
+    alerts.evaluate(SyncRun(manual.result))
     assert len(slack.texts()) == 1  # still failing, as far as Slack knows
     alerts.run_and_evaluate()
     assert "has recovered" in slack.texts()[1]

@@ -265,3 +265,27 @@ def test_a_schedule_can_start_stopped():
     defs = make_definitions({**GOOD, "syncs": [{**GOOD["syncs"][0], "schedule_status": "stopped"}]})
     [schedule] = defs.schedules
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_sql_models_read_their_tables_the_stages_are_groups_and_each_sync_has_manual_jobs():
+    sql = "select * from analytics.users join analytics.plans using (plan_id)"
+    defs = _load({**GOOD, "models": [{"name": "users", "sql": sql, "primary_key": "user_id"}]})
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["snapshot", "users"])).parent_keys == {
+        dg.AssetKey(["warehouse", "analytics", "users"]),
+        dg.AssetKey(["warehouse", "analytics", "plans"]),
+    }
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups["warehouse/analytics/plans"] == "segment_sync_warehouse"
+    assert (groups["snapshot/users"], groups["diff/gone"], groups["segment/gone"]) == (
+        "segment_sync_snapshot",
+        "segment_sync_diff",
+        "segment_sync_segment",
+    )
+    assert "also read by `gone`" in graph.get(dg.AssetKey(["diff", "traits"])).description
+    for kind in ("dry_run", "test_row", "replay"):
+        job = defs.resolve_job_def(f"{kind}_traits")
+        assert job.run_tags == {"segment_sync/manual": kind, "segment_sync/sync": "traits"}
+        assert job.description and "traits" in job.description
+        assert not job.asset_layer.selected_asset_keys  # it materializes nothing
+    assert "dry_run_traits" in defs.resolve_job_def("sync_traits").description

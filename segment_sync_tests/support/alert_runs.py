@@ -67,8 +67,9 @@ class Alerts:
             self.cursors[sensor.name] = result.cursor
 
     def run_users_job(self) -> dg.ExecuteInProcessResult:
-        """Run a job of the user's own over the whole group, defined beside the syncs' jobs."""
-        nightly = dg.define_asset_job("nightly", selection=dg.AssetSelection.groups("segment_sync"))
+        """Run a job of the user's own over the groups of the three stages, defined beside the syncs' jobs."""
+        stages = [f"segment_sync_{stage}" for stage in ("snapshot", "diff", "segment")]
+        nightly = dg.define_asset_job("nightly", selection=dg.AssetSelection.groups(*stages))
         job = dg.Definitions.merge(self.definitions, dg.Definitions(jobs=[nightly])).resolve_job_def("nightly")
         return job.execute_in_process(instance=self.instance, raise_on_error=False)
 

@@ -95,12 +95,50 @@ def run_sync(
     *,
     approve: bool = False,
     diff: dict[str, Any] | None = None,
-    delivery: dict[str, Any] | None = None,
 ) -> SyncRun:
-    """Run one sync's job in process (approving a large change when asked; `diff` and `delivery` are step config)."""
+    """Run one sync's job in process (approving a large change when asked; `diff` is the diff step's config)."""
     job = definitions.resolve_job_def(f"sync_{sync}")
     ops = {f"diff__{sync}": {"config": {"approve_large_change": approve, **(diff or {})}}}
-    if delivery:
-        ops[f"segment__{sync}"] = {"config": delivery}
     config = {**_QUIET, "ops": ops}
     return SyncRun(job.execute_in_process(instance=instance, raise_on_error=False, run_config=config))
+
+
+@dataclass
+class ManualRun:
+    """The result of one run of a sync's dry-run, test-row or replay job, with its report as plain values."""
+
+    result: dg.ExecuteInProcessResult
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+    def metadata(self) -> dict[str, Any]:
+        """The metadata of the job's op: its output's, or its failure's."""
+        for event in self.result.all_events:
+            if event.is_successful_output:
+                return {k: v.value for k, v in event.step_output_data.metadata.items()}
+            if event.is_step_failure and event.step_failure_data.user_failure_data:
+                return {k: v.value for k, v in event.step_failure_data.user_failure_data.metadata.items()}
+        raise AssertionError(f"no output; failures: {self.failure_messages()}")
+
+    def observations(self) -> list[dict[str, Any]]:
+        """The metadata of the observations the run recorded."""
+        events = [e for e in self.result.all_events if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
+        return [{k: v.value for k, v in e.asset_observation_data.asset_observation.metadata.items()} for e in events]
+
+    def failure_messages(self) -> list[str]:
+        return SyncRun(self.result).failure_messages()
+
+
+def run_manual(
+    definitions: dg.Definitions,
+    job: str,
+    instance: dg.DagsterInstance,
+    config: dict[str, Any] | None = None,
+) -> ManualRun:
+    """Run a manual job (`dry_run_t`, `test_row_t`, `replay_t`) in process; `config` is its op's config."""
+    job_def = definitions.resolve_job_def(job)
+    [op] = job_def.graph.node_names()
+    run_config = {**_QUIET, "ops": {op: {"config": config}}} if config is not None else _QUIET
+    return ManualRun(job_def.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config))

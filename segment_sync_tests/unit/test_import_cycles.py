@@ -73,7 +73,7 @@ LAYERS = [
     ["alerts"],
     ["metadata", "resources"],
     ["assets"],
-    ["sensors", "factory"],
+    ["sensors", "factory", "workspace_runs"],
     ["component"],
     ["definitions", "cli", "defs"],
 ]

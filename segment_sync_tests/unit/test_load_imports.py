@@ -40,7 +40,7 @@ LOAD = textwrap.dedent(
         )
         with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
             repo = defs.get_repository_def()
-            assert len(repo.assets_defs_by_key) == 11 and len(repo.sensor_defs) == 4, repo
+            assert len(repo.assets_defs_by_key) == 12 and len(repo.sensor_defs) == 4, repo  # 12: warehouse/accounts
     print(json.dumps(sorted({m.partition(".")[0] for m in sys.modules} & set(watched))))
     """
 )
