@@ -7,6 +7,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from segment_sync.workspace_runs import CodeLocationRunner
 
 DEMO_SYNCS = ("users_lifecycle", "active_users", "user_traits", "account_groups")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -162,16 +166,20 @@ def run_demo(folder: Path) -> int:
                 print(f"  {sync:<16} {_summary(result, sync)}")
             if round_name.startswith("first"):
                 change_demo_warehouse(folder / "state" / "demo_warehouse.duckdb")
-        print("\n== manual runs (marked, and materializing nothing)")
-        for job in ("dry_run_users_lifecycle", "test_row_user_traits"):
-            result = location.run(job, _QUIET)
-            failed |= not result.success
-            print(f"  {job:<24} {'succeeded' if result.success else 'FAILED: see the run in the UI'}")
+                failed |= not _manual(location, "dry_run_users_lifecycle", "what users_lifecycle's next run would send")
+        failed |= not _manual(location, "test_row_user_traits", "one row sent as user_traits would send it")
     outbox = folder / "state" / "outbox"
     print(f"\nRequest bodies that would have been POSTed to Segment: {outbox}/<sync>.jsonl")
     print("To see these runs, the assets, lineage and metadata in the Dagster UI, run:")
     print(f"  DAGSTER_HOME={folder / 'dagster_home'} SEGMENT_SYNC_STATE_DIR={folder / 'state'} ./dev dg dev")
     return 1 if failed else 0
+
+
+def _manual(location: CodeLocationRunner, job: str, what: str) -> bool:
+    """Run a manual job (it materializes nothing) and say what it did."""
+    result = location.run(job, _QUIET)
+    print(f"\n== {job}: {what} ({'see its run in the UI' if result.success else 'FAILED: see its run in the UI'})")
+    return result.success
 
 
 def _summary(result: object, sync: str) -> str:

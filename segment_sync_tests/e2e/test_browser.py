@@ -8,6 +8,7 @@ Screenshots go to SEGMENT_SYNC_SCREENSHOTS (default: the test's temporary folder
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -92,6 +93,9 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _visit(page, url: str, text: str, shot: Path) -> str:  # noqa: ANN001 - playwright's Page
     page.goto(url)
     page.get_by_text(text, exact=False).first.wait_for()
+    skip = page.get_by_role("button", name="Skip")  # the first visit's "Join the Dagster community" dialog
+    if skip.count():
+        skip.first.click()
     time.sleep(1)  # let the graph and the timeline settle before the screenshot
     page.screenshot(path=str(shot), full_page=True)
     return page.inner_text("body")
@@ -126,8 +130,19 @@ def test_the_asset_graph_reads_as_bands_of_stages(page, ui: str, shots: Path) ->
     assert "segment_sync_warehouse" in body and "segment_sync_segment" in body
 
 
-def test_the_sync_asset_page_shows_its_latest_delivery_without_personal_data(page, ui: str, shots: Path) -> None:  # noqa: ANN001
-    body = _visit(page, f"{ui}/assets/diff/users_lifecycle", "preview", shots / "diff_asset.png")
-    assert "@example.com" not in body
-    body = _visit(page, f"{ui}/assets/segment/users_lifecycle?view=events", "recent_runs", shots / "segment_events.png")
-    assert "@example.com" not in body
+def test_a_syncs_asset_pages_show_its_history_and_no_personal_data(page, ui: str, shots: Path) -> None:  # noqa: ANN001
+    body = _visit(page, f"{ui}/assets/diff/users_lifecycle", "changed_columns", shots / "diff_asset.png")
+    assert "@example.com" not in body and "also read by" in body
+    body = _visit(page, f"{ui}/assets/segment/users_lifecycle", "recent_runs", shots / "segment_asset.png")
+    assert "@example.com" not in body and "events_sent_by_type" in body
+
+
+def test_a_dry_run_shows_on_the_delivery_as_a_marked_observation(page, ui: str, shots: Path) -> None:  # noqa: ANN001
+    url = f"{ui}/assets/segment/users_lifecycle?view=events"
+    body = _visit(page, url, "Materialized in run", shots / "segment_events.png")  # the latest delivery stays first
+    assert "manual_run" not in body
+    page.get_by_text(re.compile(r"^[A-Z][a-z]{2} \d+, \d+:\d\d [AP]M$")).nth(1).click()  # newest first: the dry run
+    page.get_by_text("Observed in run").first.wait_for()
+    page.screenshot(path=str(shots / "segment_dry_run_observation.png"), full_page=True)
+    body = page.inner_text("body")
+    assert "manual_run" in body and "dry run" in body and "@example.com" not in body

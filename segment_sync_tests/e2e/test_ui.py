@@ -97,6 +97,9 @@ def test_previews_show_keys_and_changed_columns_not_values(query: Query) -> None
     assert "| changed | plan |" in diff
     [observation] = _asset(query, "segment/user_traits")["assetObservations"]
     assert "@" not in _entries(observation)["event"]
+    [observation] = _asset(query, "segment/users_lifecycle")["assetObservations"]
+    dry_run = _entries(observation)["preview"]
+    assert "| track | User Changed Plan |" in dry_run and "@" not in dry_run  # run before the second round
     accounts = _entries(_asset(query, "snapshot/accounts")["assetMaterializations"][0])["preview"]
     assert "Account 1" in accounts  # account_groups opts in with preview_values: true
 
