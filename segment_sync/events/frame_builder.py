@@ -22,7 +22,8 @@ import polars as pl
 import polars_hash  # noqa: F401 - registers the `chash` expressions
 
 from segment_sync.events import rules
-from segment_sync.events.change_description import change_members, describes_changes
+from segment_sync.events.change_columns import change_members_column
+from segment_sync.events.change_description import describes_changes
 from segment_sync.events.event_time import MAX_MS, MIN_MS, UNIT_FACTOR, event_time, segment_timestamp
 from segment_sync.events.row_builder import DiffRow, Outcome, build_outcomes, identity
 from segment_sync.events.row_values import RowRejected, value_of
@@ -625,11 +626,10 @@ def _change_members(sync: SyncSpec) -> pl.Expr:
     """The members that describe each changed row's change (`change_description.change_members`), else null."""
 
     def members(rows: pl.Series) -> pl.Series:
-        texts = [
-            dumps(change_members(sync, row[BEFORE], row[AFTER])).decode()[1:-1] if row[KIND] == "changed" else None
-            for row in rows.to_list()
-        ]
-        return pl.Series(texts, dtype=pl.String)
+        kinds, befores, afters = (rows.struct.field(name) for name in (KIND, BEFORE, AFTER))
+        changed = (kinds == "changed").fill_null(False)
+        described = change_members_column(sync, befores.filter(changed), afters.filter(changed))
+        return pl.Series(_CHANGES, [None] * len(rows), dtype=pl.String).scatter(changed.arg_true(), described)
 
     return pl.struct(KIND, BEFORE, AFTER).map_batches(members, return_dtype=pl.String).alias(_CHANGES)
 
