@@ -33,8 +33,10 @@ def segment_timestamp(value: Any, column: str) -> str:
 
 
 def epoch_timestamp(value: Any, column: str, unit: TimestampUnit) -> str:
-    """Seconds or milliseconds since 1970 (a number, or text holding one) as Segment's time, floored to the
-    millisecond; raises RowRejected for anything else or a time outside years 1 to 9999."""
+    """Seconds or milliseconds since 1970 (a number, or text of one) as Segment's time; else RowRejected.
+
+    Fractions of a millisecond are dropped (floored); a time outside years 1 to 9999 is rejected.
+    """
     words = UNIT_WORDS[unit]
     if isinstance(value, Number | str):
         text = str(value).strip()

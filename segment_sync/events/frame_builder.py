@@ -297,8 +297,7 @@ class _Plan:
 
     @property
     def python_timestamps(self) -> bool:
-        """Whether the timestamp column's values are parsed in Python (`event_time`), value by value: ISO text,
-        or epoch numbers other than integers."""
+        """Whether the timestamp column's values are parsed by `event_time`: ISO text, epoch numbers but integers."""
         ts = self.sync.timestamp
         if ts is None:
             return False
@@ -308,8 +307,7 @@ class _Plan:
         return kind not in ("int", "null", "other")
 
     def expressions(self) -> list[pl.Expr]:
-        """Columns computed from the unnested `_row`: the bag, ids, timestamp, messageId, context, integrations and
-        the hazards."""
+        """Columns computed from the unnested `_row`: bag, ids, timestamp, messageId, context, integrations, hazards."""
         sync = self.sync
         bag, hazards = self._object(sync.field_tree)
         exprs = [bag.alias(_BAG)]

@@ -39,8 +39,10 @@ def template_piece(text: bytes) -> str:
 
 
 def mapped_object(tree: Tree, values: dict[str, bytes], *, omit_nulls: bool) -> dict[str, Any]:
-    """The object a mapping tree builds for a row (JSON texts as fragments); with `omit_nulls`, null values and
-    nested objects left empty are left out."""
+    """The object a mapping tree builds for a row, JSON texts as fragments.
+
+    With `omit_nulls`, null values are left out, and so are nested objects left empty.
+    """
     out: dict[str, Any] = {}
     for key, node in tree.items():
         if isinstance(node, dict):
