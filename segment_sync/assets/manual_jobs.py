@@ -84,8 +84,14 @@ def build_manual_jobs(
             "dry_run",
             _dry_run,
             f"Dry run of sync `{sync.name}`: reads model `{sync.model}`, diffs it and builds the events as the sync "
-            "would, writes the exact request bodies to the state folder, and sends nothing. The sync's state, "
-            "snapshot and diff stay as they are. Launch it as it is.",
+            "would, writes the exact request bodies to the state folder, and sends nothing. "
+            + (
+                "On the warehouse engine it refreshes the snapshot and diff tables as the next run would; no "
+                "delivery is recorded. "
+                if engine == "warehouse"
+                else "The sync's state, snapshot and diff stay as they are. "
+            )
+            + "Launch it as it is.",
         ),
         job(
             "test_row",
@@ -119,26 +125,36 @@ def _send(
     from segment_sync.assets.manual_send import send_outside_the_diff
     from segment_sync.storage.layout import SyncFolder
 
-    if engine == "warehouse":
-        raise dg.Failure(
-            f"sync {sync.name!r}: test_row and replays are not available on the warehouse engine yet; nothing was "
-            f"sent. The job dry_run_{sync.name} shows the exact request bodies."
-        )
     root = keys.state_of(context).root()
     run_id = context.run.run_id
     log, calls = open_run_logs(SyncFolder.of(root, sync.name), sync, logs, run_id)
-    return send_outside_the_diff(
-        sync,
-        model,
-        root,
-        keys.segment_of(context),
-        log,
-        calls,
-        run_id,
-        test_row=test_row,
-        replay_keys=replay_keys or [],
-        replay_run=replay_run,
-    )
+
+    def send(**where: Any) -> dict[str, Any]:
+        return send_outside_the_diff(
+            sync,
+            model,
+            root,
+            keys.segment_of(context),
+            log,
+            calls,
+            run_id,
+            test_row=test_row,
+            replay_keys=replay_keys or [],
+            replay_run=replay_run,
+            **where,
+        )
+
+    if engine != "warehouse":
+        return send()
+    from segment_sync.assets.warehouse_connection import warehouse_connection
+    from segment_sync.warehouse_engine import sql_diff
+
+    with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:  # type: ignore[arg-type]
+        url, engine_, tables = warehouse.url, warehouse.engine, warehouse.tables
+        return send(
+            snapshot_row=lambda key: sql_diff.snapshot_row(url, engine_, tables, model, key),
+            lock=warehouse.state(sync.name, run_id).lock(),
+        )
 
 
 def _report(context: dg.OpExecutionContext, sync: SyncSpec, metadata: dict[str, Any]) -> dg.Output:

@@ -1,5 +1,7 @@
 """What a sync's test-row and replay jobs do: events sent outside the diff, logged, never recorded in the state."""
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from segment_sync.storage.run_log import CallLog, RunLog
 from segment_sync.storage.state import SyncState
 from segment_sync.values.encoding import key_strings
 
+RowFinder = Callable[[str], tuple[str, pl.DataFrame]]  # a key (empty: the first) to that key and its row
+
 
 def send_outside_the_diff(
     sync: SyncSpec,
@@ -35,25 +39,25 @@ def send_outside_the_diff(
     test_row: str | None,
     replay_keys: list[str],
     replay_run: str | None,
+    snapshot_row: RowFinder | None = None,
+    lock: AbstractContextManager | None = None,
 ) -> dict[str, Any]:
     """A test row (`test_row` empty: the first row of the latest snapshot) or a replay: sent now, logged, never
-    recorded in the state; returns the run's metadata."""
+    recorded in the state; returns the run's metadata.
+
+    The row comes from `snapshot_row` (default: the local snapshot file), and the send holds `lock` (default: the
+    local state's lock), so that it never interleaves with a delivery of the sync.
+    """
     files = SyncFolder.of(root, sync.name)
     try:
         if test_row is not None:
-            scan = scan_snapshot(snapshot_path(root, model.name))
-            if not test_row:
-                first = scan.select(key_strings(scan, model.key_columns)).drop_nulls().sort(pl.all()).head(1).collect()
-                if first.is_empty():
-                    raise ControlError(f"model {model.name!r} has no row with a primary key in its latest snapshot")
-                test_row = first.item()
-            snapshot = scan.filter(key_strings(scan, model.key_columns) == test_row).collect()
+            test_row, snapshot = (snapshot_row or _local_snapshot_row(root, model))(test_row)
             payloads, missing = [test_row_event(sync, model, snapshot, test_row, run_id).payload], []
         else:
             payloads, missing = replay_payloads(files.path, run_id, from_run=replay_run, keys=replay_keys)
     except (ControlError, RowRejected, FileNotFoundError) as exc:
         raise dg.Failure(f"sync {sync.name!r}: {exc}; nothing was sent") from None
-    with state_errors_as_failures(), SyncState(files.path, sync.name).lock():
+    with state_errors_as_failures(), lock or SyncState(files.path, sync.name).lock():
         try:
             report = deliver(
                 payloads,
@@ -98,3 +102,18 @@ def send_outside_the_diff(
             metadata=metadata,
         )
     return metadata
+
+
+def _local_snapshot_row(root: Path, model: ModelSpec) -> RowFinder:
+    """The row of the local snapshot file with a key (empty: the first key)."""
+
+    def find(key: str) -> tuple[str, pl.DataFrame]:
+        scan = scan_snapshot(snapshot_path(root, model.name))
+        if not key:
+            first = scan.select(key_strings(scan, model.key_columns)).drop_nulls().sort(pl.all()).head(1).collect()
+            if first.is_empty():
+                raise ControlError(f"model {model.name!r} has no row with a primary key in its latest snapshot")
+            key = first.item()
+        return key, scan.filter(key_strings(scan, model.key_columns) == key).collect()
+
+    return find

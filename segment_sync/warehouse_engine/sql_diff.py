@@ -375,6 +375,24 @@ def _changes_of(
     return changes.sort(KEY)
 
 
+def snapshot_row(
+    url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec, key: str
+) -> tuple[str, pl.DataFrame]:
+    """One row of the snapshot table by its key as text (`key` empty: the first key), with that key; no row when
+    the key is not there."""
+    name = _single_key(model)
+    snap = sa.table(snapshot_name(model), sa.column(name), schema=tables.schema)
+    key_text = sa.cast(snap.c[name], sa.Text)
+    if not key:
+        with engine.connect() as conn:
+            first = conn.execute(sa.select(sa.func.min(key_text)).select_from(snap)).scalar()
+        if first is None:
+            raise WarehouseDiffError(f"model {model.name!r} has no row with a primary key in its latest snapshot")
+        key = first
+    query = sa.select(sa.text("*")).select_from(snap).where(key_text == key)
+    return key, _read(url, engine, model, query)
+
+
 def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> list[str]:
     """The sent columns of the snapshot's rows whose key is null, as JSON (reported as rejected rows)."""
     key = _single_key(model)

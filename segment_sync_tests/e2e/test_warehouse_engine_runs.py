@@ -156,15 +156,39 @@ def test_a_key_whose_type_changed_stops_the_diff_until_cast_back_or_reset(
     assert again.success and len(emulator.events_named("Added")) == 2
 
 
-def test_a_test_row_on_the_warehouse_engine_says_it_is_not_available(
+def test_a_test_row_and_a_replay_send_outside_the_diff_and_leave_the_state(
     engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch
 ) -> None:
     warehouse, schema = engine_warehouse
     monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
-    warehouse.execute("insert into src values (1, 'u1', 'a')")
-    run = run_manual(definitions(schema), "test_row_t", instance, {"key": "1"})
-    assert not run.success and emulator.counts()["accepted"] == 0
-    assert "test_row and replays are not available on the warehouse engine yet" in " ".join(run.failure_messages())
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
+    defs = definitions(schema)
+    first = run_sync(defs, "t", instance)
+    assert first.success, first.failure_messages()
+    original = {e["userId"]: e for e in emulator.accepted}
+    warehouse.execute("update src set v = 'changed' where id = 2")  # the test row is the snapshot's, not the table's
+
+    for key, uid in (("2", "u2"), ("", "u1")):  # empty: the first key of the snapshot
+        run = run_manual(defs, "test_row_t", instance, {"key": key})
+        assert run.success, run.failure_messages()
+        sent = emulator.accepted[-1]
+        assert (sent["userId"], sent["properties"]["v"]) == (uid, original[uid]["properties"]["v"])
+        assert sent["messageId"] != original[uid]["messageId"]
+    missing = run_manual(defs, "test_row_t", instance, {"key": "9"})
+    assert not missing.success and "nothing was sent" in " ".join(missing.failure_messages())
+
+    replay = run_manual(defs, "replay_t", instance, {"keys": ["1"]})
+    assert replay.success, replay.failure_messages()
+    assert emulator.accepted[-1]["messageId"].startswith(original["u1"]["messageId"] + "-replay-")
+
+    emulator.reset()
+    again = run_sync(defs, "t", instance)  # the state knows only the sync's own deliveries: one change to send
+    assert again.success and [e["properties"]["v"] for e in emulator.events_named("Changed")] == ["changed"]
+    assert {k: again.metadata("diff", "t")[k] for k in ("added", "changed", "removed")} == {
+        "added": 0,
+        "changed": 1,
+        "removed": 0,
+    }
 
 
 def test_a_full_resync_sends_every_row_again_with_new_message_ids(
