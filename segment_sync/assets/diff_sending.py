@@ -31,7 +31,10 @@ def send_diff(
     try:
         for content in info["null_key_rows"]:
             reason = f"the primary key of model {sync.model!r} is null, so the row cannot be tracked"
-            log.add(None, "added", "rejected", reason=f"{reason}: {content[:200]}")
+            if sync.preview_values:  # the row's values in full, in the files and the metadata's sample
+                log.add(None, "added", "rejected", reason=f"{reason}: {content}")
+            else:  # in the files only
+                log.add(None, "added", "rejected", reason=reason, row_values=content[:200])
         result = deliver_diff(
             sync,
             diff,

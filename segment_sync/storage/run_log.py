@@ -68,18 +68,21 @@ class RunLog:
         event: str | None = None,
         message_id: str | None = None,
         reason: str | None = None,
+        row_values: str | None = None,
     ) -> None:
-        """Log one row's outcome (a null key for a row whose primary key is missing)."""
+        """Log one row's outcome (a null key for a row whose primary key is missing); `row_values` follow the
+        reason in the files only, never in the sample that metadata shows."""
         now = dt.datetime.now(dt.UTC)
+        written = f"{reason}: {row_values}" if row_values is not None else reason
         for name, value in zip(
             ROW_LOG_SCHEMA,
-            (self.run_id, self.sync, key, kind, event, message_id, status, reason, now),
+            (self.run_id, self.sync, key, kind, event, message_id, status, written, now),
             strict=True,
         ):
             self._rows[name].append(value)
         self.statuses[status] += 1
         if status == "rejected":
-            self._reject(key, kind, reason or "")
+            self._reject(key, kind, written or "", sampled=reason or "")
         if self._pending_rows() >= _FLUSH_ROWS:
             self._flush()
 
@@ -114,7 +117,7 @@ class RunLog:
             self._frames.append(pl.DataFrame(self._rows, schema=ROW_LOG_SCHEMA))
             self._rows = {name: [] for name in ROW_LOG_SCHEMA}
 
-    def _reject(self, key: str | None, kind: str, reason: str) -> None:
+    def _reject(self, key: str | None, kind: str, reason: str, *, sampled: str | None = None) -> None:
         entry = {"key": key, "kind": kind, "reason": reason}
         if self._rejected_file is None:
             self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +126,7 @@ class RunLog:
         if key is not None:
             self.rejected_by_kind[kind] += 1
         if len(self.rejected_sample) < SAMPLE_SIZE:
-            self.rejected_sample.append(entry)
+            self.rejected_sample.append(entry if sampled is None else {**entry, "reason": sampled})
 
     def _flush(self) -> None:
         self._stash_rows()

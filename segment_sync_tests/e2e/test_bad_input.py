@@ -64,13 +64,14 @@ def test_null_primary_keys_are_rejected_rows_and_the_rest_is_sent(duck, emulator
     assert run.metadata("snapshot", "m")["null_key_rows"] == 1
     meta = run.metadata("segment", "t")
     assert (meta["events_sent"], meta["rows_rejected"]) == (1, 1)
-    [sample] = meta["rejected_sample"]
-    assert (
-        sample["key"] is None
-        and "primary key of model 'm' is null" in sample["reason"]
-        and '"uid":"b"' in sample["reason"]
-    )
+    [sample] = meta["rejected_sample"]  # the event log shows no row values, unless the sync opts in
+    assert sample["key"] is None and "primary key of model 'm' is null" in sample["reason"]
+    assert '"uid":"b"' not in sample["reason"]
+    assert '\\"uid\\":\\"b\\"' in Path(meta["rejected_rows_file"]).read_text()  # the debugger's file has them
     assert [e["userId"] for e in emulator.accepted] == ["a"]
+
+    opted = run_sync(make_definitions(_project({**TRACK, "preview_values": True})), "t", instance)
+    assert '"uid":"b"' in opted.metadata("segment", "t")["rejected_sample"][0]["reason"]
 
 
 def test_mapping_to_a_missing_column_names_the_sync_and_column(duck, emulator, instance):
