@@ -47,9 +47,16 @@ def deliver_on_warehouse(
             path = Path(folder) / "changes.parquet"
             resync = info["generation"] if info.get("full_resync") else None
             sql_diff.write_changes(
-                warehouse.url, warehouse.engine, warehouse.tables, sync, model, path, resync_generation=resync
+                warehouse.url,
+                warehouse.engine,
+                warehouse.tables,
+                sync,
+                model,
+                path,
+                resync_generation=resync,
+                keep_unchanged=False,  # a file of events' rows only, read by slices without a filter
             )
-            changes = sql_diff.without_unchanged(pl.scan_parquet(path))
+            changes = pl.scan_parquet(path)
             if config.dry_run:
                 store = store.dry_run_copy()
                 transport: Transport = Outbox(SyncFolder.of(root, sync.name).dry_run_outbox(run_id))

@@ -249,6 +249,7 @@ def write_changes(
     slice_rows: int = SLICE_ROWS,
     only_changed: bool = False,
     resync_generation: int | None = None,
+    keep_unchanged: bool = True,
 ) -> None:
     """The diff table's rows read out and compared by content, into a Parquet file: the Polars engine's diff for
     those keys, with the warehouse's row hashes (stored and compared in the warehouse next time).
@@ -258,6 +259,7 @@ def write_changes(
     memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once. With
     `only_changed`, only the rows whose hash moved are read (to find those whose content did not). With
     `resync_generation` (a full resync), every row is added again under that generation, so its messageIds are new.
+    Without `keep_unchanged`, the file holds only the rows that send events, so the delivery reads it by slices.
     """
     check_snapshot_kept(engine, tables, model)
     schema = empty_diff(snapshot_schema(url, engine, tables, model), sync.sent_columns).schema
@@ -283,6 +285,8 @@ def write_changes(
                 changes = _changes_of(url, engine, tables, sync, model, news, olds)
                 if resync_generation is not None:
                     changes = changes.with_columns(pl.lit(resync_generation, pl.Int64).alias(BEFORE_GEN))
+                if not keep_unchanged:
+                    changes = changes.filter(pl.col(KIND) != UNCHANGED)
                 writer.write_table(changes.select(list(schema)).cast(dict(schema)).to_arrow())
         finally:
             if slices > 1:
@@ -400,11 +404,6 @@ def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: Sy
     query = sa.select(*(snap.c[c] for c in sync.sent_columns)).where(snap.c[key].is_(None))
     rows = _read(url, engine, model, query)
     return row_contents(rows, sync.sent_columns) if rows.height else []
-
-
-def without_unchanged(changes: pl.LazyFrame) -> pl.LazyFrame:
-    """The rows that send events: unchanged rows (a hash refreshed) left out."""
-    return changes.filter(pl.col(KIND) != UNCHANGED)
 
 
 def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> pl.DataFrame:
