@@ -93,12 +93,17 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _visit(page, url: str, text: str, shot: Path) -> str:  # noqa: ANN001 - playwright's Page
     page.goto(url)
     page.get_by_text(text, exact=False).first.wait_for()
-    skip = page.get_by_role("button", name="Skip")  # the first visit's "Join the Dagster community" dialog
-    if skip.count():
-        skip.first.click()
-    time.sleep(1)  # let the graph and the timeline settle before the screenshot
+    time.sleep(1)  # let the graph and the timeline settle (and a first-visit dialog open) before the screenshot
+    _dismiss_dialog(page)
     page.screenshot(path=str(shot), full_page=True)
     return page.inner_text("body")
+
+
+def _dismiss_dialog(page) -> None:  # noqa: ANN001 - playwright's Page
+    """Close the first visit's "Join the Dagster community" dialog, which may open a moment after the page."""
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.first.click()
 
 
 def test_the_jobs_runs_tab_lists_the_demos_runs(page, ui: str, shots: Path) -> None:  # noqa: ANN001
@@ -141,7 +146,9 @@ def test_a_dry_run_shows_on_the_delivery_as_a_marked_observation(page, ui: str, 
     url = f"{ui}/assets/segment/users_lifecycle?view=events"
     body = _visit(page, url, "Materialized in run", shots / "segment_events.png")  # the latest delivery stays first
     assert "manual_run" not in body
-    page.get_by_text(re.compile(r"^[A-Z][a-z]{2} \d+, \d+:\d\d [AP]M$")).nth(1).click()  # newest first: the dry run
+    _dismiss_dialog(page)
+    # newest first: the dry run; dispatched to the entry itself, so no overlay can take the click
+    page.get_by_text(re.compile(r"^[A-Z][a-z]{2} \d+, \d+:\d\d [AP]M$")).nth(1).dispatch_event("click")
     page.get_by_text("Observed in run").first.wait_for()
     page.screenshot(path=str(shots / "segment_dry_run_observation.png"), full_page=True)
     body = page.inner_text("body")
