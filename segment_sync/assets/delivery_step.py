@@ -11,7 +11,6 @@ import polars as pl
 from segment_sync.assets.diff_sending import send_diff
 from segment_sync.assets.diff_step import DiffFiles
 from segment_sync.assets.names import ResourceKeys, segment_key, state_errors_as_failures
-from segment_sync.assets.run_config import DeliveryConfig
 from segment_sync.delivery.diff_delivery import SyncResult
 from segment_sync.metadata import calls_table, counts_table, events_preview, markdown_table
 from segment_sync.resources import SegmentResource, WarehouseResource
@@ -45,7 +44,7 @@ def materialize_delivery(
     if engine == "warehouse":
         from segment_sync.assets.warehouse_delivery_step import deliver_on_warehouse
 
-        result, store, transport = deliver_on_warehouse(context, keys, DeliveryConfig(), sync, model, log, calls)
+        result, store, transport = deliver_on_warehouse(context, keys, sync, model, log, calls)
     else:
         with state_errors_as_failures():
             state = SyncState(files.path, sync.name)

@@ -80,7 +80,16 @@ def materialize_diff(
             "reset": config.reset,
             "preview": dg.MetadataValue.md(diff_preview(diff.preview, sync, values=sync.preview_values)),
         },
-        check_results=[guard_check(sync, diff.problems, config.approve_large_change, diff.counts, diff.delivered_rows)],
+        check_results=[
+            guard_check(
+                sync,
+                diff.problems,
+                config.approve_large_change,
+                diff.counts,
+                diff.delivered_rows,
+                unguarded=unguarded_reason(diff.initial, config),
+            )
+        ],
     )
 
 
@@ -180,19 +189,26 @@ def check_sent_columns(sync: SyncSpec, model: ModelSpec, columns: list[str], dec
 
 
 def guard_check(
-    sync: SyncSpec, problems: list[str], approve: bool, counts: dict[str, int], delivered_rows: int
+    sync: SyncSpec,
+    problems: list[str],
+    approve: bool,
+    counts: dict[str, int],
+    delivered_rows: int,
+    *,
+    unguarded: str | None = None,
 ) -> dg.AssetCheckResult:
     """The diff's blocking guard: passed when the change is within limits, or approved for this run; it says what
-    the limits were."""
+    the limits were, or why they did not apply (`unguarded`)."""
     approved = bool(problems) and approve
     return dg.AssetCheckResult(
         check_name=GUARD_CHECK,
         passed=not problems or approved,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=_guard_description(sync, problems, approved, delivered_rows),
+        description=_guard_description(sync, problems, approved, delivered_rows, unguarded),
         metadata={
             "problems": dg.MetadataValue.json(problems),
             "approved": approved,
+            "size_limits_applied": unguarded is None,
             **counts,
             **guard_limits(sync),
             "rows_last_delivered": delivered_rows,
@@ -215,8 +231,30 @@ def _remove_stale_slices(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _guard_description(sync: SyncSpec, problems: list[str], approved: bool, delivered: int) -> str:
+def unguarded_reason(initial: bool, config: DiffConfig) -> str | None:
+    """Why the guard's size limits do not apply to a diff, or None when they do."""
+    if config.reset:
+        return "a reset sends nothing and starts the sync's state over"
+    if config.full_resync:
+        return "a full resync sends every row again, as asked"
+    if initial:
+        return "the sync's first run sends every row as added"
+    return None
+
+
+def guard_verdict(problems: list[str], unguarded: str | None) -> str:
+    """The guard's verdict in a few words, as a dry run reports it."""
+    if problems:
+        return "; ".join(problems)
+    return f"size limits not applied: {unguarded}" if unguarded else "within limits"
+
+
+def _guard_description(
+    sync: SyncSpec, problems: list[str], approved: bool, delivered: int, unguarded: str | None
+) -> str:
     sync_name = sync.name
+    if not problems and unguarded:
+        return f"Size limits not applied: {unguarded}. Column kinds checked: none changed."
     if not problems:
         return (
             f"Within limits: at most {sync.max_removed_percent:g}% of the {delivered:,} rows last delivered removed "

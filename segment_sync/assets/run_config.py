@@ -28,12 +28,6 @@ class DiffConfig(dg.Config):
 DIFF_CONFIG_SCHEMA = DiffConfig.to_config_schema()
 
 
-class DeliveryConfig(dg.Config):
-    """How a delivery step sends: for real, or as a dry run (the dry-run job's) that only writes request bodies."""
-
-    dry_run: bool = False
-
-
 class TestRowConfig(dg.Config):
     """Run configuration of a sync's test-row job."""
 

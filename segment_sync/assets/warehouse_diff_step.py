@@ -1,15 +1,16 @@
 """What diff/<sync> does on the warehouse engine: the changed keys found by SQL, read out and checked by content."""
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from segment_sync.assets.diff_step import check_sent_columns, guard_check
+from segment_sync.assets.diff_step import check_sent_columns, guard_check, unguarded_reason
 from segment_sync.assets.names import ResourceKeys
 from segment_sync.assets.run_config import DiffConfig
-from segment_sync.assets.warehouse_connection import warehouse_connection
+from segment_sync.assets.warehouse_connection import WarehouseConnection, warehouse_connection
 from segment_sync.diff.guards import change_size_problems, column_kinds, kind_changes
 from segment_sync.diff.keyed_diff import UNCHANGED
 from segment_sync.metadata import markdown_table
@@ -18,6 +19,19 @@ from segment_sync.storage.state import iter_parquet
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse_engine import sql_diff
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
+
+
+@dataclass(frozen=True)
+class WarehouseDiff:
+    """A sync's changes found in the warehouse: their counts, the guard's problems, what the delivery needs."""
+
+    counts: dict[str, int]
+    preview: pl.DataFrame
+    refreshed: int
+    initial: bool
+    delivered_rows: int
+    problems: list[str]
+    info: dict
 
 
 def materialize_warehouse_diff(
@@ -30,83 +44,119 @@ def materialize_warehouse_diff(
 ) -> dg.MaterializeResult:
     """Fill `<state_schema>.diff__<sync>` with the sync's changes; the result carries the guard check."""
     with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:
-        url, engine, tables = warehouse.url, warehouse.engine, warehouse.tables
-        taken_at = sql_diff.snapshot_taken_at(engine, tables, model)
-        if taken_at is None:
-            raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
-        schema = sql_diff.snapshot_schema(url, engine, tables, model)
-        check_sent_columns(sync, model, list(schema), declared)
         store = warehouse.state(sync.name, context.run.run_id)
         with store.lock():
-            store.recover()
-            key_type, kept_type = sql_diff.key_type_of(schema, model), store.key_type()
-            if kept_type not in (None, key_type) and not config.reset and store.delivered_row_count():
-                raise dg.Failure(
-                    f"sync {sync.name!r}: the primary key of model {model.name!r} is now {key_type} but the delivered "
-                    f"rows were keyed as {kept_type}; their keys as text may no longer match (1 and '01'), so nothing "
-                    "was sent. Cast the key back in the model's query, or reset the sync (diff config reset: true) "
-                    "to send every row again as added."
-                )
-            store.note_key_type(key_type)
-            refreshed = 0
-            if config.reset:
-                backup = store.reset()
-                context.log.warning(f"sync {sync.name!r}: state reset; the old state is kept in {backup}")
-                sql_diff.clear_changes(engine, tables, sync)
-                counts = {"added": 0, "changed": 0, "removed": 0}
-                preview = pl.DataFrame()
-            elif config.full_resync:  # every current row sent again as added, with new messageIds
-                counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True, full_resync=True)
-                preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
-            else:
-                basis = sql_diff.hash_basis(engine, tables, sync, model, schema)
-                trusted = store.meta.hash_basis == basis
-                counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted)
-                # Trusted, a moved hash is a changed row (the delivery reads it out once and compares it). Made on
-                # another basis, rows whose hash moved are compared by content now, and those alike refreshed.
-                if not trusted and counts["changed"]:
-                    with tempfile.TemporaryDirectory(prefix="segment-sync-changes-") as folder:
-                        path = Path(folder) / "changes.parquet"
-                        sql_diff.write_changes(url, engine, tables, sync, model, path, only_changed=True)
-                        refreshed = _refresh_unchanged_hashes(store, path)
-                    if refreshed:
-                        store.recover()
-                        context.log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
-                    counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
-                preview = sql_diff.changed_keys(engine, tables, sync, limit=10)
-                store.note_hash_basis(basis)
-            initial = not store.meta.baseline_done and not config.full_resync
-            delivered_rows = store.delivered_row_count()
-            kinds = column_kinds(schema, sync.sent_columns)
-            deliberate = initial or config.reset or config.full_resync
-            problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, store.meta.pending)
-            problems += kind_changes(store.meta.column_kinds, kinds)
-            store.save_diff_info(
-                {
-                    "generation": store.meta.generation,
-                    "initial": initial,
-                    "reset": config.reset,
-                    "full_resync": config.full_resync,
-                    "column_kinds": kinds,
-                    "null_key_rows": sql_diff.null_key_contents(url, engine, tables, sync, model),
-                    "snapshot_taken_at": taken_at,
-                }
-            )
+            diff = find_warehouse_diff(warehouse, store, config, sync, model, declared, context.log)
+            store.save_diff_info(diff.info)
+        table = f"{warehouse.tables.schema}.{warehouse.tables.diff_name(sync.name)}"
     return dg.MaterializeResult(
         metadata={
-            **counts,
-            "dagster/row_count": sum(counts.values()),
-            "dagster/table_name": f"{tables.schema}.{sql_diff.diff_name(sync)}",
+            **diff.counts,
+            "dagster/row_count": sum(diff.counts.values()),
+            "dagster/table_name": table,
             "engine": "warehouse",
-            "rows_last_delivered": delivered_rows,
-            "hashes_refreshed": refreshed,
-            "initial_run": initial,
+            "rows_last_delivered": diff.delivered_rows,
+            "hashes_refreshed": diff.refreshed,
+            "initial_run": diff.initial,
             "full_resync": config.full_resync,
             "reset": config.reset,
-            "preview": dg.MetadataValue.md(markdown_table(preview)),
+            "preview": dg.MetadataValue.md(markdown_table(diff.preview)),
         },
-        check_results=[guard_check(sync, problems, config.approve_large_change, counts, delivered_rows)],
+        check_results=[
+            guard_check(
+                sync,
+                diff.problems,
+                config.approve_large_change,
+                diff.counts,
+                diff.delivered_rows,
+                unguarded=unguarded_reason(diff.initial, config),
+            )
+        ],
     )
+
+
+def find_warehouse_diff(
+    warehouse: WarehouseConnection,
+    store: WarehouseState,
+    config: DiffConfig,
+    sync: SyncSpec,
+    model: ModelSpec,
+    declared: str,
+    log: dg.DagsterLogManager,
+    *,
+    dry_run: bool = False,
+) -> WarehouseDiff:
+    """Fill the sync's diff table from the model's snapshot table (the sync's lease held).
+
+    A `dry_run` changes nothing in the state: rows whose hash alone moved are counted out, not noted, and what the
+    diff found is returned, not kept.
+    """
+    url, engine, tables = warehouse.url, warehouse.engine, warehouse.tables
+    taken_at = sql_diff.snapshot_taken_at(engine, tables, model)
+    if taken_at is None:
+        raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
+    schema = sql_diff.snapshot_schema(url, engine, tables, model)
+    check_sent_columns(sync, model, list(schema), declared)
+    store.recover()
+    key_type, kept_type = sql_diff.key_type_of(schema, model), store.key_type()
+    if kept_type not in (None, key_type) and not config.reset and store.delivered_row_count():
+        raise dg.Failure(
+            f"sync {sync.name!r}: the primary key of model {model.name!r} is now {key_type} but the delivered "
+            f"rows were keyed as {kept_type}; their keys as text may no longer match (1 and '01'), so nothing "
+            "was sent. Cast the key back in the model's query, or reset the sync (diff config reset: true) "
+            "to send every row again as added."
+        )
+    if not dry_run:
+        store.note_key_type(key_type)
+    refreshed = 0
+    if config.reset:
+        backup = store.reset()
+        log.warning(f"sync {sync.name!r}: state reset; the old state is kept in {backup}")
+        sql_diff.clear_changes(engine, tables, sync)
+        counts = {"added": 0, "changed": 0, "removed": 0}
+    elif config.full_resync:  # every current row sent again as added, with new messageIds
+        counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True, full_resync=True)
+    else:
+        basis = sql_diff.hash_basis(engine, tables, sync, model, schema)
+        trusted = store.meta.hash_basis == basis
+        counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted)
+        # Trusted, a moved hash is a changed row (the delivery reads it out once and compares it). Made on
+        # another basis, rows whose hash moved are compared by content now, and those alike refreshed.
+        if not trusted and counts["changed"]:
+            with tempfile.TemporaryDirectory(prefix="segment-sync-changes-") as folder:
+                path = Path(folder) / "changes.parquet"
+                sql_diff.write_changes(url, engine, tables, sync, model, path, only_changed=True)
+                refreshed = _unchanged_rows(path) if dry_run else _refresh_unchanged_hashes(store, path)
+            if dry_run:  # the delivery drops them as it reads the changes
+                counts["changed"] -= refreshed
+            elif refreshed:
+                store.recover()
+                log.info(f"sync {sync.name!r}: {refreshed:,} rows had a new hash but no change")
+                counts = sql_diff.find_changes(engine, tables, sync, model, trust_hashes=True)
+        if not dry_run:
+            store.note_hash_basis(basis)
+    preview = pl.DataFrame() if config.reset else sql_diff.changed_keys(engine, tables, sync, limit=10)
+    initial = not store.meta.baseline_done and not config.full_resync
+    delivered_rows = store.delivered_row_count()
+    kinds = column_kinds(schema, sync.sent_columns)
+    deliberate = initial or config.reset or config.full_resync
+    problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, store.meta.pending)
+    problems += kind_changes(store.meta.column_kinds, kinds)
+    info = {
+        "generation": store.meta.generation,
+        "initial": initial,
+        "reset": config.reset,
+        "full_resync": config.full_resync,
+        "column_kinds": kinds,
+        "null_key_rows": sql_diff.null_key_contents(url, engine, tables, sync, model),
+        "snapshot_taken_at": taken_at,
+    }
+    return WarehouseDiff(counts, preview, refreshed, initial, delivered_rows, problems, info)
+
+
+def _unchanged_rows(path: Path) -> int:
+    """How many rows of a changes file did not change in content."""
+    return pl.scan_parquet(path).filter(pl.col(KIND) == UNCHANGED).select(pl.len()).collect().item()
 
 
 def _refresh_unchanged_hashes(store: WarehouseState, path: Path, chunk_rows: int = 100_000) -> int:

@@ -17,11 +17,6 @@ def materialize_warehouse_snapshot(
     context: dg.AssetExecutionContext, keys: ResourceKeys, model: ModelSpec
 ) -> dg.MaterializeResult:
     """Copy the model into `<state_schema>.snapshot__<model>`; the result carries the primary key check."""
-    if model.on_duplicate_key != "fail":
-        raise dg.Failure(
-            f"model {model.name!r}: on_duplicate_key {model.on_duplicate_key!r} is not available on the warehouse "
-            "engine yet; keep one row per key in the model's query, or use engine: polars"
-        )
     started = time.perf_counter()
     with (
         warehouse_connection(context, keys, f"model {model.name!r}") as warehouse,
@@ -30,7 +25,7 @@ def materialize_warehouse_snapshot(
         counts = sql_diff.take_snapshot(warehouse.url, warehouse.engine, warehouse.tables, model)
         schema = sql_diff.snapshot_schema(warehouse.url, warehouse.engine, warehouse.tables, model)
     seconds = time.perf_counter() - started
-    table = f"{warehouse.tables.schema}.{sql_diff.snapshot_name(model)}"
+    table = f"{warehouse.tables.schema}.{warehouse.tables.snapshot_name(model.name)}"
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": counts.rows,

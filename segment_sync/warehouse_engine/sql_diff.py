@@ -42,27 +42,22 @@ class SnapshotCounts:
     key_type: str
 
 
-def snapshot_name(model: ModelSpec) -> str:
-    """The snapshot table of a model, in the engine's schema."""
-    return f"snapshot__{model.name}"
-
-
-def diff_name(sync: SyncSpec) -> str:
-    """The table of a sync's changed keys, in the engine's schema."""
-    return f"diff__{sync.name}"
-
-
 def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> SnapshotCounts:
     """Copy the model's rows into its snapshot table and count its keys; the last snapshot stays if this one fails.
 
     On PostgreSQL the table is unlogged (a copy made again by the next run needs no WAL, half the time) and
     indexed uniquely by its key as text, which checks the keys and lets the delivery find changed rows by index.
     """
+    if model.on_duplicate_key != "fail":
+        raise WarehouseDiffError(
+            f"model {model.name!r}: on_duplicate_key {model.on_duplicate_key!r} is not available on the warehouse "
+            "engine yet; keep one row per key in the model's query, or use engine: polars"
+        )
     key = _single_key(model)
     taken_at = dt.datetime.now(dt.UTC).isoformat()
     preparer = engine.dialect.identifier_preparer
     schema = preparer.quote_schema(tables.schema)
-    target, following = snapshot_name(model), f"{snapshot_name(model)}__next"
+    target, following = tables.snapshot_name(model.name), f"{tables.snapshot_name(model.name)}__next"
     postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(following)}"))
@@ -90,8 +85,9 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         ).one()
         duplicates = 0 if postgres and _unique_key_index(conn, snap, key) else _duplicate_keys(conn, snap, key)
         noted = tables.snapshots
-        conn.execute(sa.delete(noted).where(noted.c.model == model.name))
-        conn.execute(sa.insert(noted).values(model=model.name, taken_at=taken_at, row_count=rows))
+        noted_as = tables.snapshot_noted_as(model.name)
+        conn.execute(sa.delete(noted).where(noted.c.model == noted_as))
+        conn.execute(sa.insert(noted).values(model=noted_as, taken_at=taken_at, row_count=rows))
     return SnapshotCounts(rows, nulls, duplicates, key_type)
 
 
@@ -114,12 +110,26 @@ def _duplicate_keys(conn: sa.Connection, snap: sa.TableClause, key: str) -> int:
     return conn.execute(sa.select(sa.func.count()).select_from(repeated)).scalar_one()
 
 
+def drop_scratch(engine: sa.Engine, tables: StateTables, model: ModelSpec, sync: SyncSpec) -> None:
+    """Drop a dry run's own snapshot and diff tables, and the note of its snapshot (`tables` is a scratch copy)."""
+    if not tables.scratch:
+        raise ValueError("only a scratch copy's tables are dropped")
+    metadata = sa.MetaData(schema=tables.schema)
+    with engine.begin() as conn:
+        for name in (tables.snapshot_name(model.name), f"{tables.snapshot_name(model.name)}__next"):
+            sa.Table(name, metadata).drop(conn, checkfirst=True)
+        _diff_table(tables, sync).drop(conn, checkfirst=True)
+        noted = tables.snapshots
+        conn.execute(sa.delete(noted).where(noted.c.model == tables.snapshot_noted_as(model.name)))
+
+
 def check_snapshot_kept(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> None:
     """Refuse a snapshot table that lost its rows: PostgreSQL empties unlogged tables when it restarts after a crash,
     and an empty snapshot would read as every row removed."""
-    noted, snap = tables.snapshots, sa.table(snapshot_name(model), schema=tables.schema)
+    noted, snap = tables.snapshots, _snapshot_table(tables, model)
     with engine.connect() as conn:
-        count = conn.execute(sa.select(noted.c.row_count).where(noted.c.model == model.name)).scalar()
+        noted_as = tables.snapshot_noted_as(model.name)
+        count = conn.execute(sa.select(noted.c.row_count).where(noted.c.model == noted_as)).scalar()
         if count and conn.execute(sa.select(sa.literal(1)).select_from(snap).limit(1)).first() is None:
             raise WarehouseDiffError(
                 f"model {model.name!r}: its snapshot table {tables.schema}.{snap.name} is empty though {count:,} rows "
@@ -132,7 +142,9 @@ def snapshot_taken_at(engine: sa.Engine, tables: StateTables, model: ModelSpec) 
     """When the model's snapshot table was taken (ISO 8601 UTC), or None before the first."""
     noted = tables.snapshots
     with engine.connect() as conn:
-        return conn.execute(sa.select(noted.c.taken_at).where(noted.c.model == model.name)).scalar()
+        return conn.execute(
+            sa.select(noted.c.taken_at).where(noted.c.model == tables.snapshot_noted_as(model.name))
+        ).scalar()
 
 
 def key_type_of(schema: pl.Schema, model: ModelSpec) -> str:
@@ -142,7 +154,7 @@ def key_type_of(schema: pl.Schema, model: ModelSpec) -> str:
 
 def snapshot_schema(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> pl.Schema:
     """The snapshot table's columns, as the read paths give them."""
-    everything = sa.select(sa.text("*")).select_from(sa.table(snapshot_name(model), schema=tables.schema)).limit(0)
+    everything = sa.select(sa.text("*")).select_from(_snapshot_table(tables, model)).limit(0)
     return _read(url, engine, model, everything).schema
 
 
@@ -193,7 +205,7 @@ def changes_query(
     """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL (with
     `full_resync`, every current key as added; `text_hashed` columns are hashed as their text)."""
     key = _single_key(model)
-    snap = sa.table(snapshot_name(model), *(sa.column(c) for c in _needed(sync, model)), schema=tables.schema)
+    snap = _snapshot_table(tables, model, *_needed(sync, model))
     key_text = sa.cast(snap.c[key], sa.Text)
     hashed = [sa.cast(snap.c[c], sa.Text) if c in text_hashed else snap.c[c] for c in sync.compared_columns]
     current = (
@@ -275,8 +287,8 @@ def write_changes(
         if slices == 1:
             parts = [(_without_slice(news_query), _without_slice(olds_query))]
         else:
-            news_table = _work_table(engine, tables, f"diff_news__{sync.name}", news_query)
-            olds_table = _work_table(engine, tables, f"diff_olds__{sync.name}", olds_query)
+            news_table = _work_table(engine, tables, tables.work_name("news", sync.name), news_query)
+            olds_table = _work_table(engine, tables, tables.work_name("olds", sync.name), olds_query)
             parts = [
                 (_slice_of(news_table, news_query, i), _slice_of(olds_table, olds_query, i)) for i in range(slices)
             ]
@@ -291,7 +303,7 @@ def write_changes(
         finally:
             if slices > 1:
                 with engine.begin() as conn:
-                    for name in (f"diff_news__{sync.name}", f"diff_olds__{sync.name}"):
+                    for name in (tables.work_name("news", sync.name), tables.work_name("olds", sync.name)):
                         sa.Table(name, sa.MetaData(schema=tables.schema)).drop(conn, checkfirst=True)
 
 
@@ -304,7 +316,7 @@ def _changes_queries(
     columns = _needed(sync, model)
     diff = _diff_table(tables, sync)
     wanted = diff.c.kind == "changed" if only_changed else sa.true()
-    snap = sa.table(snapshot_name(model), *(sa.column(c) for c in columns), schema=tables.schema)
+    snap = _snapshot_table(tables, model, *columns)
     bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), slices) + slices, slices)  # never negative
     news = (
         sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH), bucket.label(_BUCKET))
@@ -385,7 +397,7 @@ def snapshot_row(
     """One row of the snapshot table by its key as text (`key` empty: the first key), with that key; no row when
     the key is not there."""
     name = _single_key(model)
-    snap = sa.table(snapshot_name(model), sa.column(name), schema=tables.schema)
+    snap = _snapshot_table(tables, model, name)
     key_text = sa.cast(snap.c[name], sa.Text)
     if not key:
         with engine.connect() as conn:
@@ -400,7 +412,7 @@ def snapshot_row(
 def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> list[str]:
     """The sent columns of the snapshot's rows whose key is null, as JSON (reported as rejected rows)."""
     key = _single_key(model)
-    snap = sa.table(snapshot_name(model), *(sa.column(c) for c in _needed(sync, model)), schema=tables.schema)
+    snap = _snapshot_table(tables, model, *_needed(sync, model))
     query = sa.select(*(snap.c[c] for c in sync.sent_columns)).where(snap.c[key].is_(None))
     rows = _read(url, engine, model, query)
     return row_contents(rows, sync.sent_columns) if rows.height else []
@@ -444,9 +456,13 @@ def _refuse_repeated_keys(sync: SyncSpec, tables: StateTables, keys: list[str]) 
         )
 
 
+def _snapshot_table(tables: StateTables, model: ModelSpec, *columns: str) -> sa.TableClause:
+    return sa.table(tables.snapshot_name(model.name), *(sa.column(c) for c in columns), schema=tables.schema)
+
+
 def _diff_table(tables: StateTables, sync: SyncSpec) -> sa.Table:
     return sa.Table(
-        diff_name(sync),
+        tables.diff_name(sync.name),
         sa.MetaData(schema=tables.schema),
         sa.Column("key", sa.Text, nullable=False),
         sa.Column("kind", sa.String(10), nullable=False),
@@ -494,6 +510,6 @@ def text_hashed_columns(engine: sa.Engine, tables: StateTables, model: ModelSpec
         AND NOT (t.typnamespace = 'pg_catalog'::regnamespace AND t.typname IN :exact)"""
     ).bindparams(sa.bindparam("exact", value=EXACTLY_HASHED, expanding=True))
     preparer = engine.dialect.identifier_preparer
-    table = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(snapshot_name(model))}"
+    table = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(tables.snapshot_name(model.name))}"
     with engine.connect() as conn:
         return frozenset(conn.execute(query, {"table": table}).scalars())

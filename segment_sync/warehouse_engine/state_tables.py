@@ -15,10 +15,11 @@ TABLES_FORMAT = 1
 class StateTables:
     """`<schema>.syncs`, `.delivered`, `.journal`, `.snapshots` and `.leases`, shared by every sync (see README)."""
 
-    def __init__(self, schema: str = DEFAULT_SCHEMA):
+    def __init__(self, schema: str = DEFAULT_SCHEMA, scratch: str = ""):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
             raise StateTablesError(f"warehouse_schema is {schema!r}: use letters, digits and _ (not first a digit)")
         self.schema = schema
+        self.scratch = scratch  # the suffix of a dry run's own snapshot, diff and work tables
         self.metadata = sa.MetaData(schema=schema)
         self.syncs = sa.Table(
             "syncs",
@@ -78,6 +79,26 @@ class StateTables:
     def table(self, name: str) -> sa.Table:
         """A table of the schema by name, with no columns declared (a snapshot or a diff)."""
         return sa.table(name, schema=self.schema)
+
+    def scratch_copy(self, run_id: str) -> StateTables:
+        """The same state tables, with a run's own snapshot, diff and work tables: a dry run's, dropped after it."""
+        return StateTables(self.schema, scratch=f"__dry_{run_id.replace('-', '')[:8]}")
+
+    def snapshot_name(self, model: str) -> str:
+        """The table a model is copied into."""
+        return f"snapshot__{model}{self.scratch}"
+
+    def snapshot_noted_as(self, model: str) -> str:
+        """The name under which `snapshots` notes the copy of a model."""
+        return f"{model}{self.scratch}"
+
+    def diff_name(self, sync: str) -> str:
+        """The table of a sync's changed keys."""
+        return f"diff__{sync}{self.scratch}"
+
+    def work_name(self, part: str, sync: str) -> str:
+        """A work table of a sync's diff, read out by slices (`news` or `olds`)."""
+        return f"diff_{part}__{sync}{self.scratch}"
 
     def create(self, engine: sa.Engine) -> None:
         """Create the schema and the tables where missing (a warehouse user without the right gets a clear error).

@@ -153,3 +153,29 @@ def test_rows_rejected_every_run_do_not_trip_the_guard(duck, emulator, instance)
     second = run_sync(definitions, "t", instance)  # the same 30 rows are "added" again: retries, not new rows
     assert second.success, second.failure_messages()
     assert second.metadata("segment", "t")["rows_rejected"] == 30 and len(emulator.accepted) == 12
+
+
+@pytest.mark.parametrize(
+    ("diff", "reason"),
+    [
+        (None, "the sync's first run sends every row as added"),
+        ({"full_resync": True}, "a full resync sends every row again, as asked"),
+        ({"reset": True}, "a reset sends nothing and starts the sync's state over"),
+    ],
+)
+def test_the_guard_says_when_its_size_limits_do_not_apply(duck, emulator, instance, diff, reason):
+    _seed(duck)
+    definitions = make_definitions(_project())
+    if diff:
+        assert run_sync(definitions, "t", instance).success
+    run = run_sync(definitions, "t", instance, diff=diff)
+    assert run.success, run.failure_messages()
+    [check] = [c for c in run.result.get_asset_check_evaluations() if c.check_name == "change_within_limits"]
+    assert check.passed and check.description.startswith(f"Size limits not applied: {reason}.")
+    assert check.metadata["size_limits_applied"].value is False
+    again = run_sync(definitions, "t", instance)
+    [check] = [c for c in again.result.get_asset_check_evaluations() if c.check_name == "change_within_limits"]
+    if diff == {"reset": True}:  # the run after a reset is a first run again
+        assert check.description.startswith("Size limits not applied: the sync's first run")
+    else:
+        assert check.description.startswith("Within limits") and check.metadata["size_limits_applied"].value is True

@@ -95,6 +95,51 @@ def test_dry_run_sends_nothing_and_reset_starts_over(
     assert again.success and len(emulator.events_named("Added")) == 2  # new messageIds: a new sync identity
 
 
+def test_a_dry_run_leaves_the_syncs_tables_and_state_as_they_were(
+    engine_warehouse, state_dir, emulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    defs = definitions(schema)
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b'), (3, 'u3', 'c')")
+    first_dry = run_manual(defs, "dry_run_t", instance)
+    assert first_dry.success, first_dry.failure_messages()
+    assert first_dry.metadata()["guard"] == "size limits not applied: the sync's first run sends every row as added"
+    assert run_sync(defs, "t", instance).success
+    warehouse.execute("update src set v = 'z' where id = 1", "delete from src where id = 2")
+    engine = sa.create_engine(warehouse.url)
+
+    def tables_and_state() -> dict[str, object]:
+        with engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names(schema=schema)
+            return {
+                "tables": sorted(names),
+                **{
+                    name: sorted(map(tuple, conn.execute(sa.text(f"select * from {schema}.{name}")).all()))
+                    for name in ("snapshot__m", "diff__t", "snapshots", "delivered", "journal")
+                },
+                "syncs": conn.execute(
+                    sa.text(f"select generation, baseline_done, hash_basis, diff_info, updated_at from {schema}.syncs")
+                ).all(),
+            }
+
+    before = tables_and_state()
+    emulator.reset()
+    dry = run_manual(defs, "dry_run_t", instance)
+    assert dry.success, dry.failure_messages()
+    assert emulator.counts()["accepted"] == 0
+    bodies = Path(dry.metadata()["dry_run_request_bodies"]).read_text()
+    assert bodies.count('"Changed"') == 1 and bodies.count('"Removed"') == 1 and '"Added"' not in bodies
+    assert dry.metadata()["guard"] == "within limits"
+    assert tables_and_state() == before  # no scratch table is left, and nothing of the sync's changed
+    engine.dispose()
+
+    real = run_sync(defs, "t", instance)
+    assert real.success, real.failure_messages()
+    assert [e["properties"]["v"] for e in emulator.events_named("Changed")] == ["z"]
+    assert [e["userId"] for e in emulator.events_named("Removed")] == ["u2"]
+
+
 def test_two_engines_on_one_model_is_a_clear_error() -> None:
     project = {"models": [MODEL], "syncs": [TRACK, {**TRACK, "name": "u", "engine": "warehouse"}]}
     with pytest.raises(ValueError, match="the syncs of model 'm' use both engines"):
