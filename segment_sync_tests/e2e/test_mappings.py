@@ -158,3 +158,24 @@ def test_mapped_events_through_the_assets(
     assert [e["traits"] for e in traits] == [
         {"plan": "team", "name": {"first": "Ada"}, "changed_traits": ["plan"]},
     ]
+
+
+@pytest.mark.parametrize("engine", ["polars", "warehouse"])
+def test_a_template_naming_a_missing_column_stops_the_sync_before_anything_is_sent(
+    engine: str,
+    duckdb_warehouse: Warehouse,
+    state_dir: Path,
+    emulator: SegmentEmulator,
+    instance: dg.DagsterInstance,
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.execute("create table users (id integer, uid varchar, first varchar)")
+    duckdb_warehouse.execute("insert into users values (1, 'u1', 'Ada')")
+    sync = {**TRAITS, "fields": {"full_name": {"template": "{first} {lsat}"}}}
+    project = {"models": [MODEL], "syncs": [sync], "engine": engine}
+    defs = make_definitions(project, warehouse={"state_schema": f"ss_{uuid.uuid4().hex[:10]}"})
+    run = run_sync(defs, "p", instance)
+    assert not run.success
+    assert "sync 'p': model 'm' has no column 'lsat'; its columns are id, uid, first" in run.failure_messages()[0]
+    assert emulator.requests == []
