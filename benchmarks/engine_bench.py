@@ -32,6 +32,7 @@ from segment_sync_tests.support.dg_project import dg_command, worker_environment
 from segment_sync_tests.support.warehouses import POSTGRES_ADMIN_URL
 
 WRITE_KEY = "bench_write_key_0123456789abcdef"
+ENGINES = ("polars", "warehouse")
 EVENTS = {"added": "User Added", "changed": "User Changed", "removed": "User Removed"}
 
 
@@ -121,20 +122,64 @@ def run(folder: Path, env: dict[str, str], counter: ByteCounter) -> dict[str, An
         stderr=subprocess.STDOUT,
         text=True,
     )
+    sampler = RssSampler(process.pid)
     output = process.stdout.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
+    sampler.stop()
     if status:
         raise RuntimeError(f"the run failed:\n{output[:3000]}\n...\n{output[-3000:]}")
-    _, _, steps, sent, state = latest_run(env)
+    run_record, _, steps, sent, state = latest_run(env)
     return {
         "wall": wall,
         "server_bytes": counter.take(),
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb_by_step": sampler.peaks_by_step(step_times(env, run_record.run_id)),
         "steps": steps,
         "events": sent,
         "state": state,
     }
+
+
+class RssSampler:
+    """The resident memory of a process, sampled every 20 ms from /proc with the wall clock's time."""
+
+    def __init__(self, pid: int):
+        self.samples: list[tuple[float, int]] = []
+        self._status = Path(f"/proc/{pid}/status")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            try:
+                text = self._status.read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("VmRSS:"):
+                    self.samples.append((time.time(), int(line.split()[1]) * 1024))
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._done.set()
+        self._thread.join()
+
+    def peaks_by_step(self, steps: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """The highest sample within each step's start and end, in MB."""
+        return {
+            step: round(max((rss for t, rss in self.samples if start <= t <= end), default=0) / 1e6, 1)
+            for step, (start, end) in steps.items()
+        }
+
+
+def step_times(env: dict[str, str], run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step of a run with its start and end (Unix time)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        return {s.step_key: (s.start_time, s.end_time) for s in instance.get_run_step_stats(run_id)}
 
 
 def model_bytes(url: str, schema: str, counter: ByteCounter) -> int:
@@ -159,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     args = parser.parse_args(argv)
     admin = sa.create_engine(POSTGRES_ADMIN_URL)
     base = sa.make_url(POSTGRES_ADMIN_URL)
@@ -171,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["model_bytes"] = model_bytes(relayed, schema, counter)
         with EmulatorProcesses(WRITE_KEY, processes=2) as emulator, tempfile.TemporaryDirectory() as tmp:
             projects = {}
-            for engine in ("polars", "warehouse"):
+            for engine in args.engines:
                 folder = Path(tmp) / engine
                 sync = {
                     "name": "lifecycle",
@@ -221,13 +267,15 @@ def _print(out: dict[str, Any]) -> None:
     model = out["model_bytes"]
     print(f"engines: {out['rows']:,} rows in PostgreSQL, one read of the model moves {model / 1e6:,.1f} MB")
     print(f"{'engine':<10} {'run':<12} {'wall s':>8} {'MB read':>9} {'of model':>9} {'peak MB':>8}  steps (s)")
-    for engine in ("polars", "warehouse"):
+    for engine in (e for e in ENGINES if e in out):
         for name, r in out[engine].items():
             share = r["server_bytes"] / model if model else 0
             print(
                 f"{engine:<10} {name:<12} {r['wall']:>8.2f} {r['server_bytes'] / 1e6:>9.1f} {share:>8.1%} "
                 f"{r['peak_rss_mb']:>8.0f}  " + ", ".join(f"{k.split('__')[0]} {v:.2f}" for k, v in r["steps"].items())
             )
+            peaks = ", ".join(f"{k.split('__')[0]} {v:,.0f}" for k, v in r["peak_rss_mb_by_step"].items())
+            print(f"{'':<23} peak MB by step: {peaks}")
     print(f"events accepted by the emulator in the incremental runs: {out['events']['accepted']:,}")
 
 

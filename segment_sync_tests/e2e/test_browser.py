@@ -1,7 +1,8 @@
 """The demo in a real browser, as a new user meets it: `dg dev`'s pages loaded in Chromium, with screenshots.
 
-Needs Debian's Chromium (`apt-get install chromium`) and Playwright (a dev dependency); skipped with the reason
-when either is missing. The same facts are checked without a browser, through GraphQL, in test_ui.py.
+Needs Debian's Chromium (`apt-get install chromium`, which .ci/run does) and Playwright (a dev dependency);
+skipped with the reason when either is missing, except that a missing Chromium fails under CI=true. The same
+facts are checked without a browser, through GraphQL, in test_ui.py.
 Screenshots go to SEGMENT_SYNC_SCREENSHOTS (default: the test's temporary folder).
 """
 
@@ -26,9 +27,10 @@ from segment_sync_tests.support.dg_project import dg_command
 CHROMIUM = os.environ.get("SEGMENT_SYNC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (uv sync, dev group)")
 if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: apt-get install chromium to run the browser tests", allow_module_level=True
-    )
+    missing = f"no Chromium at {CHROMIUM}: apt-get install chromium to run the browser tests"
+    if os.environ.get("CI") == "true":  # CI installs it (.ci/run): a browser test must not quietly vanish there
+        pytest.fail(missing, pytrace=False)
+    pytest.skip(missing, allow_module_level=True)
 
 
 def _free_port() -> int:
