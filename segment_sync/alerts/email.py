@@ -66,7 +66,7 @@ class EmailPoster:
                     "the sync's next run sends it again if it still applies. Check from_address and to.",
                     self.server,
                     sync,
-                    self._redact(short_error(str(exc), 300)),
+                    short_error(self._redact(str(exc)), 300),
                 )
                 return Delivery.REFUSED
             return self._later(log, sync, exc, "it deferred the email")
@@ -102,12 +102,13 @@ class EmailPoster:
             sync,
             self.server,
             type(exc).__name__,
-            self._redact(short_error(str(exc), 300)),
+            short_error(self._redact(str(exc)), 300),
             hint,
         )
         return Delivery.LATER
 
     def _redact(self, text: str) -> str:
+        """The text with the secrets replaced; before it is cut (short_error), as a cut secret is not found."""
         names = (self.settings.username_env, self.settings.password_env)
         for secret, name in zip(self._login or ("", ""), names, strict=True):
             if len(secret) >= 4:  # shorter, it would mangle the text more than it hides

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -79,12 +80,12 @@ class PagerDutyPoster:
                 action,
                 sync,
                 type(exc).__name__,
-                self._redact(short_error(str(exc), 200)),
+                short_error(self._redact(str(exc)), 200),
             )
             return Delivery.LATER
         if response.status_code == 202:
             return Delivery.TAKEN
-        answer = self._redact(_answer(response))
+        answer = _answer(response, self._redact)
         if response.status_code == 400:
             log.error(
                 "PagerDuty refused the %s for sync %r as invalid (HTTP 400: %s). It is dropped, not retried; the "
@@ -114,13 +115,14 @@ class PagerDutyPoster:
         return Delivery.LATER
 
     def _redact(self, text: str) -> str:
+        """The text with the secrets replaced; before it is cut (short_error), as a cut secret is not found."""
         return text.replace(self._key, f"[{self.settings.routing_key_env}]") if self._key else text
 
 
-def _answer(response: requests.Response) -> str:
-    """PagerDuty's message and errors, or the start of a body that is not its JSON."""
+def _answer(response: requests.Response, redact: Callable[[str], str]) -> str:
+    """PagerDuty's message and errors, or the start of a body that is not its JSON; redacted, then cut."""
     try:
         data = response.json()
-        return short_error("; ".join([str(data.get("message")), *map(str, data.get("errors") or [])]), 300)
+        return short_error(redact("; ".join([str(data.get("message")), *map(str, data.get("errors") or [])])), 300)
     except (ValueError, AttributeError):
-        return short_error(response.text or "no body", 200)
+        return short_error(redact(response.text or "no body"), 200)

@@ -75,13 +75,13 @@ class WebhookPoster:
                 self.where,
                 sync,
                 type(exc).__name__,
-                self._redact(short_error(str(exc), 200)),
+                short_error(self._redact(str(exc)), 200),
                 self.url_env,
             )
             return Delivery.LATER
         if 200 <= response.status_code < 300:
             return Delivery.TAKEN
-        answer = self._redact(short_error(response.text or "no body", 200))
+        answer = short_error(self._redact(response.text or "no body"), 200)
         if response.status_code in REFUSED or 300 <= response.status_code < 400:
             log.error(
                 "The webhook at %s refused the alert for sync %r (HTTP %s: %s). It is dropped, not retried; the "
@@ -105,6 +105,7 @@ class WebhookPoster:
         return Delivery.LATER
 
     def _redact(self, text: str) -> str:
+        """The text with the secrets replaced; before it is cut (short_error), as a cut secret is not found."""
         parts = urlsplit(self._url)
         for secret, name in (
             (self._url, self.url_env),
