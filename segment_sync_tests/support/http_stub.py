@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,16 +16,19 @@ class Reply:
     status: int
     body: str = ""
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)  # more headers, e.g. Retry-After
 
 
 @dataclass
 class Request:
-    """One request as received, and the status it was answered with."""
+    """One request as received (headers in lower case), and what it was answered."""
 
     path: str
     headers: dict[str, str]
     body: bytes
     status: int = 0
+    at: float = field(default_factory=time.monotonic)  # when it was received
+    reply: Reply | None = None  # the answer, scripted or not
 
 
 @dataclass
@@ -73,16 +77,12 @@ class HttpStub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _receive(self, request: Request) -> tuple[int, str, str]:
+    def _receive(self, request: Request) -> Reply:
         with self._lock:
             self.requests.append(request)
-            reply = self._replies.popleft() if self._replies else None
-        if reply is not None:
-            request.status = reply.status
-            return reply.status, reply.content_type, reply.body
-        with self._lock:
-            request.status, body = self.answer(request)
-        return request.status, "application/json", body
+            reply = self._replies.popleft() if self._replies else Reply(*self.answer(request))
+            request.status, request.reply = reply.status, reply
+        return reply
 
 
 def _handler(stub: HttpStub) -> type[BaseHTTPRequestHandler]:
@@ -90,10 +90,11 @@ def _handler(stub: HttpStub) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            status, content_type, text = stub._receive(request)
-            data = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
+            reply = stub._receive(request)
+            data = reply.body.encode()
+            self.send_response(reply.status)
+            for name, value in {"Content-Type": reply.content_type, **reply.headers}.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -1,15 +1,18 @@
-"""A local stub of Slack's Web API (`chat.postMessage`) over real HTTP on 127.0.0.1, for slack-sdk's base_url."""
+"""A local stub of Slack's Web API (`chat.postMessage`) over real HTTP on 127.0.0.1, for slack-sdk's base_url.
+
+It is served by http_stub's server, which records every request and its answer; Slack's view of a request (its
+method, token, form or JSON body and error) is read from that record.
+"""
 
 from __future__ import annotations
 
-import collections
 import json
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
+
+from segment_sync_tests.support import http_stub
 
 
 @dataclass
@@ -20,6 +23,13 @@ class Reply:
     error: str | None = None  # answered as {"ok": false, "error": ...}
     retry_after: str | None = None
     body: str | None = None  # a raw body, e.g. an HTML error page
+
+    def http(self) -> http_stub.Reply:
+        """The answer as the server sends it."""
+        headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
+        if self.body is not None:
+            return http_stub.Reply(self.status, self.body, "text/html", headers)
+        return http_stub.Reply(self.status, json.dumps({"ok": False, "error": self.error}), headers=headers)
 
 
 @dataclass
@@ -33,6 +43,23 @@ class Post:
     error: str | None = None
     at: float = field(default_factory=time.monotonic)
 
+    @classmethod
+    def of(cls, request: http_stub.Request) -> Post:
+        """A request as Slack reads it, with the error code of its answer (None for an answer that is ok)."""
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = json.loads(request.body or b"{}")
+        else:
+            body = dict(parse_qsl(request.body.decode()))
+        error = None
+        if request.reply is not None:  # None while it is being answered
+            try:
+                answer = json.loads(request.reply.body)
+            except ValueError:
+                answer = {}  # a raw body, scripted
+            error = None if answer.get("ok") else answer.get("error") or f"scripted HTTP {request.status}"
+        path, authorization = request.path.split("?")[0], request.headers.get("authorization")
+        return cls(path, authorization, body, request.status, error, request.at)
+
 
 @dataclass
 class SlackStub:
@@ -40,24 +67,25 @@ class SlackStub:
 
     token: str = "xoxb-stub-token"
     channels: tuple[str, ...] = ("#sync-alerts",)
-    requests: list[Post] = field(default_factory=list)
-    _replies: collections.deque[Reply] = field(default_factory=collections.deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: _Server = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._server = _Server(slack=self)
 
     @property
     def url(self) -> str:
         """The base URL to give slack-sdk (it ends with /api/)."""
-        if self._server is None:
-            raise RuntimeError("the Slack stub is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/"
+        return self._server.url + "/api/"
+
+    @property
+    def requests(self) -> list[Post]:
+        """Every request, in order."""
+        return [Post.of(r) for r in list(self._server.requests)]
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         """Bodies of the messages Slack would have posted."""
-        with self._lock:
-            return [p.body for p in self.requests if p.status == 200 and p.error is None]
+        return [p.body for p in self.requests if p.status == 200 and p.error is None]
 
     def texts(self) -> list[str]:
         """The text of each posted message."""
@@ -65,22 +93,16 @@ class SlackStub:
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, in order."""
-        with self._lock:
-            self._replies.extend(replies)
+        self._server.script(*(r.http() for r in replies))
 
     def start(self) -> SlackStub:
         """Listen on a free port of 127.0.0.1."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop listening."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server.stop()
 
     def __enter__(self) -> SlackStub:
         return self.start()
@@ -88,55 +110,29 @@ class SlackStub:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def answer(self, post: Post) -> tuple[int, dict[str, str], str]:
-        """Status, headers and body for one request, scripted or as Slack would answer."""
-        with self._lock:
-            self.requests.append(post)
-            reply = self._replies.popleft() if self._replies else None
-        if reply is not None:
-            return self._scripted(post, reply)
+    def answer(self, post: Post) -> tuple[int, str]:
+        """Status and JSON body for a request that is not scripted, as Slack would answer it."""
+        error = None
         if post.path != "/api/chat.postMessage":
-            post.error = "unknown_method"
+            error = "unknown_method"
         elif not post.authorization:
-            post.error = "not_authed"
+            error = "not_authed"
         elif post.authorization != f"Bearer {self.token}":
-            post.error = "invalid_auth"
+            error = "invalid_auth"
         elif post.body.get("channel") not in self.channels:
-            post.error = "channel_not_found"
+            error = "channel_not_found"
         elif not post.body.get("text"):
-            post.error = "no_text"
-        post.status = 404 if post.error == "unknown_method" else 200
-        body = {"ok": False, "error": post.error} if post.error else {"ok": True, "channel": "C0ALERTS", "ts": "1.0"}
-        return post.status, {"Content-Type": "application/json"}, json.dumps(body)
-
-    def _scripted(self, post: Post, reply: Reply) -> tuple[int, dict[str, str], str]:
-        post.status = reply.status
-        post.error = reply.error or f"scripted HTTP {reply.status}"
-        headers = {"Content-Type": "application/json" if reply.body is None else "text/html"}
-        if reply.retry_after is not None:
-            headers["Retry-After"] = reply.retry_after
-        body = reply.body if reply.body is not None else json.dumps({"ok": False, "error": reply.error})
-        return reply.status, headers, body
+            error = "no_text"
+        body = {"ok": False, "error": error} if error else {"ok": True, "channel": "C0ALERTS", "ts": "1.0"}
+        return 404 if error == "unknown_method" else 200, json.dumps(body)
 
 
-def _handler(stub: SlackStub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            if (self.headers.get("Content-Type") or "").startswith("application/json"):
-                body = json.loads(raw or "{}")
-            else:
-                body = dict(parse_qsl(raw))
-            post = Post(self.path.split("?")[0], self.headers.get("Authorization"), body)
-            status, headers, text = stub.answer(post)
-            data = text.encode()
-            self.send_response(status)
-            for name, value in {**headers, "Content-Length": str(len(data))}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+@dataclass
+class _Server(http_stub.HttpStub):
+    """http_stub's server, answering what is not scripted as the Slack stub says."""
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
-            """Keep test output quiet."""
+    slack: SlackStub | None = None
 
-    return Handler
+    def answer(self, request: http_stub.Request) -> tuple[int, str]:
+        assert self.slack is not None
+        return self.slack.answer(Post.of(request))
