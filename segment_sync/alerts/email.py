@@ -70,6 +70,9 @@ class EmailPoster:
                 )
                 return Delivery.REFUSED
             return self._later(log, sync, exc, "it deferred the email")
+        except UnicodeEncodeError as exc:  # smtplib sends the login as ASCII
+            hint = f"smtplib sends the login as ASCII: {self.settings.username_env} and {self.settings.password_env}"
+            return self._later(log, sync, exc, hint + " must hold ASCII characters only")
         except (smtplib.SMTPException, OSError) as exc:  # refused connections, timeouts, TLS errors
             return self._later(log, sync, exc, "check host, port and tls, and the network")
         if refused:

@@ -72,7 +72,9 @@ class PagerDutyPoster:
         """Send one event: 202 taken; 400 refused (dropped, logged); 429, 5xx or no answer: later."""
         sync, action = message.sync, "trigger" if message.is_problem else "resolve"
         try:
-            response = requests.post(self.url, json=self.event(message), timeout=TIMEOUT_SECONDS)
+            response = requests.post(
+                self.url, json=self.event(message), timeout=TIMEOUT_SECONDS, allow_redirects=False
+            )  # a redirect would carry the routing key elsewhere
         except requests.RequestException as exc:
             log.warning(
                 "Could not reach PagerDuty to send the %s for sync %r (%s: %s); check PAGERDUTY_EVENTS_URL and the "

@@ -76,14 +76,14 @@ class SlackPoster:
             )
         except SlackApiError as exc:
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
-            error = short_error(str(data.get("error") or "no error code"), 200)
+            error = short_error(self._redact(str(data.get("error") or "no error code")), 200)
             hint = _HINTS.get(error, "see https://api.slack.com/methods/chat.postMessage#errors")
             status = "" if exc.response.status_code == 200 else f"HTTP {exc.response.status_code}, "
             log.warning(
                 "Slack did not take the alert for sync %r (%s%s): %s. It will be posted at a later evaluation.",
                 sync,
                 status,
-                self._redact(error),
+                error,
                 hint,
             )
             return Delivery.LATER
@@ -93,12 +93,13 @@ class SlackPoster:
                 "It will be posted at a later evaluation.",
                 sync,
                 type(exc).__name__,
-                self._redact(short_error(str(exc), 200)),
+                short_error(self._redact(str(exc)), 200),
             )
             return Delivery.LATER
         return Delivery.TAKEN
 
     def _redact(self, text: str) -> str:
+        """The text with the token replaced; before it is cut (short_error), as a cut token is not found."""
         return text.replace(self._token, "[SLACK_BOT_TOKEN]") if self._token else text
 
 

@@ -280,6 +280,17 @@ def test_pagerduty_refusing_an_event_is_logged_and_not_retried(pagerduty, duck_s
     assert [i.dedup_key for i in pagerduty.incidents] == ["segment-sync/segment_sync/t"]
 
 
+def test_pagerduty_a_redirect_is_not_followed_and_the_event_is_sent_later(pagerduty, duck_src, emulator, instance):
+    alerts = Alerts(PROJECT, instance, settings={"pagerduty": {}})
+    with PagerDutyStub(routing_keys=(ROUTING_KEY,)) as elsewhere:
+        pagerduty.script(Reply(307, headers={"Location": elsewhere.url}))
+        _, logs = alerts.run_and_evaluate()
+        assert elsewhere.requests == []  # the routing key went nowhere else
+    assert "PagerDuty did not take the trigger for sync 't' (HTTP 307" in logs.text(logging.WARNING)
+    alerts.retry()
+    assert [i.dedup_key for i in pagerduty.incidents] == ["segment-sync/segment_sync/t"]
+
+
 def test_pagerduty_routing_key_and_severity_per_sync(pagerduty, duck_src, emulator, instance, monkeypatch):
     project = one_sync_project(MISSING_COLUMN)
     project["syncs"].append({**MISSING_COLUMN, "name": "u"})
@@ -379,6 +390,19 @@ def test_email_a_wrong_password_is_retried_and_a_refused_recipient_dropped(
     _, logs = alerts.run_and_evaluate()
     assert "refused the alert email for sync 't' for good" in logs.text(logging.ERROR)
     assert alert_file(state_dir)["channels"]["email"]["pending"] == {}
+
+
+def test_email_a_login_smtplib_cannot_encode_is_retried_not_a_broken_sensor(
+    smtp, duck_src, emulator, instance, monkeypatch
+):
+    alerts = Alerts(PROJECT, instance, settings={"email": {**EMAIL, "port": smtp.port}})
+    monkeypatch.setenv("SMTP_PASSWORD", "pässwort-non-ascii")
+    _, logs = alerts.run_and_evaluate()
+    assert "SMTP_USERNAME and SMTP_PASSWORD must hold ASCII characters only" in logs.text(logging.WARNING)
+    assert smtp.messages == [] and "pässwort" not in logs.text()
+    monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
+    alerts.retry()
+    assert len(smtp.messages) == 1
 
 
 def test_email_recipients_per_sync(smtp, duck_src, emulator, instance):
