@@ -26,7 +26,7 @@ from segment_sync.snapshot.row_hash import hash_basis, model_columns
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.storage import durable_file
 from segment_sync.storage.layout import SyncFolder, file_identity, snapshot_checks_path, snapshot_path
-from segment_sync.storage.state import SyncState, iter_parquet, sink_parquet_atomic, write_parquet_atomic
+from segment_sync.storage.state import SyncMeta, SyncState, iter_parquet, sink_parquet_atomic, write_parquet_atomic
 from segment_sync.values.encoding import key_strings, row_contents
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND, ROW
 
@@ -81,14 +81,7 @@ def materialize_diff(
             "preview": dg.MetadataValue.md(diff_preview(diff.preview, sync, values=sync.preview_values)),
         },
         check_results=[
-            guard_check(
-                sync,
-                diff.problems,
-                config.approve_large_change,
-                diff.counts,
-                diff.delivered_rows,
-                unguarded=unguarded_reason(diff.initial, config),
-            )
+            guard_check(sync, diff.problems, config, diff.counts, diff.delivered_rows, initial=diff.initial)
         ],
     )
 
@@ -155,9 +148,7 @@ def write_diff(
     written = pl.scan_parquet(files.diff)
     counts = count_kinds(written)
     delivered_rows = store.delivered_row_count()
-    deliberate = initial or config.full_resync or config.reset
-    problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, store.meta.pending)
-    problems += kind_changes(store.meta.column_kinds, kinds)
+    problems = guard_problems(sync, config, counts, delivered_rows, store.meta, kinds, initial=initial)
     info = {
         "generation": store.meta.generation,
         "initial": initial,
@@ -188,18 +179,36 @@ def check_sent_columns(sync: SyncSpec, model: ModelSpec, columns: list[str], dec
         )
 
 
+def guard_problems(
+    sync: SyncSpec,
+    config: DiffConfig,
+    counts: dict[str, int],
+    delivered_rows: int,
+    meta: SyncMeta,
+    kinds: dict[str, str],
+    *,
+    initial: bool,
+) -> list[str]:
+    """Why the guard stops a diff: a change beyond the sync's size limits (which a first run, a full resync and a
+    reset are exempt from) or a sent column whose kind of value changed."""
+    sized = unguarded_reason(initial, config) is None
+    problems = change_size_problems(sync, counts, delivered_rows, meta.pending) if sized else []
+    return problems + kind_changes(meta.column_kinds, kinds)
+
+
 def guard_check(
     sync: SyncSpec,
     problems: list[str],
-    approve: bool,
+    config: DiffConfig,
     counts: dict[str, int],
     delivered_rows: int,
     *,
-    unguarded: str | None = None,
+    initial: bool,
 ) -> dg.AssetCheckResult:
     """The diff's blocking guard: passed when the change is within limits, or approved for this run; it says what
-    the limits were, or why they did not apply (`unguarded`)."""
-    approved = bool(problems) and approve
+    the limits were, or why they did not apply."""
+    approved = bool(problems) and config.approve_large_change
+    unguarded = unguarded_reason(initial, config)
     return dg.AssetCheckResult(
         check_name=GUARD_CHECK,
         passed=not problems or approved,

@@ -7,11 +7,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from segment_sync.assets.diff_step import check_sent_columns, guard_check, unguarded_reason
+from segment_sync.assets.diff_step import check_sent_columns, guard_check, guard_problems
 from segment_sync.assets.names import ResourceKeys
 from segment_sync.assets.run_config import DiffConfig
 from segment_sync.assets.warehouse_connection import WarehouseConnection, warehouse_connection
-from segment_sync.diff.guards import change_size_problems, column_kinds, kind_changes
+from segment_sync.diff.guards import column_kinds
 from segment_sync.diff.keyed_diff import UNCHANGED
 from segment_sync.metadata import markdown_table
 from segment_sync.spec import ModelSpec, SyncSpec
@@ -63,14 +63,7 @@ def materialize_warehouse_diff(
             "preview": dg.MetadataValue.md(markdown_table(diff.preview)),
         },
         check_results=[
-            guard_check(
-                sync,
-                diff.problems,
-                config.approve_large_change,
-                diff.counts,
-                diff.delivered_rows,
-                unguarded=unguarded_reason(diff.initial, config),
-            )
+            guard_check(sync, diff.problems, config, diff.counts, diff.delivered_rows, initial=diff.initial)
         ],
     )
 
@@ -139,9 +132,7 @@ def find_warehouse_diff(
     initial = not store.meta.baseline_done and not config.full_resync
     delivered_rows = store.delivered_row_count()
     kinds = column_kinds(schema, sync.sent_columns)
-    deliberate = initial or config.reset or config.full_resync
-    problems = [] if deliberate else change_size_problems(sync, counts, delivered_rows, store.meta.pending)
-    problems += kind_changes(store.meta.column_kinds, kinds)
+    problems = guard_problems(sync, config, counts, delivered_rows, store.meta, kinds, initial=initial)
     info = {
         "generation": store.meta.generation,
         "initial": initial,
