@@ -8,7 +8,7 @@ import dagster as dg
 import orjson
 import polars as pl
 
-from segment_sync.assets.diff_sending import send_diff
+from segment_sync.assets.diff_sending import check_diff_current, send_diff
 from segment_sync.assets.diff_step import DiffFiles
 from segment_sync.assets.names import ResourceKeys, segment_key, state_errors_as_failures
 from segment_sync.delivery.diff_delivery import SyncResult
@@ -16,7 +16,7 @@ from segment_sync.metadata import calls_table, counts_table, events_preview, mar
 from segment_sync.resources import SegmentResource, WarehouseResource
 from segment_sync.segment_api.transport import Outbox, Transport
 from segment_sync.spec import Engine, LogSettings, ModelSpec, SyncSpec
-from segment_sync.storage.layout import SyncFolder, outbox_path
+from segment_sync.storage.layout import SyncFolder
 from segment_sync.storage.run_log import CallLog, RunLog, prune_logs
 from segment_sync.storage.state import DryRunState, SyncState
 
@@ -84,20 +84,9 @@ def send_local_diff(
     """The Polars engine's delivery of a diff file (the state's lock held): the state advanced for what Segment
     accepted, or, for a dry run, the request bodies written to the dry run's outbox and nothing recorded."""
     info = orjson.loads(diff_files.diff_info.read_bytes()) if diff_files.diff_info.exists() else None
-    if info is None or info["generation"] != state.meta.generation:
-        raise dg.Failure(
-            f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
-            f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
-        )
-    store: SyncState | DryRunState
-    if dry_run:
-        store, transport = state.dry_run_copy(), Outbox(SyncFolder.of(root, sync.name).dry_run_outbox(run_id))
-    else:
-        state.begin_run()
-        store, transport = state, segment.transport(outbox_path(root, sync.name))
+    info = check_diff_current(sync, info, state.meta.generation)
     diff = pl.scan_parquet(diff_files.diff)
-    result = send_diff(sync, diff, store, transport, log, calls, info, segment, dry_run=dry_run)
-    return result, store, transport
+    return send_diff(sync, diff, state, info, root, segment, log, calls, run_id, dry_run=dry_run)
 
 
 def summary_line(sync: str, result: SyncResult, log: RunLog, *, dry_run: bool = False) -> str:

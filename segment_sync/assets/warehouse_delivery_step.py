@@ -6,14 +6,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from segment_sync.assets.diff_sending import send_diff
+from segment_sync.assets.diff_sending import check_diff_current, send_diff
 from segment_sync.assets.names import ResourceKeys
 from segment_sync.assets.warehouse_connection import WarehouseConnection, warehouse_connection
 from segment_sync.delivery.diff_delivery import SyncResult
 from segment_sync.resources import SegmentResource
-from segment_sync.segment_api.transport import Outbox, Transport
+from segment_sync.segment_api.transport import Transport
 from segment_sync.spec import ModelSpec, SyncSpec
-from segment_sync.storage.layout import SyncFolder, outbox_path
 from segment_sync.storage.run_log import CallLog, RunLog
 from segment_sync.storage.state import DryRunState
 from segment_sync.warehouse_engine import sql_diff
@@ -32,12 +31,7 @@ def deliver_on_warehouse(
     with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:
         store = warehouse.state(sync.name, context.run.run_id)
         with store.lock():
-            info = store.diff_info()
-            if info is None or info["generation"] != store.meta.generation:
-                raise dg.Failure(
-                    f"sync {sync.name!r}: the diff is missing or older than the sync's state; run the whole "
-                    f"sync job (diff/{sync.name} then segment/{sync.name}), nothing was sent"
-                )
+            info = check_diff_current(sync, store.diff_info(), store.meta.generation)
             root = keys.state_of(context).root()
             return send_warehouse_changes(
                 warehouse, store, info, sync, model, root, keys.segment_of(context), log, calls, context.run.run_id
@@ -74,12 +68,4 @@ def send_warehouse_changes(
             keep_unchanged=False,  # a file of events' rows only, read by slices without a filter
         )
         changes = pl.scan_parquet(path)
-        sender: WarehouseState | DryRunState
-        if dry_run:
-            sender = store.dry_run_copy()
-            transport: Transport = Outbox(SyncFolder.of(root, sync.name).dry_run_outbox(run_id))
-        else:
-            store.begin_run()
-            sender, transport = store, segment.transport(outbox_path(root, sync.name))
-        result = send_diff(sync, changes, sender, transport, log, calls, info, segment, dry_run=dry_run)
-    return result, sender, transport
+        return send_diff(sync, changes, store, info, root, segment, log, calls, run_id, dry_run=dry_run)
