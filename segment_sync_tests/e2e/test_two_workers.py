@@ -1,5 +1,6 @@
 """Two machines, one PostgreSQL: `dg launch` of one warehouse-engine sync from two workers with nothing shared on
-disk (each its own Dagster home and state folder), at once and in turn; nothing is lost or sent twice."""
+disk (each its own Dagster home and state folder), at once and in turn, and a dry run from one of them; nothing
+is lost or sent twice, and the dry run leaves the next real run its changes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from segment_sync_tests.support.dg_project import dg_command, worker_environment, write_project
 from segment_sync_tests.support.segment_emulator import SegmentEmulator
@@ -56,6 +58,10 @@ def _launch_together(folder: Path, envs: list[dict[str, str]]) -> list[subproces
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), p.stdout.read(), "") for p in started]  # type: ignore[union-attr]
 
 
+def _launch(folder: Path, env: dict[str, str], job: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(dg_command("launch", "--job", job), cwd=folder, env=env, capture_output=True, text=True)
+
+
 def test_two_workers_at_once_and_in_turn_send_every_row_once(
     postgres_warehouse: Warehouse, emulator: SegmentEmulator, tmp_path: Path
 ) -> None:
@@ -88,5 +94,21 @@ def test_two_workers_at_once_and_in_turn_send_every_row_once(
         pro = [e for e in emulator.unique_events().values() if e["traits"]["plan"] == "pro"]
         assert len(pro) == ROWS // 10 and emulator.counts()["accepted"] == ROWS + ROWS // 10
         assert emulator.duplicates == 0
+
+        postgres_warehouse.execute("update people set plan = 'team' where id % 100 = 0")
+        dry = _launch(tmp_path, envs[1], "dry_run_people_traits")  # from the other machine
+        assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
+        [bodies] = (tmp_path / "worker_b" / "state").glob("syncs/people_traits/dry_runs/*.jsonl")
+        assert bodies.read_text().count('"team"') == ROWS // 100
+        assert emulator.counts()["accepted"] == ROWS + ROWS // 10  # nothing sent
+        engine = sa.create_engine(postgres_warehouse.url)
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names(schema=schema)
+        engine.dispose()
+        assert not [t for t in tables if "__dry_" in t]  # its scratch tables are gone
+        real = _launch(tmp_path, envs[0], "sync_people_traits")
+        assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-2000:]
+        team = [e for e in emulator.unique_events().values() if e["traits"]["plan"] == "team"]
+        assert len(team) == ROWS // 100 and emulator.duplicates == 0  # the dry run left the diff to the real run
     finally:
         postgres_warehouse.execute(f"drop schema if exists {schema} cascade")
