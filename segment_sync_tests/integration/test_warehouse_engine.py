@@ -427,3 +427,26 @@ def test_a_user_who_cannot_create_the_schema_is_told_what_to_grant(postgres_ware
 def test_a_schema_name_that_is_not_an_identifier_is_refused() -> None:
     with pytest.raises(StateTablesError, match="warehouse_schema is 'a; drop'"):
         StateTables("a; drop")
+
+
+@pytest.mark.postgres
+def test_the_journal_index_of_earlier_versions_is_dropped_and_the_delivered_rows_keep_theirs(
+    postgres_warehouse,
+) -> None:
+    schema = f"ss_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(postgres_warehouse.url)
+    try:
+        tables = StateTables(schema)
+        tables.create(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"create index journal_sync_key on {schema}.journal (sync, key)"))
+        tables.create(engine)  # what every step does first
+        with engine.connect() as conn:
+            indexes = {
+                t: {i["name"] for i in sa.inspect(conn).get_indexes(t, schema=schema)} for t in ("journal", "delivered")
+            }
+        assert indexes == {"journal": set(), "delivered": {"delivered_sync_key"}}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"drop schema if exists {schema} cascade"))
+        engine.dispose()
