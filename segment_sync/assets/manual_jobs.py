@@ -84,14 +84,8 @@ def build_manual_jobs(
             "dry_run",
             _dry_run,
             f"Dry run of sync `{sync.name}`: reads model `{sync.model}`, diffs it and builds the events as the sync "
-            "would, writes the exact request bodies to the state folder, and sends nothing. "
-            + (
-                "On the warehouse engine it refreshes the snapshot and diff tables as the next run would; no "
-                "delivery is recorded. "
-                if engine == "warehouse"
-                else "The sync's state, snapshot and diff stay as they are. "
-            )
-            + "Launch it as it is.",
+            "would, writes the exact request bodies to the state folder, and sends nothing. The sync's state, "
+            "snapshot and diff stay as they are. Launch it as it is.",
         ),
         job(
             "test_row",

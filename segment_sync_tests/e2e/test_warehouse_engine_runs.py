@@ -101,6 +101,7 @@ def test_a_dry_run_leaves_the_syncs_tables_and_state_as_they_were(
     warehouse, schema = engine_warehouse
     monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
     defs = definitions(schema)
+    assert "The sync's state, snapshot and diff stay as they are." in defs.resolve_job_def("dry_run_t").description
     warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b'), (3, 'u3', 'c')")
     first_dry = run_manual(defs, "dry_run_t", instance)
     assert first_dry.success, first_dry.failure_messages()
