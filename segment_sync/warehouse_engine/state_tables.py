@@ -111,9 +111,8 @@ class StateTables:
                 with engine.begin() as conn:
                     conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
                     self.metadata.create_all(conn, checkfirst=True)
-                    if conn.dialect.name == "postgresql":  # made by versions before 2026-12-07
-                        schema = conn.dialect.identifier_preparer.quote_schema(self.schema)
-                        conn.execute(sa.text(f"DROP INDEX IF EXISTS {schema}.journal_sync_key"))
+                    if conn.dialect.name == "postgresql":
+                        _drop_journal_index(conn, self.schema)
                 return
             except sa.exc.DBAPIError as exc:
                 if attempt == 1:
@@ -123,6 +122,16 @@ class StateTables:
                     f"the sync's warehouse user CREATE on the database (or create schema {self.schema!r} and grant "
                     "it CREATE and USAGE there), or choose another schema with `warehouse_schema`."
                 ) from None
+
+
+def _drop_journal_index(conn: sa.Connection, schema: str) -> None:
+    """Drop the journal's index made by versions before 2026-12-07; a user who may not (not its owner) keeps it."""
+    quoted = conn.dialect.identifier_preparer.quote_schema(schema)
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text(f"DROP INDEX IF EXISTS {quoted}.journal_sync_key"))
+    except sa.exc.DBAPIError:
+        pass  # it only slows the journal's writes
 
 
 class StateTablesError(RuntimeError):

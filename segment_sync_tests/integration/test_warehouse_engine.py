@@ -450,3 +450,28 @@ def test_the_journal_index_of_earlier_versions_is_dropped_and_the_delivered_rows
         with engine.begin() as conn:
             conn.execute(sa.text(f"drop schema if exists {schema} cascade"))
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_user_who_may_not_drop_the_old_journal_index_keeps_it_and_runs(postgres_warehouse) -> None:
+    schema, role = f"ss_{uuid.uuid4().hex[:10]}", f"ss_user_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL)
+    StateTables(schema).create(admin)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"create index journal_sync_key on {schema}.journal (sync, key)"))
+        conn.execute(sa.text(f"create role {role} login"))
+        conn.execute(sa.text(f"grant create on database {admin.url.database} to {role}"))
+        conn.execute(sa.text(f"grant usage, create on schema {schema} to {role}"))
+        conn.execute(sa.text(f"grant select, insert, update, delete on all tables in schema {schema} to {role}"))
+    user = sa.create_engine(sa.make_url(POSTGRES_ADMIN_URL).set(username=role))
+    try:
+        StateTables(schema).create(user)  # not the index's owner: no error
+        with admin.connect() as conn:
+            assert [i["name"] for i in sa.inspect(conn).get_indexes("journal", schema=schema)] == ["journal_sync_key"]
+    finally:
+        user.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"drop schema if exists {schema} cascade"))
+            conn.execute(sa.text(f"revoke create on database {admin.url.database} from {role}"))
+            conn.execute(sa.text(f"drop role {role}"))
+        admin.dispose()
