@@ -57,7 +57,7 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
     taken_at = dt.datetime.now(dt.UTC).isoformat()
     preparer = engine.dialect.identifier_preparer
     schema = preparer.quote_schema(tables.schema)
-    target, following = tables.snapshot_name(model.name), f"{tables.snapshot_name(model.name)}__next"
+    target, following = tables.snapshot_name(model.name), tables.snapshot_name(model.name, following=True)
     postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(following)}"))
@@ -116,7 +116,7 @@ def drop_scratch(engine: sa.Engine, tables: StateTables, model: ModelSpec, sync:
         raise ValueError("only a scratch copy's tables are dropped")
     metadata = sa.MetaData(schema=tables.schema)
     with engine.begin() as conn:
-        for name in (tables.snapshot_name(model.name), f"{tables.snapshot_name(model.name)}__next"):
+        for name in (tables.snapshot_name(model.name), tables.snapshot_name(model.name, following=True)):
             sa.Table(name, metadata).drop(conn, checkfirst=True)
         _diff_table(tables, sync).drop(conn, checkfirst=True)
         noted = tables.snapshots

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import sqlalchemy as sa
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 from segment_sync.error_text import first_line
 
 DEFAULT_SCHEMA = "segment_sync"
+IDENTIFIER_BYTES = 63  # PostgreSQL's limit; Snowflake's and BigQuery's are larger
 TABLES_FORMAT = 1
 
 
@@ -84,9 +86,9 @@ class StateTables:
         """The same state tables, with a run's own snapshot, diff and work tables: a dry run's, dropped after it."""
         return StateTables(self.schema, scratch=f"__dry_{run_id.replace('-', '')[:8]}")
 
-    def snapshot_name(self, model: str) -> str:
-        """The table a model is copied into."""
-        return f"snapshot__{model}{self.scratch}"
+    def snapshot_name(self, model: str, *, following: bool = False) -> str:
+        """The table a model is copied into (`following`: the copy being made, renamed to it when complete)."""
+        return fitted_name(f"snapshot__{model}{self.scratch}{'__next' if following else ''}")
 
     def snapshot_noted_as(self, model: str) -> str:
         """The name under which `snapshots` notes the copy of a model."""
@@ -94,11 +96,15 @@ class StateTables:
 
     def diff_name(self, sync: str) -> str:
         """The table of a sync's changed keys."""
-        return f"diff__{sync}{self.scratch}"
+        return fitted_name(f"diff__{sync}{self.scratch}")
 
     def work_name(self, part: str, sync: str) -> str:
         """A work table of a sync's diff, read out by slices (`news` or `olds`)."""
-        return f"diff_{part}__{sync}{self.scratch}"
+        return fitted_name(f"diff_{part}__{sync}{self.scratch}")
+
+    def reset_backup_name(self, sync: str, generation: int) -> str:
+        """Where a reset keeps a sync's delivered rows."""
+        return fitted_name(f"delivered_before_reset__{sync}__{generation}")
 
     def create(self, engine: sa.Engine) -> None:
         """Create the schema and the tables where missing (a warehouse user without the right gets a clear error).
@@ -122,6 +128,14 @@ class StateTables:
                     f"the sync's warehouse user CREATE on the database (or create schema {self.schema!r} and grant "
                     "it CREATE and USAGE there), or choose another schema with `warehouse_schema`."
                 ) from None
+
+
+def fitted_name(name: str) -> str:
+    """A table name within PostgreSQL's 63 bytes: a longer one keeps its start and ends in a digest of the whole,
+    so two long names never meet in the part PostgreSQL would keep."""
+    if len(name) <= IDENTIFIER_BYTES:
+        return name
+    return f"{name[: IDENTIFIER_BYTES - 13]}_{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def _drop_journal_index(conn: sa.Connection, schema: str) -> None:

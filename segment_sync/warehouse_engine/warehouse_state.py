@@ -217,7 +217,7 @@ class WarehouseState(JournalledState):
             self._renew(conn)
             rows = sa.select(delivered).where(delivered.c.sync == self.sync_name)
             if conn.execute(sa.select(sa.func.count()).select_from(rows.subquery())).scalar_one():
-                name = f"delivered_before_reset__{self.sync_name}__{self.meta.generation}"
+                name = self.tables.reset_backup_name(self.sync_name, self.meta.generation)
                 kept = sa.Table(
                     name,
                     sa.MetaData(schema=self.tables.schema),

@@ -141,6 +141,35 @@ def test_a_dry_run_leaves_the_syncs_tables_and_state_as_they_were(
     assert [e["userId"] for e in emulator.events_named("Removed")] == ["u2"]
 
 
+def test_long_model_and_sync_names_run_dry_run_and_reset(engine_warehouse, state_dir, emulator, instance, monkeypatch):
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    model, sync = "m" * 60, "s" * 60  # the tables made of them pass PostgreSQL's 63 bytes
+    project = {
+        "models": [{**MODEL, "name": model}],
+        "syncs": [{**TRACK, "name": sync, "model": model}],
+        "engine": "warehouse",
+    }
+    defs = make_definitions(project, warehouse={"state_schema": schema})
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
+    assert run_sync(defs, sync, instance).success
+    warehouse.execute("update src set v = 'z' where id = 1")
+    dry = run_manual(defs, f"dry_run_{sync}", instance)
+    assert dry.success, dry.failure_messages()
+    assert Path(dry.metadata()["dry_run_request_bodies"]).read_text().count('"Changed"') == 1
+    again = run_sync(defs, sync, instance)
+    assert again.success, again.failure_messages()
+    assert [e["properties"]["v"] for e in emulator.events_named("Changed")] == ["z"]
+    reset = run_sync(defs, sync, instance, diff={"reset": True})
+    assert reset.success, reset.failure_messages()
+    engine = sa.create_engine(warehouse.url)
+    with engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names(schema=schema)
+    engine.dispose()
+    assert max(map(len, names)) <= 63 and any(n.startswith("delivered_before_reset__sss") for n in names)
+    assert not [n for n in names if "__dry_" in n]
+
+
 def test_two_engines_on_one_model_is_a_clear_error() -> None:
     project = {"models": [MODEL], "syncs": [TRACK, {**TRACK, "name": "u", "engine": "warehouse"}]}
     with pytest.raises(ValueError, match="the syncs of model 'm' use both engines"):
