@@ -93,7 +93,7 @@ def _on_warehouse(
             if counts.duplicate_keys:
                 raise dg.Failure(
                     f"sync {sync.name!r}: model {model.name!r} has {counts.duplicate_keys} primary keys held by more "
-                    "than one row; nothing would be sent"
+                    "than one row, so its sync would send nothing; keep one row per key in the model's query"
                 )
             store = scratch.state(sync.name, run_id)
             with store.lock():

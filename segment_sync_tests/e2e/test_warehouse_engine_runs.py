@@ -141,6 +141,24 @@ def test_a_dry_run_leaves_the_syncs_tables_and_state_as_they_were(
     assert [e["userId"] for e in emulator.events_named("Removed")] == ["u2"]
 
 
+def test_a_dry_run_of_a_model_with_repeated_keys_says_so_and_leaves_no_table(
+    engine_warehouse, state_dir, emulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (1, 'u1', 'b'), (2, 'u2', 'c')")
+    dry = run_manual(definitions(schema), "dry_run_t", instance)
+    assert not dry.success
+    message = dry.failure_messages()[0]
+    assert "model 'm' has 1 primary keys held by more than one row" in message
+    assert "keep one row per key in the model's query" in message
+    engine = sa.create_engine(warehouse.url)
+    with engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names(schema=schema)
+    engine.dispose()
+    assert not [n for n in names if "__dry_" in n] and emulator.requests == []
+
+
 def test_long_model_and_sync_names_run_dry_run_and_reset(engine_warehouse, state_dir, emulator, instance, monkeypatch):
     warehouse, schema = engine_warehouse
     monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
