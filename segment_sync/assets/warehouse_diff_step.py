@@ -85,9 +85,10 @@ def find_warehouse_diff(
     diff found is returned, not kept.
     """
     url, engine, tables = warehouse.url, warehouse.engine, warehouse.tables
-    taken_at = sql_diff.snapshot_taken_at(engine, tables, model)
-    if taken_at is None:
+    noted = sql_diff.snapshot_note(engine, tables, model)
+    if noted is None:
         raise dg.Failure(f"sync {sync.name!r}: no snapshot of model {model.name!r} yet; run the sync's job")
+    taken_at, snapshot_rows = noted
     schema = sql_diff.snapshot_schema(url, engine, tables, model)
     check_sent_columns(sync, model, list(schema), declared)
     store.recover()
@@ -130,7 +131,11 @@ def find_warehouse_diff(
             store.note_hash_basis(basis)
     preview = pl.DataFrame() if config.reset else sql_diff.changed_keys(engine, tables, sync, limit=10)
     initial = not store.meta.baseline_done and not config.full_resync
-    delivered_rows = store.delivered_row_count()
+    null_key_rows = sql_diff.null_key_contents(url, engine, tables, sync, model)
+    if config.reset or config.full_resync:  # the counts do not tell the delivered rows apart
+        delivered_rows = store.delivered_row_count()
+    else:
+        delivered_rows = sql_diff.live_rows_before(counts, snapshot_rows - len(null_key_rows))
     kinds = column_kinds(schema, sync.sent_columns)
     problems = guard_problems(sync, config, counts, delivered_rows, store.meta, kinds, initial=initial)
     info = {
@@ -139,7 +144,7 @@ def find_warehouse_diff(
         "reset": config.reset,
         "full_resync": config.full_resync,
         "column_kinds": kinds,
-        "null_key_rows": sql_diff.null_key_contents(url, engine, tables, sync, model),
+        "null_key_rows": null_key_rows,
         "snapshot_taken_at": taken_at,
     }
     return WarehouseDiff(counts, preview, refreshed, initial, delivered_rows, problems, info)

@@ -138,13 +138,20 @@ def check_snapshot_kept(engine: sa.Engine, tables: StateTables, model: ModelSpec
             )
 
 
-def snapshot_taken_at(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> str | None:
-    """When the model's snapshot table was taken (ISO 8601 UTC), or None before the first."""
+def snapshot_note(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> tuple[str, int] | None:
+    """When the model's snapshot table was taken (ISO 8601 UTC) and the rows it holds, or None before the first."""
     noted = tables.snapshots
     with engine.connect() as conn:
-        return conn.execute(
-            sa.select(noted.c.taken_at).where(noted.c.model == tables.snapshot_noted_as(model.name))
-        ).scalar()
+        row = conn.execute(
+            sa.select(noted.c.taken_at, noted.c.row_count).where(noted.c.model == tables.snapshot_noted_as(model.name))
+        ).first()
+    return (row[0], row[1]) if row else None
+
+
+def live_rows_before(counts: dict[str, int], current_keys: int) -> int:
+    """The delivered rows not removed before this diff, from its counts (no scan of them): every current key is
+    delivered unless added, and the removed were delivered though no longer current."""
+    return current_keys - counts["added"] + counts["removed"]
 
 
 def key_type_of(schema: pl.Schema, model: ModelSpec) -> str:

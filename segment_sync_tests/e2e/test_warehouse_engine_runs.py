@@ -59,13 +59,17 @@ def test_runs_send_what_changed(engine_warehouse, state_dir, emulator: SegmentEm
     assert [e["properties"]["v"] for e in emulator.events_named("Changed")] == ["z"]
     assert [e["userId"] for e in emulator.events_named("Removed")] == ["u2"]
     assert [e["userId"] for e in emulator.events_named("Added")] == ["u5"]
+    assert second.metadata("diff", "t")["rows_last_delivered"] == 3
 
     emulator.reset()
+    warehouse.execute("insert into src values (null, 'u9', 'n')")  # a null key: not a row the diff compares
     monkeypatch.setenv("SEGMENT_SYNC_STATE_DIR", str(state_dir.parent / "another_machine"))  # a fresh container
     third = run_sync(defs, "t", instance)
     assert third.success, third.failure_messages()
     assert emulator.counts()["accepted"] == 0
     assert third.metadata("diff", "t")["added"] == 1 and third.metadata("segment", "t")["events_sent"] == 0
+    live = warehouse.query(f"select count(*) from {schema}.delivered where content is not null")
+    assert third.metadata("diff", "t")["rows_last_delivered"] == live[0][0] == 3  # u2 removed, u5 added
 
 
 def test_dry_run_sends_nothing_and_reset_starts_over(

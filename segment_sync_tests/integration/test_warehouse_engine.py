@@ -26,7 +26,7 @@ from segment_sync.warehouse.model_reader import read_model
 from segment_sync.warehouse_engine import sql_diff
 from segment_sync.warehouse_engine.sessions import open_engine
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
-from segment_sync.warehouse_engine.warehouse_state import WarehouseState
+from segment_sync.warehouse_engine.warehouse_state import WarehouseState, fold_by_key
 from segment_sync_tests.support.warehouses import POSTGRES_ADMIN_URL, Warehouse
 
 MODEL = ModelSpec(name="users", table="users", primary_key="id")
@@ -289,6 +289,37 @@ def test_a_hash_that_moved_without_the_content_sends_nothing(engine_warehouse, t
         "changed": 0,
         "removed": 0,
     }
+
+
+def _notes(keys: range | list[int], content: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {KEY: [f"k{i}" for i in keys], CONTENT: [content] * len(keys), HASH: list(keys)},
+        schema={KEY: pl.String, CONTENT: pl.String, HASH: pl.UInt64},
+    )
+
+
+def test_the_fold_keeps_each_keys_latest_note_whether_it_replaces_rows_by_key_or_by_a_join(engine_warehouse) -> None:
+    _, tables, engine = engine_warehouse
+    store = WarehouseState(engine, tables, TRACK.name, run_id="run-a")
+    with store.lock():
+        store.begin_run()
+        store.record_file(_notes(range(200), '{"v":1}'))
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:  # every delivered row is new: the planner's join
+                assert not fold_by_key(conn, tables)
+        store.recover()
+        store.begin_run()
+        store.record(_notes([3, 4, 500], '{"v":2}'))
+        store.record(_notes([4], '{"v":3}'))
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:  # 4 notes beside 200 rows: replaced key by key
+                assert fold_by_key(conn, tables)
+        store.recover()
+    rows = dict((k, c) for k, c, _ in delivered(store))
+    assert len(rows) == 201
+    assert (rows["k3"], rows["k4"], rows["k500"], rows["k5"]) == ('{"v":2}', '{"v":3}', '{"v":2}', '{"v":1}')
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.journal)).scalar_one() == 0
 
 
 def test_repeated_keys_are_counted_and_null_keys_are_not(engine_warehouse) -> None:

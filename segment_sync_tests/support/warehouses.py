@@ -28,6 +28,15 @@ class Warehouse:
         finally:
             engine.dispose()
 
+    def query(self, statement: str) -> list[tuple]:
+        """A query's rows."""
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(sa.text(statement))]
+        finally:
+            engine.dispose()
+
 
 def postgres_or_skip() -> None:
     """Skip when PostgreSQL is not reachable (fail instead under CI=true)."""
