@@ -3,6 +3,7 @@ join with the delivered rows, and only those rows read out, to be compared and e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from segment_sync.values.encoding import row_contents
 from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
 from segment_sync.warehouse_engine.row_hash_sql import RowHash
+from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
 from segment_sync.warehouse_engine.state_tables import StateTables
 
 WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
@@ -294,8 +296,10 @@ def write_changes(
         if slices == 1:
             parts = [(_without_slice(news_query), _without_slice(olds_query))]
         else:
-            news_table = _work_table(engine, tables, tables.work_name("news", sync.name), news_query)
-            olds_table = _work_table(engine, tables, tables.work_name("olds", sync.name), olds_query)
+            noted = snapshot_note(engine, tables, model)
+            by_index = engine.dialect.name == "postgresql" and rows < BY_INDEX_SHARE * (noted[1] if noted else 0)
+            news_table = _work_table(engine, tables, tables.work_name("news", sync.name), news_query, by_index)
+            olds_table = _work_table(engine, tables, tables.work_name("olds", sync.name), olds_query, by_index)
             parts = [
                 (_slice_of(news_table, news_query, i), _slice_of(olds_table, olds_query, i)) for i in range(slices)
             ]
@@ -345,8 +349,9 @@ def _changes_queries(
     return news, olds
 
 
-def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select) -> sa.TableClause:
-    """A query's rows in a table of the schema, ordered by slice (unlogged and indexed by it on PostgreSQL)."""
+def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select, by_index: bool) -> sa.TableClause:
+    """A query's rows in a table of the schema, ordered by slice (unlogged and indexed by it on PostgreSQL); with
+    `by_index`, the diff's keys are looked up in the snapshot's and delivered rows' indexes, not joined by scans."""
     preparer = engine.dialect.identifier_preparer
     target = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(name)}"
     ordered = query.order_by(sa.literal_column(_BUCKET))
@@ -354,7 +359,8 @@ def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Sel
     postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {target}"))
-        conn.execute(sa.text(f"{'CREATE UNLOGGED TABLE' if postgres else 'CREATE TABLE'} {target} AS {sql}"))
+        with joins_by_index(conn) if by_index else contextlib.nullcontext():
+            conn.execute(sa.text(f"{'CREATE UNLOGGED TABLE' if postgres else 'CREATE TABLE'} {target} AS {sql}"))
         if postgres:
             conn.execute(sa.text(f"CREATE INDEX ON {target} ({preparer.quote(_BUCKET)})"))
     return sa.table(name, *(sa.column(c.name) for c in query.selected_columns), schema=tables.schema)

@@ -16,6 +16,7 @@ from segment_sync.storage.state import JournalledState, StateError, SyncMeta, pa
 from segment_sync.values.row_columns import CONTENT, GEN, HASH, KEY
 from segment_sync.warehouse_engine.bulk_insert import bulk_insert
 from segment_sync.warehouse_engine.lease import DEFAULT_TTL_SECONDS, Lease, LeaseError
+from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
 from segment_sync.warehouse_engine.state_tables import TABLES_FORMAT, StateTables
 
 DELIVERED_COLUMNS = ["sync", "key", "content", "gen", "hash"]
@@ -200,7 +201,7 @@ class WarehouseState(JournalledState):
                     return
                 by_key = self.engine.dialect.name == "postgresql" and fold_by_key(conn, self.tables)
                 replaced, newest, emptied = fold_statements(self.tables, self.sync_name)
-                with _joins_by_index(conn) if by_key else contextlib.nullcontext():
+                with joins_by_index(conn) if by_key else contextlib.nullcontext():
                     conn.execute(replaced)
                 conn.execute(newest)
                 conn.execute(emptied)
@@ -301,9 +302,6 @@ def fold_statements(tables: StateTables, sync: str) -> tuple[sa.Delete, sa.Inser
     )
 
 
-FOLD_BY_KEY_SHARE = 0.1  # journals up to this share of the delivered rows replace them key by key, by index
-
-
 def fold_by_key(conn: sa.Connection, tables: StateTables) -> bool:
     """Fresh statistics for the fold (or the planner misjudges its join: 4x slower on 1M rows after a baseline);
     True when the journal is small beside the delivered rows, so that they are best replaced key by key."""
@@ -315,21 +313,7 @@ def fold_by_key(conn: sa.Connection, tables: StateTables) -> bool:
         query = sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)")
         sizes.append(conn.execute(query, {"name": name}).scalar_one())
     journal, delivered = sizes
-    return journal < FOLD_BY_KEY_SHARE * delivered
-
-
-@contextlib.contextmanager
-def _joins_by_index(conn: sa.Connection) -> Iterator[None]:
-    """PostgreSQL joins by index lookups in the block: the planner prices a hash join of every delivered row
-    cheaper than one lookup per journalled key, though it is 1.6-2.4x slower when the keys are a few percent."""
-    settings = ("enable_hashjoin", "enable_mergejoin", "enable_hashagg")
-    for setting in settings:
-        conn.execute(sa.text(f"SET LOCAL {setting} = off"))
-    try:
-        yield
-    finally:
-        for setting in settings:
-            conn.execute(sa.text(f"RESET {setting}"))
+    return journal < BY_INDEX_SHARE * delivered
 
 
 class _JournalTable:

@@ -322,6 +322,32 @@ def test_the_fold_keeps_each_keys_latest_note_whether_it_replaces_rows_by_key_or
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.journal)).scalar_one() == 0
 
 
+def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(engine_warehouse, tmp_path) -> None:
+    warehouse, tables, engine = engine_warehouse
+    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
+    warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    store = WarehouseState(engine, tables, TRACK.name)
+    warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path)
+    warehouse.execute(
+        "update users set plan = 'pro' where id in (3, 40)",
+        "delete from users where id in (7, 8)",
+        "insert into users values (500, 'u500', 'n@x.io', 'team', 1, 'é')",
+    )
+    sql_diff.take_snapshot(warehouse.url, engine, tables, MODEL)
+    assert sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True) == {
+        "added": 1,
+        "changed": 2,
+        "removed": 2,
+    }  # 5 keys of 101: on PostgreSQL, slices gathered by index lookups
+    read = {}
+    for slice_rows in (2, 1000):
+        path = tmp_path / f"changes-{slice_rows}.parquet"
+        sql_diff.write_changes(warehouse.url, engine, tables, TRACK, MODEL, path, slice_rows=slice_rows)
+        read[slice_rows] = pl.read_parquet(path).sort(KEY)
+    assert read[2].equals(read[1000])
+    assert read[2][KEY].to_list() == ["3", "40", "500", "7", "8"]
+
+
 def test_repeated_keys_are_counted_and_null_keys_are_not(engine_warehouse) -> None:
     warehouse, tables, engine = engine_warehouse
     warehouse.execute(
