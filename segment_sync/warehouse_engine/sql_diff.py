@@ -93,10 +93,10 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
     return SnapshotCounts(rows, nulls, duplicates, key_type)
 
 
-def _unique_key_index(conn: sa.Connection, snap: sa.TableClause, key: str) -> bool:
-    """A unique index of the snapshot by its key as text (the form every join uses); False when keys repeat."""
+def _unique_key_index(conn: sa.Connection, rows: sa.TableClause, key: str) -> bool:
+    """A unique index of a table by its key as text (the form every join uses); False when keys repeat."""
     preparer = conn.dialect.identifier_preparer
-    table = f"{preparer.quote_schema(snap.schema)}.{preparer.quote(snap.name)}"
+    table = f"{preparer.quote_schema(rows.schema)}.{preparer.quote(rows.name)}"
     try:
         with conn.begin_nested():
             conn.execute(sa.text(f"CREATE UNIQUE INDEX ON {table} ((CAST({preparer.quote(key)} AS TEXT)))"))
@@ -196,8 +196,11 @@ def find_changes(
         diff.drop(conn, checkfirst=True)
         diff.create(conn)
         conn.execute(sa.insert(diff).from_select(["key", "kind", "hash"], changes))
-        twice = sa.select(diff.c.key).group_by(diff.c.key).having(sa.func.count() > 1).limit(3)
-        _refuse_repeated_keys(sync, tables, conn.execute(twice).scalars().all())
+        # a key twice: delivered rows doubled by hand. On PostgreSQL a unique index checks it (4 s at 10M keys, where
+        # grouping them took 20 s) and serves the preview's first keys
+        if engine.dialect.name != "postgresql" or not _unique_key_index(conn, diff, "key"):
+            twice = sa.select(diff.c.key).group_by(diff.c.key).having(sa.func.count() > 1).limit(3)
+            _refuse_repeated_keys(sync, tables, conn.execute(twice).scalars().all())
         counts = dict(conn.execute(sa.select(diff.c.kind, sa.func.count()).group_by(diff.c.kind)).all())
     return {kind: int(counts.get(kind, 0)) for kind in ("added", "changed", "removed")}
 

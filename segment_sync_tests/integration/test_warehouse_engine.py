@@ -461,6 +461,10 @@ def test_delivered_rows_doubled_by_hand_stop_the_diff(engine_warehouse, tmp_path
     sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
     with pytest.raises(sql_diff.WarehouseDiffError, match="more than one row for the keys \\['1'\\]"):
         sql_diff.write_changes(warehouse.url, engine, tables, TRACK, MODEL, tmp_path / "changes.parquet")
+    with engine.begin() as conn:  # both rows now differ from the model's: the key is in the diff twice
+        conn.execute(sa.update(delivered).where(delivered.c.key == "1").values(hash=delivered.c.hash + 7))
+    with pytest.raises(sql_diff.WarehouseDiffError, match="more than one row for the keys \\['1'\\]"):
+        sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
 
 
 @pytest.mark.postgres
