@@ -29,6 +29,10 @@ class WarehouseState(JournalledState):
     Acknowledged batches go to the journal table from a thread of their own, each insert in a transaction that
     also renews the run's lease (so a run that lost it writes nothing). The journal is folded into the
     delivered rows in one transaction when the run ends, or by the next run when one died.
+
+    A run that starts with no delivered rows (the sync's first, or the first after a reset) replaces none, so its
+    notes go straight into the delivered rows, in the same transactions: each key is noted once in such a run (the
+    diff's keys are unique and every row is added), and what a dead run inserted is simply there for the next.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class WarehouseState(JournalledState):
         self._seq_lock = threading.Lock()
         self._lease: Lease | None = None
         self._journal = Journal(_JournalTable(self))
+        self.straight = False  # this run's notes go straight into the delivered rows
         _ensure_tables(engine, tables)
         self.meta = self._load_meta()
 
@@ -169,20 +174,41 @@ class WarehouseState(JournalledState):
 
     # --- a run -----------------------------------------------------------------------------------------
 
+    def begin_run(self) -> int:
+        """Start a delivery (see `JournalledState.begin_run`); with no delivered rows yet, notes go straight in."""
+        generation = super().begin_run()
+        delivered = self.tables.delivered
+        with self.engine.connect() as conn:
+            query = sa.select(delivered.c.key).where(delivered.c.sync == self.sync_name).limit(1)
+            self.straight = conn.execute(query).first() is None
+        return generation
+
     def record_file(self, rows: pl.DataFrame) -> None:
         """Note many rows at once (skipped, or with a refreshed hash), inserted now."""
         if rows.is_empty():
             return
-        with self._timed(), self.engine.begin() as conn:
-            self._renew(conn)
-            bulk_insert(conn, self.tables.journal, self._journal_rows(self._notes(rows)))
+        with self._timed():
+            self._insert_notes(self._notes(rows))
 
-    def _journal_rows(self, notes: pl.DataFrame) -> pl.DataFrame:
-        with self._seq_lock:
-            first, self._seq = self._seq, self._seq + notes.height
+    def _insert_notes(self, notes: pl.DataFrame) -> None:
+        """Noted rows into the journal (or straight into the delivered rows), with the lease renewed."""
+        with self.engine.begin() as conn:
+            self._renew(conn)
+            if self.straight:
+                bulk_insert(conn, self.tables.delivered, self._table_rows(notes))
+            else:
+                bulk_insert(conn, self.tables.journal, self._table_rows(notes, numbered=True))
+
+    def _table_rows(self, notes: pl.DataFrame, *, numbered: bool = False) -> pl.DataFrame:
+        """Noted rows as the state tables hold them; `numbered` in the order noted (the journal's `seq`)."""
+        seq = []
+        if numbered:
+            with self._seq_lock:
+                first, self._seq = self._seq, self._seq + notes.height
+            seq = [pl.int_range(first, first + notes.height, dtype=pl.Int64).alias("seq")]
         return notes.select(
             pl.lit(self.sync_name).alias("sync"),
-            pl.int_range(first, first + notes.height, dtype=pl.Int64).alias("seq"),
+            *seq,
             pl.col(KEY).alias("key"),
             pl.col(CONTENT).alias("content"),
             pl.col(GEN).alias("gen"),
@@ -193,6 +219,7 @@ class WarehouseState(JournalledState):
         """Fold the journal (this run's or a dead run's) into the delivered rows, in one transaction."""
         with self._timed():
             self._close_journal()
+            self.straight = False  # later notes may replace delivered rows: through the journal
             journal = self.tables.journal
             mine = journal.c.sync == self.sync_name
             with self.engine.begin() as conn:
@@ -324,10 +351,7 @@ class _JournalTable:
         self.name = f"{state.tables.journal.fullname} (sync {state.sync_name!r})"
 
     def write(self, data: bytes) -> None:
-        rows = self.state._journal_rows(parse_journal(data))
-        with self.state.engine.begin() as conn:
-            self.state._renew(conn)
-            bulk_insert(conn, self.state.tables.journal, rows)
+        self.state._insert_notes(parse_journal(data))
 
     def close(self) -> None:
         """Nothing is held between writes."""

@@ -123,23 +123,36 @@ def test_a_second_run_while_one_is_delivering_sends_nothing(
 
 
 @pytest.mark.postgres
-def test_sigkill_mid_delivery_on_the_warehouse_engine(postgres_warehouse, state_dir, emulator, instance, monkeypatch):
+@pytest.mark.parametrize("first_run", [True, False], ids=["first-run", "later-run"])
+def test_sigkill_mid_delivery_on_the_warehouse_engine(
+    first_run, postgres_warehouse, state_dir, emulator, instance, monkeypatch
+):
+    """A first run's notes go straight into the delivered rows, a later run's through the journal: both survive."""
     monkeypatch.setenv("WAREHOUSE_URL", postgres_warehouse.url)
     schema = f"ss_{uuid.uuid4().hex[:10]}"
     warehouse = {"state_schema": schema, "lease_seconds": 6}
     project = {**PROJECT, "engine": "warehouse"}
-    postgres_warehouse.execute(
-        "create table src as select i as id, 'user-' || i as uid, repeat('v', 3300) as v from generate_series(1, 40) i"
-    )
+    definitions = make_definitions(project, segment=SMALL_BATCHES, warehouse=warehouse)
     engine = sa.create_engine(postgres_warehouse.url)
     tables = StateTables(schema)
+    expected = [f"user-{i}" for i in range(1, 41)]
+    postgres_warehouse.execute("create table src (id int primary key, uid text, v text)")
+    if not first_run:  # 40 rows delivered first, so the next 40 are within the guard
+        postgres_warehouse.execute("insert into src select i, 'user-' || i, 'v' from generate_series(41, 80) i")
+        assert run_sync(definitions, "t", instance).success
+        expected += [f"user-{i}" for i in range(41, 81)]
+    postgres_warehouse.execute(
+        "insert into src select i, 'user-' || i, repeat('v', 3300) from generate_series(1, 40) i"
+    )
+    start = len(emulator.requests)
 
-    def journal_rows() -> int:
+    def count(table: sa.Table) -> int:
         with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("journal", schema=schema):
+            if not sa.inspect(conn).has_table(table.name, schema=schema):
                 return 0
-            return conn.execute(sa.select(sa.func.count()).select_from(tables.journal)).scalar_one()
+            return conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.sync == "t")).scalar_one()
 
+    notes = tables.delivered if first_run else tables.journal
     emulator.inject(
         Fault(status=200, body=ACK, record_first=True),
         Fault(status=200, body=ACK, record_first=True),
@@ -148,29 +161,28 @@ def test_sigkill_mid_delivery_on_the_warehouse_engine(postgres_warehouse, state_
     command = [sys.executable, "-m", "segment_sync_tests.support.sync_process", json.dumps(project), "t"]
     process = subprocess.Popen([*command, json.dumps(SMALL_BATCHES), json.dumps(warehouse)], env=os.environ.copy())
     try:
-        _wait_for(lambda: len(emulator.requests) >= 3 and emulator.requests[2].fault is not None)
-        _wait_for(lambda: journal_rows() == 18)  # the two acknowledged batches, journalled by the run's thread
+        _wait_for(lambda: len(emulator.requests) >= start + 3 and emulator.requests[start + 2].fault is not None)
+        _wait_for(lambda: count(notes) == 18)  # the two acknowledged batches, noted by the run's thread
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-    batches = [r.json()["batch"] for r in emulator.requests[:3]]
+    batches = [r.json()["batch"] for r in emulator.requests[start : start + 3]]
     acked = {e["messageId"] for batch in batches[:2] for e in batch}
     unacked = {e["messageId"] for e in batches[2]}
 
-    definitions = make_definitions(project, segment=SMALL_BATCHES, warehouse=warehouse)
     blocked = run_sync(definitions, "t", instance)  # the dead run's lease has not expired yet
     assert not blocked.success and "is already running" in " ".join(blocked.failure_messages())
     time.sleep(6.5)
     run = run_sync(definitions, "t", instance)
     assert run.success, run.failure_messages()
     unique = emulator.unique_events()
-    assert sorted(e["userId"] for e in unique.values()) == sorted(f"user-{i}" for i in range(1, 41))
-    resent = [e["messageId"] for r in emulator.requests[3:] if r.status == 200 for e in r.json()["batch"]]
+    assert sorted(e["userId"] for e in unique.values()) == sorted(expected)
+    resent = [e["messageId"] for r in emulator.requests[start + 3 :] if r.status == 200 for e in r.json()["batch"]]
     assert acked.isdisjoint(resent) and unacked <= set(resent)
     assert emulator.duplicates == len(unacked)
-    assert journal_rows() == 0
+    assert count(tables.journal) == 0
     with engine.connect() as conn:
         delivered = sa.select(sa.func.count(tables.delivered.c.hash)).where(tables.delivered.c.sync == "t")
-        assert conn.execute(delivered).scalar_one() == 40
+        assert conn.execute(delivered).scalar_one() == len(expected)
     engine.dispose()
     postgres_warehouse.execute(f"drop schema {schema} cascade")

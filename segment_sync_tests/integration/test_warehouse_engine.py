@@ -303,23 +303,62 @@ def test_the_fold_keeps_each_keys_latest_note_whether_it_replaces_rows_by_key_or
     store = WarehouseState(engine, tables, TRACK.name, run_id="run-a")
     with store.lock():
         store.begin_run()
-        store.record_file(_notes(range(200), '{"v":1}'))
-        if engine.dialect.name == "postgresql":
-            with engine.begin() as conn:  # every delivered row is new: the planner's join
-                assert not fold_by_key(conn, tables)
-        store.recover()
+        store.record_file(_notes(range(200), '{"v":1}'))  # the first run's: straight into the delivered rows
+        store.commit()
         store.begin_run()
         store.record(_notes([3, 4, 500], '{"v":2}'))
         store.record(_notes([4], '{"v":3}'))
         if engine.dialect.name == "postgresql":
             with engine.begin() as conn:  # 4 notes beside 200 rows: replaced key by key
                 assert fold_by_key(conn, tables)
-        store.recover()
+        store.commit()
+        store.begin_run()
+        store.record(_notes(range(100, 160), '{"v":4}'))
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:  # 60 notes beside 201 rows: the planner's join
+                assert not fold_by_key(conn, tables)
+        store.commit()
     rows = dict((k, c) for k, c, _ in delivered(store))
     assert len(rows) == 201
     assert (rows["k3"], rows["k4"], rows["k500"], rows["k5"]) == ('{"v":2}', '{"v":3}', '{"v":2}', '{"v":1}')
+    assert (rows["k99"], rows["k100"], rows["k159"], rows["k160"]) == ('{"v":1}', '{"v":4}', '{"v":4}', '{"v":1}')
+    assert _count(engine, tables.journal) == 0
+
+
+def _count(engine: sa.Engine, table: sa.Table) -> int:
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(tables.journal)).scalar_one() == 0
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def test_a_first_runs_notes_go_straight_into_the_delivered_rows_and_later_runs_through_the_journal(
+    engine_warehouse,
+) -> None:
+    _, tables, engine = engine_warehouse
+    store = WarehouseState(engine, tables, TRACK.name, run_id="run-a")
+    with store.lock():
+        store.begin_run()
+        assert store.straight
+        store.record_file(_notes(range(50), '{"v":1}'))
+        store.record(_notes(range(50, 60), '{"v":1}'))  # acknowledged rows, by the journal's thread
+        assert (_count(engine, tables.journal), _count(engine, tables.delivered)) == (0, 60)  # before any fold
+        store.commit()
+    again = WarehouseState(engine, tables, TRACK.name, run_id="run-b")
+    with again.lock():
+        again.begin_run()
+        assert not again.straight
+        again.record(_notes([1, 70], '{"v":2}'))
+        assert (_count(engine, tables.journal), _count(engine, tables.delivered)) == (2, 60)
+        again.commit()
+    rows = {k: c for k, c, _ in delivered(again)}
+    assert (len(rows), rows["k1"], rows["k70"], rows["k2"]) == (61, '{"v":2}', '{"v":2}', '{"v":1}')
+    assert again.reset() is not None
+    after_reset = WarehouseState(engine, tables, TRACK.name, run_id="run-c")
+    with after_reset.lock():
+        after_reset.begin_run()
+        assert after_reset.straight  # every row is sent again as added
+        after_reset.record(_notes([1], '{"v":3}'))
+        after_reset.commit()
+    assert delivered(after_reset) == [("k1", '{"v":3}', 4)]  # the generation after the reset's
 
 
 def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(engine_warehouse, tmp_path) -> None:
