@@ -219,22 +219,32 @@ class WarehouseState(JournalledState):
         """Fold the journal (this run's or a dead run's) into the delivered rows, in one transaction."""
         with self._timed():
             self._close_journal()
-            self.straight = False  # later notes may replace delivered rows: through the journal
-            journal = self.tables.journal
-            mine = journal.c.sync == self.sync_name
-            with self.engine.begin() as conn:
-                self._renew(conn)
-                if conn.execute(sa.select(journal.c.key).where(mine).limit(1)).first() is None:
-                    return
-                by_key = self.engine.dialect.name == "postgresql" and fold_by_key(conn, self.tables)
-                replaced, newest, emptied = fold_statements(self.tables, self.sync_name)
-                with joins_by_index(conn) if by_key else contextlib.nullcontext():
-                    conn.execute(replaced)
-                conn.execute(newest)
-                conn.execute(emptied)
-            if self.engine.dialect.name == "postgresql":  # the folded notes' space, free for the next run's
-                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                    conn.execute(sa.text(f"VACUUM {self.engine.dialect.identifier_preparer.format_table(journal)}"))
+            straight, self.straight = self.straight, False  # later notes may replace delivered rows: by the journal
+            folded = self._fold()
+            if self.engine.dialect.name != "postgresql" or not (straight or folded):
+                return
+            format_table = self.engine.dialect.identifier_preparer.format_table
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                if straight:  # statistics of the rows a first run inserted: else the next diff plans for none
+                    conn.execute(sa.text(f"ANALYZE {format_table(self.tables.delivered)}"))
+                if folded:  # the folded notes' space, free for the next run's
+                    conn.execute(sa.text(f"VACUUM {format_table(self.tables.journal)}"))
+
+    def _fold(self) -> bool:
+        """Fold this sync's journal rows into the delivered rows; False when there were none."""
+        journal = self.tables.journal
+        mine = journal.c.sync == self.sync_name
+        with self.engine.begin() as conn:
+            self._renew(conn)
+            if conn.execute(sa.select(journal.c.key).where(mine).limit(1)).first() is None:
+                return False
+            by_key = self.engine.dialect.name == "postgresql" and fold_by_key(conn, self.tables)
+            replaced, newest, emptied = fold_statements(self.tables, self.sync_name)
+            with joins_by_index(conn) if by_key else contextlib.nullcontext():
+                conn.execute(replaced)
+            conn.execute(newest)
+            conn.execute(emptied)
+        return True
 
     def reset(self) -> str | None:
         """Forget what was delivered (kept aside in a table, whose name is returned); the sync gets a new identity."""
