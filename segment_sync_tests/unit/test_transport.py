@@ -202,7 +202,7 @@ def test_the_gzip_level_is_isal_up_to_3_and_zlib_above(server_factory: Any) -> N
         assert gzip.decompress(sent) == body
         sizes[level] = len(sent)
         expected = igzip.compress(body, compresslevel=level) if level <= 3 else gzip.compress(body, compresslevel=level)
-        assert sent == expected
+        assert (sent[:4], sent[8:]) == (expected[:4], expected[8:])  # bytes 4-7: the time of compression
     assert max(sizes.values()) < len(body) and sizes[9] < sizes[4]
 
 
