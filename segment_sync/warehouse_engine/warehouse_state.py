@@ -354,11 +354,17 @@ def fold_by_key(conn: sa.Connection, tables: StateTables) -> bool:
 
 
 class _JournalTable:
-    """The journal's sink: each write's lines inserted into the journal table, with the lease renewed."""
+    """The journal's sink: each write's lines inserted into the journal table (or the delivered rows), with the lease
+    renewed."""
 
     def __init__(self, state: WarehouseState):
         self.state = state
-        self.name = f"{state.tables.journal.fullname} (sync {state.sync_name!r})"
+
+    @property
+    def name(self) -> str:
+        """The table written to, for errors."""
+        table = self.state.tables.delivered if self.state.straight else self.state.tables.journal
+        return f"{table.fullname} (sync {self.state.sync_name!r})"
 
     def write(self, data: bytes) -> None:
         self.state._insert_notes(parse_journal(data))

@@ -342,7 +342,7 @@ def test_a_first_runs_notes_go_straight_into_the_delivered_rows_and_later_runs_t
         store.record(_notes(range(50, 60), '{"v":1}'))  # acknowledged rows, by the journal's thread
         assert (_count(engine, tables.journal), _count(engine, tables.delivered)) == (0, 60)  # before any fold
         store.commit()
-    if engine.dialect.name == "postgresql":  # the planner knows of the rows inserted (it planned for none: 4x slower)
+    if engine.dialect.name == "postgresql":  # the planner knows of the rows inserted (else the next run plans for none)
         with engine.connect() as conn:
             query = "SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"
             assert conn.execute(sa.text(query), {"name": tables.delivered.fullname}).scalar_one() == 60
