@@ -365,6 +365,16 @@ def test_a_first_runs_notes_go_straight_into_the_delivered_rows_and_later_runs_t
     assert delivered(after_reset) == [("k1", '{"v":3}', 4)]  # the generation after the reset's
 
 
+def test_a_first_run_that_cannot_write_its_notes_fails_naming_the_delivered_table(engine_warehouse) -> None:
+    _, tables, engine = engine_warehouse
+    store = WarehouseState(engine, tables, TRACK.name, run_id="run-a")
+    written = f"sync 'lifecycle': the journal {tables.delivered.fullname} .*could not be written"
+    with pytest.raises(StateError, match=written), store.lock():
+        store.begin_run()
+        tables.delivered.drop(engine)  # a state table dropped by hand mid-run
+        store.record(_notes([1], '{"v":1}'))  # written by the journal's thread: the run fails when it ends
+
+
 def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(engine_warehouse, tmp_path) -> None:
     warehouse, tables, engine = engine_warehouse
     rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
