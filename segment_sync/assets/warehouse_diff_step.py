@@ -18,6 +18,7 @@ from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.storage.state import iter_parquet
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.key_sql import key_type_of
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
 
@@ -92,7 +93,7 @@ def find_warehouse_diff(
     schema = sql_diff.snapshot_schema(url, engine, tables, model)
     check_sent_columns(sync, model, list(schema), declared)
     store.recover()
-    key_type, kept_type = sql_diff.key_type_of(schema, model), store.key_type()
+    key_type, kept_type = key_type_of(schema, model) or "unsupported", store.key_type()
     if kept_type not in (None, key_type) and not config.reset and store.delivered_row_count():
         raise dg.Failure(
             f"sync {sync.name!r}: the primary key of model {model.name!r} is now {key_type} but the delivered "

@@ -18,16 +18,17 @@ from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.values.encoding import row_contents
 from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
+from segment_sync.warehouse_engine.key_sql import KEY_PART_TYPES, key_present, key_text, key_type_of
 from segment_sync.warehouse_engine.row_hash_sql import RowHash
 from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
 from segment_sync.warehouse_engine.state_tables import StateTables
 
 WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
+WAREHOUSE_KEY = "__segment_sync_warehouse_key"
 SLICE_ROWS = 100_000  # diff rows read out and compared at once: what bounds the client's memory
 _BUCKET = "segment_sync_slice"
 EXACTLY_HASHED = ("int2", "int4", "int8", "text", "bool", "date", "time", "timestamp", "timestamptz", "uuid", "bytea")
 ROW_HASH_FORMAT = "row-hash-2"  # per value by type on PostgreSQL 14+ (before: the row's text)
-KEY_TYPES = ("text", "integer")
 
 
 class WarehouseDiffError(ValueError):
@@ -55,7 +56,6 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
             f"model {model.name!r}: on_duplicate_key {model.on_duplicate_key!r} is not available on the warehouse "
             "engine yet; keep one row per key in the model's query, or use engine: polars"
         )
-    key = _single_key(model)
     taken_at = dt.datetime.now(dt.UTC).isoformat()
     preparer = engine.dialect.identifier_preparer
     schema = preparer.quote_schema(tables.schema)
@@ -67,25 +67,28 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         conn.execute(sa.text(f"{create} {schema}.{preparer.quote(following)} AS {model.query}"))
     everything = sa.select(sa.text("*")).select_from(sa.table(following, schema=tables.schema)).limit(0)
     columns = _read(url, engine, model, everything).schema
-    if key not in columns:
-        raise WarehouseDiffError(
-            f"model {model.name!r}: the query returns no column {key!r}; its primary_key must name a column it "
-            f"returns (it returns {', '.join(columns)})"
-        )
-    key_type = "integer" if columns[key].is_integer() else "text" if columns[key] == pl.String else None
+    for key in model.key_columns:
+        if key not in columns:
+            raise WarehouseDiffError(
+                f"model {model.name!r}: the query returns no column {key!r}; its primary_key must name columns it "
+                f"returns (it returns {', '.join(columns)})"
+            )
+    key_type = key_type_of(columns, model)
     if key_type is None:
+        read_as = ", ".join(f"{k} as {columns[k]}" for k in model.key_columns)
         raise WarehouseDiffError(
-            f"model {model.name!r}: its primary key {key!r} is read as {columns[key]}; the warehouse engine keys "
-            "rows by text or integer columns (cast it in the model's query, or use engine: polars)"
+            f"model {model.name!r}: its primary key is read {read_as}; the warehouse engine keys rows by "
+            f"{' or '.join(KEY_PART_TYPES)} columns (cast it in the model's query, or use engine: polars)"
         )
     with engine.begin() as conn:  # one transaction where DDL is transactional (PostgreSQL, DuckDB)
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(target)}"))
         conn.execute(sa.text(f"ALTER TABLE {schema}.{preparer.quote(following)} RENAME TO {preparer.quote(target)}"))
-        snap = sa.table(target, sa.column(key), schema=tables.schema)
+        snap = sa.table(target, *(sa.column(k) for k in model.key_columns), schema=tables.schema)
         rows, nulls = conn.execute(
-            sa.select(sa.func.count(), sa.func.count() - sa.func.count(snap.c[key])).select_from(snap)
+            sa.select(sa.func.count(), sa.func.count(sa.case((key_present(snap, model), None), else_=1)))
         ).one()
-        duplicates = 0 if postgres and _unique_key_index(conn, snap, key) else _duplicate_keys(conn, snap, key)
+        indexed = postgres and _unique_key_index(conn, snap, _index_key(conn, model))
+        duplicates = 0 if indexed else _duplicate_keys(conn, snap, model)
         noted = tables.snapshots
         noted_as = tables.snapshot_noted_as(model.name)
         conn.execute(sa.delete(noted).where(noted.c.model == noted_as))
@@ -93,21 +96,29 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
     return SnapshotCounts(rows, nulls, duplicates, key_type)
 
 
+def _index_key(conn: sa.Connection, model: ModelSpec) -> str:
+    """What a snapshot is indexed by: one key column as text (the form every join uses, so the delivery finds
+    changed rows by index), or a composite key's columns (the JSON text of its parts is no immutable expression)."""
+    quoted = [conn.dialect.identifier_preparer.quote(c) for c in model.key_columns]
+    return f"(CAST({quoted[0]} AS TEXT))" if len(quoted) == 1 else ", ".join(quoted)
+
+
 def _unique_key_index(conn: sa.Connection, rows: sa.TableClause, key: str) -> bool:
-    """A unique index of a table by its key as text (the form every join uses); False when keys repeat."""
+    """A unique index of a table by `key` (SQL: columns or expressions); False when keys repeat."""
     preparer = conn.dialect.identifier_preparer
     table = f"{preparer.quote_schema(rows.schema)}.{preparer.quote(rows.name)}"
     try:
         with conn.begin_nested():
-            conn.execute(sa.text(f"CREATE UNIQUE INDEX ON {table} ((CAST({preparer.quote(key)} AS TEXT)))"))
+            conn.execute(sa.text(f"CREATE UNIQUE INDEX ON {table} ({key})"))
     except sa.exc.IntegrityError:
         return False
     return True
 
 
-def _duplicate_keys(conn: sa.Connection, snap: sa.TableClause, key: str) -> int:
+def _duplicate_keys(conn: sa.Connection, snap: sa.TableClause, model: ModelSpec) -> int:
     """How many keys more than one row of the snapshot holds."""
-    repeated = sa.select(snap.c[key]).where(snap.c[key].is_not(None)).group_by(snap.c[key])
+    parts = [snap.c[k] for k in model.key_columns]
+    repeated = sa.select(*parts).where(key_present(snap, model)).group_by(*parts)
     repeated = repeated.having(sa.func.count() > 1).subquery()
     return conn.execute(sa.select(sa.func.count()).select_from(repeated)).scalar_one()
 
@@ -156,11 +167,6 @@ def live_rows_before(counts: dict[str, int], current_keys: int) -> int:
     return current_keys - counts["added"] + counts["removed"]
 
 
-def key_type_of(schema: pl.Schema, model: ModelSpec) -> str:
-    """The snapshot's primary key type as the engine keys it: integer or text."""
-    return "integer" if schema[_single_key(model)].is_integer() else "text"
-
-
 def snapshot_schema(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> pl.Schema:
     """The snapshot table's columns, as the read paths give them."""
     everything = sa.select(sa.text("*")).select_from(_snapshot_table(tables, model)).limit(0)
@@ -198,7 +204,7 @@ def find_changes(
         conn.execute(sa.insert(diff).from_select(["key", "kind", "hash"], changes))
         # a key twice: delivered rows doubled by hand. On PostgreSQL a unique index checks it (4 s at 10M keys, where
         # grouping them took 20 s) and serves the preview's first keys
-        if engine.dialect.name != "postgresql" or not _unique_key_index(conn, diff, "key"):
+        if engine.dialect.name != "postgresql" or not _unique_key_index(conn, diff, '"key"'):
             twice = sa.select(diff.c.key).group_by(diff.c.key).having(sa.func.count() > 1).limit(3)
             _refuse_repeated_keys(sync, tables, conn.execute(twice).scalars().all())
         counts = dict(conn.execute(sa.select(diff.c.kind, sa.func.count()).group_by(diff.c.kind)).all())
@@ -216,14 +222,11 @@ def changes_query(
 ) -> sa.Select:
     """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL (with
     `full_resync`, every current key as added; `text_hashed` columns are hashed as their text)."""
-    key = _single_key(model)
     snap = _snapshot_table(tables, model, *_needed(sync, model))
-    key_text = sa.cast(snap.c[key], sa.Text)
+    key = key_text(snap, model)
     hashed = [sa.cast(snap.c[c], sa.Text) if c in text_hashed else snap.c[c] for c in sync.compared_columns]
     current = (
-        sa.select(key_text.label("k"), RowHash(key_text, *hashed).label("h"))
-        .where(snap.c[key].is_not(None))
-        .subquery("cur")
+        sa.select(key.label("k"), RowHash(key, *hashed).label("h")).where(key_present(snap, model)).subquery("cur")
     )
     if full_resync:
         return sa.select(current.c.k, sa.literal("added"), current.c.h)
@@ -300,7 +303,8 @@ def write_changes(
             parts = [(_without_slice(news_query), _without_slice(olds_query))]
         else:
             noted = snapshot_note(engine, tables, model)
-            by_index = engine.dialect.name == "postgresql" and rows < BY_INDEX_SHARE * (noted[1] if noted else 0)
+            indexed = engine.dialect.name == "postgresql" and len(model.key_columns) == 1  # see _index_key
+            by_index = indexed and rows < BY_INDEX_SHARE * (noted[1] if noted else 0)
             news_table = _work_table(engine, tables, tables.work_name("news", sync.name), news_query, by_index)
             olds_table = _work_table(engine, tables, tables.work_name("olds", sync.name), olds_query, by_index)
             parts = [
@@ -326,15 +330,15 @@ def _changes_queries(
 ) -> tuple[sa.Select, sa.Select]:
     """The diff's current rows (added and changed) and its delivered rows (changed, removed, and tombstones), each
     with its slice (a hash of the key modulo `slices`)."""
-    key = _single_key(model)
     columns = _needed(sync, model)
     diff = _diff_table(tables, sync)
     wanted = diff.c.kind == "changed" if only_changed else sa.true()
     snap = _snapshot_table(tables, model, *columns)
     bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), slices) + slices, slices)  # never negative
+    checked = [diff.c.key.label(WAREHOUSE_KEY)] if len(model.key_columns) > 1 else []
     news = (
-        sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH), bucket.label(_BUCKET))
-        .select_from(snap.join(diff, sa.cast(snap.c[key], sa.Text) == diff.c.key))
+        sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH), *checked, bucket.label(_BUCKET))
+        .select_from(snap.join(diff, key_text(snap, model) == diff.c.key))
         .where(diff.c.kind != "removed", wanted)
     )
     delivered = tables.delivered
@@ -398,13 +402,30 @@ def _changes_of(
     olds = olds.with_columns(pl.col(HASH).cast(pl.Int64).reinterpret(signed=False)).cast(DELIVERED_SCHEMA)  # type: ignore[arg-type]
     if news.is_empty():
         news = news.cast({WAREHOUSE_HASH: pl.Int64})  # an empty read may not know the type
-    current = current_rows(news, model.key_columns, sync.sent_columns, keep=[WAREHOUSE_HASH]).with_columns(
-        pl.col(WAREHOUSE_HASH).cast(pl.Int64).reinterpret(signed=False).alias(HASH)
-    )
-    changes = changes_between(
-        current.collect(), olds, news.schema, sync.sent_columns, sync.compared_columns, trust_hashes=False
-    )
+    checked = [WAREHOUSE_KEY] if WAREHOUSE_KEY in news.columns else []
+    current = current_rows(news, model.key_columns, sync.sent_columns, keep=[WAREHOUSE_HASH, *checked])
+    current = current.with_columns(pl.col(WAREHOUSE_HASH).cast(pl.Int64).reinterpret(signed=False).alias(HASH))
+    current = _refuse_keys_written_apart(model, current.collect(), checked)
+    news = news.drop(checked)
+    changes = changes_between(current, olds, news.schema, sync.sent_columns, sync.compared_columns, trust_hashes=False)
     return changes.sort(KEY)
+
+
+def _refuse_keys_written_apart(model: ModelSpec, current: pl.DataFrame, checked: list[str]) -> pl.DataFrame:
+    """The rows without the warehouse's text of their composite key, once it is found equal to the Polars engine's
+    (`key_text` follows `key_strings`; a warehouse that escapes a character apart would pair no key with its
+    delivered row)."""
+    if not checked:
+        return current
+    apart = current.filter(pl.col(KEY) != pl.col(WAREHOUSE_KEY))
+    if apart.height:
+        first = apart.row(0, named=True)
+        raise WarehouseDiffError(
+            f"model {model.name!r}: the warehouse writes the composite key {first[KEY]!r} as {first[WAREHOUSE_KEY]!r} "
+            f"({apart.height:,} keys of this slice differ); nothing was sent. A key part holds a character this "
+            "warehouse escapes in JSON otherwise: clean it in the model's query, or use engine: polars"
+        )
+    return current.drop(WAREHOUSE_KEY)
 
 
 def snapshot_row(
@@ -412,24 +433,22 @@ def snapshot_row(
 ) -> tuple[str, pl.DataFrame]:
     """One row of the snapshot table by its key as text (`key` empty: the first key), with that key; no row when
     the key is not there."""
-    name = _single_key(model)
-    snap = _snapshot_table(tables, model, name)
-    key_text = sa.cast(snap.c[name], sa.Text)
+    snap = _snapshot_table(tables, model, *model.key_columns)
+    text = key_text(snap, model)
     if not key:
         with engine.connect() as conn:
-            first = conn.execute(sa.select(sa.func.min(key_text)).select_from(snap)).scalar()
+            first = conn.execute(sa.select(sa.func.min(text)).select_from(snap)).scalar()
         if first is None:
             raise WarehouseDiffError(f"model {model.name!r} has no row with a primary key in its latest snapshot")
         key = first
-    query = sa.select(sa.text("*")).select_from(snap).where(key_text == key)
+    query = sa.select(sa.text("*")).select_from(snap).where(text == key)
     return key, _read(url, engine, model, query)
 
 
 def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> list[str]:
     """The sent columns of the snapshot's rows whose key is null, as JSON (reported as rejected rows)."""
-    key = _single_key(model)
     snap = _snapshot_table(tables, model, *_needed(sync, model))
-    query = sa.select(*(snap.c[c] for c in sync.sent_columns)).where(snap.c[key].is_(None))
+    query = sa.select(*(snap.c[c] for c in sync.sent_columns)).where(sa.not_(key_present(snap, model)))
     rows = _read(url, engine, model, query)
     return row_contents(rows, sync.sent_columns) if rows.height else []
 
@@ -488,15 +507,6 @@ def _diff_table(tables: StateTables, sync: SyncSpec) -> sa.Table:
 
 def _needed(sync: SyncSpec, model: ModelSpec) -> list[str]:
     return list(dict.fromkeys([*model.key_columns, *sync.sent_columns]))
-
-
-def _single_key(model: ModelSpec) -> str:
-    if len(model.key_columns) != 1:
-        raise WarehouseDiffError(
-            f"model {model.name!r}: the warehouse engine keys rows by one column, and primary_key lists "
-            f"{len(model.key_columns)}; concatenate them in the model's query, or use engine: polars"
-        )
-    return model.key_columns[0]
 
 
 def hash_basis(engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec, schema: pl.Schema) -> str:

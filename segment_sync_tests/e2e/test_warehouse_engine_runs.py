@@ -253,6 +253,33 @@ def test_a_key_whose_type_changed_stops_the_diff_until_cast_back_or_reset(
     assert again.success and len(emulator.events_named("Added")) == 2
 
 
+def test_a_composite_key_syncs_and_finds_its_test_row(
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    project = {"models": [{**MODEL, "primary_key": ["uid", "id"]}], "syncs": [TRACK], "engine": "warehouse"}
+    defs = make_definitions(project, warehouse={"state_schema": schema})
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (1, 'u2', 'b'), (2, 'u1', 'c'), (3, null, 'd')")
+    first = run_sync(defs, "t", instance)
+    assert first.success, first.failure_messages()
+    assert first.metadata("snapshot", "m")["key_type"] == "text,integer"
+    assert sorted(e["properties"]["v"] for e in emulator.events_named("Added")) == ["a", "b", "c"]
+    assert first.metadata("segment", "t")["rows_rejected"] == 1  # a null key part
+
+    warehouse.execute("update src set v = 'z' where id = 1 and uid = 'u2'", "insert into src values (1, 'u1', 'a')")
+    emulator.reset()
+    doubled = run_sync(defs, "t", instance)
+    assert not doubled.success and emulator.counts()["accepted"] == 0
+
+    warehouse.execute("delete from src where v = 'a'", "insert into src values (1, 'u1', 'a')")
+    second = run_sync(defs, "t", instance)
+    assert second.success, second.failure_messages()
+    assert [e["properties"]["v"] for e in emulator.accepted] == ["z"]
+    test_row = run_manual(defs, "test_row_t", instance, {"key": '{"uid":"u2","id":"1"}'})
+    assert test_row.success and emulator.accepted[-1]["properties"]["v"] == "z"
+
+
 def test_a_test_row_and_a_replay_send_outside_the_diff_and_leave_the_state(
     engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch
 ) -> None:
@@ -310,7 +337,6 @@ def test_a_full_resync_sends_every_row_again_with_new_message_ids(
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
-        ({**MODEL, "primary_key": ["id", "uid"]}, "the warehouse engine keys rows by one column"),
         (
             {**MODEL, "on_duplicate_key": "keep_last", "order_by": "v"},
             "on_duplicate_key 'keep_last' is not available on the warehouse engine yet",

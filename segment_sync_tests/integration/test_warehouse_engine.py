@@ -113,22 +113,24 @@ def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse
         engine.dispose()
 
 
-def polars_run(url: str, store: SyncState, sync: SyncSpec, tmp_path: Path, *, resync: bool = False) -> Capture:
+def polars_run(
+    url: str, store: SyncState, sync: SyncSpec, tmp_path: Path, *, resync: bool = False, model: ModelSpec = MODEL
+) -> Capture:
     """One run of the Polars engine's diff and delivery, as its steps do them (a full resync if asked)."""
     transport = Capture()
     with store.lock():
         store.recover()
-        snapshot = read_model(url, MODEL, read_path="sqlalchemy")  # DuckDB: the engine of the other holds the file
-        complete, _ = split_null_keys(snapshot.lazy(), MODEL.key_columns)
+        snapshot = read_model(url, model, read_path="sqlalchemy")  # DuckDB: the engine of the other holds the file
+        complete, _ = split_null_keys(snapshot.lazy(), model.key_columns)
         basis = hash_basis(snapshot.schema, sync.compared_columns)
         if resync:
             diff = resync_diff(
-                complete, MODEL.key_columns, sync.sent_columns, store.meta.generation, sync.compared_columns
+                complete, model.key_columns, sync.sent_columns, store.meta.generation, sync.compared_columns
             ).collect()
         else:
             diff = compute_diff(
                 complete,
-                MODEL.key_columns,
+                model.key_columns,
                 sync.sent_columns,
                 store.delivered(),
                 trust_hashes=store.meta.hash_basis == basis,
@@ -149,18 +151,19 @@ def warehouse_run(
     tmp_path: Path,
     *,
     resync: bool = False,
+    model: ModelSpec = MODEL,
 ) -> Capture:
     """One run of the warehouse engine's diff and delivery (a full resync if asked)."""
     transport = Capture()
     with store.lock():
         store.recover()
-        sql_diff.take_snapshot(url, engine, tables, MODEL)
-        basis = sql_diff.hash_basis(engine, tables, sync, MODEL, sql_diff.snapshot_schema(url, engine, tables, MODEL))
+        sql_diff.take_snapshot(url, engine, tables, model)
+        basis = sql_diff.hash_basis(engine, tables, sync, model, sql_diff.snapshot_schema(url, engine, tables, model))
         trusted = store.meta.hash_basis == basis
-        sql_diff.find_changes(engine, tables, sync, MODEL, trust_hashes=trusted, full_resync=resync)
+        sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted, full_resync=resync)
         path = tmp_path / "changes.parquet"
         generation = store.meta.generation if resync else None
-        sql_diff.write_changes(url, engine, tables, sync, MODEL, path, slice_rows=2, resync_generation=generation)
+        sql_diff.write_changes(url, engine, tables, sync, model, path, slice_rows=2, resync_generation=generation)
         changes = pl.read_parquet(path)
         _note_unchanged(store, changes)
         store.note_hash_basis(basis)
@@ -252,6 +255,7 @@ def _run_both_engines(
     sync: SyncSpec,
     changes: list[list[str]],
     tmp_path: Path,
+    model: ModelSpec = MODEL,
 ) -> list[int]:
     """Each step's changes run through both engines, then a full resync: the same events and state at every step;
     returns the number of events of each run."""
@@ -262,16 +266,64 @@ def _run_both_engines(
     counts = []
     for step, statements in enumerate(changes):
         warehouse.execute(*statements)
-        expected = polars_run(warehouse.url, local, sync, tmp_path)
-        got = warehouse_run(warehouse.url, engine, tables, remote, sync, tmp_path)
+        expected = polars_run(warehouse.url, local, sync, tmp_path, model=model)
+        got = warehouse_run(warehouse.url, engine, tables, remote, sync, tmp_path, model=model)
         assert got.events == expected.events, f"step {step}"
         assert delivered(remote) == delivered(local), f"step {step}"
         counts.append(len(got.events))
-    expected = polars_run(warehouse.url, local, sync, tmp_path, resync=True)
-    got = warehouse_run(warehouse.url, engine, tables, remote, sync, tmp_path, resync=True)
+    expected = polars_run(warehouse.url, local, sync, tmp_path, resync=True, model=model)
+    got = warehouse_run(warehouse.url, engine, tables, remote, sync, tmp_path, resync=True, model=model)
     assert got.events == expected.events and len(got.events) >= 2, "full resync"
     assert delivered(remote) == delivered(local), "full resync"
     return [*counts, len(got.events)]
+
+
+COMPOSITE = ModelSpec(name="users", table="users", primary_key=["org", "id"])
+COMPOSITE_CHANGES = [
+    [
+        "create table users (org varchar(20), id integer, user_id varchar(20), email varchar(50), plan varchar(10),"
+        " seats integer, meta varchar(50))",
+        "insert into users values ('acme', 1, 'u1', 'a@x.io', 'free', 1, null), ('beta', 1, 'u2', 'b@x.io', 'pro', 3,"
+        " 'x'), ('q\"u''o\\te', 2, 'u3', 'c@x.io', 'free', null, null), ('é☃😀', 3, 'u4', 'd@x.io', 'team', 9, null),"
+        " ('l' || chr(10) || chr(9) || chr(1), 4, 'u5', 'e@x.io', 'free', 1, null),"
+        " (null, 5, 'u6', 'f@x.io', 'free', 1, null), ('acme', null, 'u7', 'g@x.io', 'free', 1, null)",
+    ],
+    ["update users set plan = 'team' where org = 'beta'", "delete from users where org = 'acme' and id = 1"],
+    [
+        "insert into users values ('acme', 1, 'u1', 'a@x.io', 'team', 1, null)",
+        "update users set seats = 4 where id = 4",
+    ],
+    ["update users set org = 'acme' where id = 5", "delete from users where id in (2, 3)"],
+]
+
+
+@pytest.mark.parametrize("sync", [TRACK, IDENTIFY, AUDIENCE], ids=lambda s: s.name)
+def test_both_engines_agree_on_composite_keys(engine_warehouse, sync, tmp_path) -> None:
+    """Each key part as text in a JSON object, escaped alike by both engines; a null part keeps the row out."""
+    counts = _run_both_engines(*engine_warehouse, sync, COMPOSITE_CHANGES, tmp_path, model=COMPOSITE)
+    assert counts[0] == (0 if sync.type == "audience" else 5) and all(counts[1:])  # an audience starts quietly
+    warehouse, tables, engine = engine_warehouse
+    with engine.connect() as conn:
+        keys = conn.execute(sa.select(tables.delivered.c.key).order_by(tables.delivered.c.key)).scalars().all()
+    assert '{"org":"beta","id":"1"}' in keys and '{"org":"q\\"u\'o\\\\te","id":"2"}' in keys
+
+
+def test_a_composite_key_the_warehouse_escapes_apart_is_refused(engine_warehouse, tmp_path) -> None:
+    """DuckDB writes the JSON escape of U+001F as \\u001F where Polars writes \\u001f: the row would never pair with
+    its delivered row, so nothing is sent; PostgreSQL writes it as Polars does."""
+    warehouse, tables, engine = engine_warehouse
+    warehouse.execute(
+        *COMPOSITE_CHANGES[0][:1], "insert into users values ('a' || chr(31), 1, 'u1', 'a@x.io', 'free', 1, null)"
+    )
+    store = WarehouseState(engine, tables, TRACK.name)
+    if engine.dialect.name == "duckdb":
+        with pytest.raises(sql_diff.WarehouseDiffError, match=r"writes the composite key .*nothing was sent"):
+            warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path, model=COMPOSITE)
+        assert store.delivered_row_count() == 0
+    else:
+        sent = warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path, model=COMPOSITE)
+        assert len(sent.events) == 1
+        assert [k for k, *_ in delivered(store)] == ['{"org":"a\\u001f","id":"1"}']
 
 
 def test_a_hash_that_moved_without_the_content_sends_nothing(engine_warehouse, tmp_path) -> None:

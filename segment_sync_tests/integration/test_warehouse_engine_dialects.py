@@ -25,6 +25,7 @@ from segment_sync.warehouse_engine.state_tables import StateTables
 from segment_sync.warehouse_engine.warehouse_state import fold_statements
 
 MODEL = ModelSpec(name="users", table="users", primary_key="id")
+COMPOSITE = ModelSpec(name="users", table="users", primary_key=["org", "id"])
 SYNC = SyncSpec(name="traits", model="users", type="identify", user_id="user_id", fields=["email", "plan"])
 TABLES = StateTables("segment_sync")
 
@@ -43,6 +44,7 @@ def statements() -> list[sa.Executable]:
     return [
         *(CreateTable(t) for t in TABLES.metadata.sorted_tables),
         changes_query(TABLES, SYNC, MODEL, trust_hashes=True),
+        changes_query(TABLES, SYNC, COMPOSITE, trust_hashes=True),
         *fold_statements(TABLES, SYNC.name),
     ]
 
@@ -89,4 +91,16 @@ def test_the_diff_and_the_fold_run_on_fakesnow() -> None:
         run("insert into segment_sync.snapshot__users values (3, 'u3', 'c@x', 'free')")
         again = run(changes_query(TABLES, SYNC, MODEL, trust_hashes=True))
         assert sorted((k, kind) for k, kind, _ in again) == [("1", "changed"), ("2", "removed"), ("3", "added")]
+
+        run(
+            "create table segment_sync.snapshot__orgs (org varchar, id int, user_id varchar, email varchar,"
+            " plan varchar)"
+        )
+        run(
+            """insert into segment_sync.snapshot__orgs values ('a"c', 1, 'u1', 'a@x', 'free'),"""
+            " (null, 2, 'u2', 'b', 'p')"
+        )
+        orgs = ModelSpec(name="orgs", table="orgs", primary_key=["org", "id"])
+        composite = run(changes_query(TABLES, SYNC.model_copy(update={"name": "orgs"}), orgs, trust_hashes=True))
+        assert [(k, kind) for k, kind, _ in composite] == [('{"org":"a\\"c","id":"1"}', "added")]
         conn.close()
