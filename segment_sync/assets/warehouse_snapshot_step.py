@@ -32,6 +32,8 @@ def materialize_warehouse_snapshot(
             "dagster/table_name": table,
             **schema_metadata(pl.DataFrame(schema=schema)),
             "engine": "warehouse",
+            "duplicate_rows_dropped": counts.dropped_rows,
+            "duplicate_rows_dropped_keys": dg.MetadataValue.json(list(counts.dropped_keys)),
             "null_key_rows": counts.null_key_rows,
             "key_type": counts.key_type,
             "seconds": round(seconds, 3),

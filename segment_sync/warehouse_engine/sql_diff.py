@@ -18,6 +18,7 @@ from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.values.encoding import row_contents
 from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
+from segment_sync.warehouse_engine.duplicate_rows import drop_ranked_duplicates, ranked_query
 from segment_sync.warehouse_engine.key_sql import KEY_PART_TYPES, key_present, key_text, key_type_of
 from segment_sync.warehouse_engine.row_hash_sql import RowHash
 from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
@@ -37,12 +38,15 @@ class WarehouseDiffError(ValueError):
 
 @dataclass(frozen=True)
 class SnapshotCounts:
-    """What the snapshot table holds: rows, rows with a null key, keys held by more than one row."""
+    """What the snapshot table holds: rows, rows with a null key, keys held by more than one row; and the rows
+    keep_first / keep_last dropped, with the first keys that had them."""
 
     rows: int
     null_key_rows: int
     duplicate_keys: int
     key_type: str
+    dropped_rows: int = 0
+    dropped_keys: tuple[str, ...] = ()
 
 
 def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: ModelSpec) -> SnapshotCounts:
@@ -50,12 +54,13 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
 
     On PostgreSQL the table is unlogged (a copy made again by the next run needs no WAL, half the time) and
     indexed uniquely by its key as text, which checks the keys and lets the delivery find changed rows by index.
+    With keep_first / keep_last, the copy keeps one row per key.
     """
-    if model.on_duplicate_key != "fail":
-        raise WarehouseDiffError(
-            f"model {model.name!r}: on_duplicate_key {model.on_duplicate_key!r} is not available on the warehouse "
-            "engine yet; keep one row per key in the model's query, or use engine: polars"
-        )
+    keeping = model.on_duplicate_key != "fail"
+    source = model.query
+    if keeping:
+        returned = sa.select(sa.text("*")).select_from(sa.text(f"({model.query}) AS q")).limit(0)
+        source = ranked_query(engine, model, _checked_columns(model, _read(url, engine, model, returned).schema))
     taken_at = dt.datetime.now(dt.UTC).isoformat()
     preparer = engine.dialect.identifier_preparer
     schema = preparer.quote_schema(tables.schema)
@@ -64,15 +69,11 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(following)}"))
         create = "CREATE UNLOGGED TABLE" if postgres else "CREATE TABLE"
-        conn.execute(sa.text(f"{create} {schema}.{preparer.quote(following)} AS {model.query}"))
+        conn.execute(sa.text(f"{create} {schema}.{preparer.quote(following)} AS {source}"))
+        copy = sa.table(following, schema=tables.schema)
+        dropped, dropped_keys = drop_ranked_duplicates(conn, copy, model) if keeping else (0, [])
     everything = sa.select(sa.text("*")).select_from(sa.table(following, schema=tables.schema)).limit(0)
-    columns = _read(url, engine, model, everything).schema
-    for key in model.key_columns:
-        if key not in columns:
-            raise WarehouseDiffError(
-                f"model {model.name!r}: the query returns no column {key!r}; its primary_key must name columns it "
-                f"returns (it returns {', '.join(columns)})"
-            )
+    columns = _checked_columns(model, _read(url, engine, model, everything).schema)
     key_type = key_type_of(columns, model)
     if key_type is None:
         read_as = ", ".join(f"{k} as {columns[k]}" for k in model.key_columns)
@@ -93,7 +94,19 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         noted_as = tables.snapshot_noted_as(model.name)
         conn.execute(sa.delete(noted).where(noted.c.model == noted_as))
         conn.execute(sa.insert(noted).values(model=noted_as, taken_at=taken_at, row_count=rows))
-    return SnapshotCounts(rows, nulls, duplicates, key_type)
+    return SnapshotCounts(rows, nulls, duplicates, key_type, dropped, tuple(dropped_keys))
+
+
+def _checked_columns(model: ModelSpec, columns: pl.Schema) -> pl.Schema:
+    """The model's columns, once the primary key's (and order_by's, with keep_first / keep_last) are among them."""
+    needed = [*model.key_columns, *([model.order_by] if model.on_duplicate_key != "fail" and model.order_by else [])]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise WarehouseDiffError(
+            f"model {model.name!r}: the query returns no column {missing}; the model's primary_key (and order_by, "
+            f"with keep_first/keep_last) must name columns the query returns (it returns {', '.join(columns)})"
+        )
+    return columns
 
 
 def _index_key(conn: sa.Connection, model: ModelSpec) -> str:

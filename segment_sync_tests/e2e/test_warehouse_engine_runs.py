@@ -334,22 +334,25 @@ def test_a_full_resync_sends_every_row_again_with_new_message_ids(
     assert after.success and emulator.counts()["accepted"] == 0  # it carries on normally
 
 
-@pytest.mark.parametrize(
-    ("model", "expected"),
-    [
-        (
-            {**MODEL, "on_duplicate_key": "keep_last", "order_by": "v"},
-            "on_duplicate_key 'keep_last' is not available on the warehouse engine yet",
-        ),
-    ],
-)
-def test_what_the_warehouse_engine_cannot_do_yet_is_a_clear_error(
-    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch, model, expected
+@pytest.mark.parametrize(("policy", "expected"), [("keep_last", "late"), ("keep_first", "early")])
+def test_a_duplicate_key_policy_keeps_one_row_and_reports_the_rest(
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch, policy, expected
 ) -> None:
     warehouse, schema = engine_warehouse
     monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
-    warehouse.execute("insert into src values (1, 'u1', 'a')")
+    warehouse.execute(
+        "alter table src add column seq integer",
+        "insert into src values (1, 'a', 'early', 1), (1, 'a', 'late', 3), (2, 'b', 'x', 1), (1, 'a', 'mid', 2)",
+    )
+    model = {**MODEL, "on_duplicate_key": policy, "order_by": "seq"}
     project = {"models": [model], "syncs": [TRACK], "engine": "warehouse"}
-    run = run_sync(make_definitions(project, warehouse={"state_schema": schema}), "t", instance)
-    assert not run.success and emulator.counts()["accepted"] == 0
-    assert expected in " ".join(run.failure_messages())
+    defs = make_definitions(project, warehouse={"state_schema": schema})
+    dry = run_manual(defs, "dry_run_t", instance)
+    assert dry.success, dry.failure_messages()
+    run = run_sync(defs, "t", instance)
+    assert run.success, run.failure_messages()
+    snapshot = run.metadata("snapshot", "m")
+    assert (snapshot["duplicate_rows_dropped"], snapshot["duplicate_rows_dropped_keys"]) == (2, ["1"])
+    assert snapshot["dagster/row_count"] == 2 and "seq" in str(snapshot["dagster/column_schema"])
+    assert "__segment_sync" not in str(snapshot["dagster/column_schema"])
+    assert sorted((e["userId"], e["properties"]["v"]) for e in emulator.accepted) == [("a", expected), ("b", "x")]

@@ -16,7 +16,7 @@ from segment_sync.delivery.diff_delivery import deliver_diff
 from segment_sync.diff.keyed_diff import UNCHANGED, compute_diff, resync_diff
 from segment_sync.segment_api.client import RetryPolicy
 from segment_sync.segment_api.transport import Response
-from segment_sync.snapshot.key_checks import split_null_keys
+from segment_sync.snapshot.key_checks import ROW, rows_to_drop, split_null_keys
 from segment_sync.snapshot.row_hash import hash_basis
 from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.storage.run_log import RunLog
@@ -121,6 +121,9 @@ def polars_run(
     with store.lock():
         store.recover()
         snapshot = read_model(url, model, read_path="sqlalchemy")  # DuckDB: the engine of the other holds the file
+        if model.on_duplicate_key != "fail":
+            dropped = rows_to_drop(snapshot, model)
+            snapshot = snapshot.with_row_index(ROW).filter(~pl.col(ROW).is_in(dropped.implode())).drop(ROW)
         complete, _ = split_null_keys(snapshot.lazy(), model.key_columns)
         basis = hash_basis(snapshot.schema, sync.compared_columns)
         if resync:
@@ -306,6 +309,59 @@ def test_both_engines_agree_on_composite_keys(engine_warehouse, sync, tmp_path) 
     with engine.connect() as conn:
         keys = conn.execute(sa.select(tables.delivered.c.key).order_by(tables.delivered.c.key)).scalars().all()
     assert '{"org":"beta","id":"1"}' in keys and '{"org":"q\\"u\'o\\\\te","id":"2"}' in keys
+
+
+DUPLICATES_CHANGES = [
+    [
+        "create table users (id integer, seq integer, user_id varchar(20), email varchar(50), plan varchar(10),"
+        " seats integer, meta varchar(50))",
+        "insert into users values (1, 1, 'u1', 'early', 'free', 1, null), (1, 2, 'u1', 'late', 'pro', 1, null),"
+        " (1, null, 'u1', 'unordered', 'team', 1, null), (2, 5, 'u2', 'b@x.io', 'pro', 3, 'x'),"
+        " (3, 1, 'u3', 'c@x.io', 'free', null, null), (null, 1, 'u4', 'd@x.io', 'free', 1, null),"
+        " (null, 2, 'u5', 'e@x.io', 'free', 1, null)",
+    ],
+    ["insert into users values (2, 6, 'u2', 'newer', 'pro', 3, 'x'), (2, 4, 'u2', 'older', 'pro', 3, 'x')"],
+    ["delete from users where seq is null", "update users set seq = 0 where email = 'late'"],
+]
+
+
+@pytest.mark.parametrize("policy", ["keep_first", "keep_last"])
+def test_both_engines_keep_the_same_row_of_each_repeated_key(engine_warehouse, policy, tmp_path) -> None:
+    """Ordered by order_by with nulls last, as the Polars engine orders them; rows with a null key are kept (and
+    rejected)."""
+    model = ModelSpec(name="users", table="users", primary_key="id", on_duplicate_key=policy, order_by="seq")
+    _run_both_engines(*engine_warehouse, IDENTIFY, DUPLICATES_CHANGES, tmp_path, model=model)
+    warehouse, tables, engine = engine_warehouse
+    rows = delivered(WarehouseState(engine, tables, IDENTIFY.name))
+    emails = [orjson.loads(content)["email"] for _, content, _ in rows]
+    assert emails == (["late", "older", "c@x.io"] if policy == "keep_first" else ["early", "newer", "c@x.io"])
+    counts = sql_diff.take_snapshot(warehouse.url, engine, tables, model)
+    assert (counts.rows, counts.null_key_rows, counts.duplicate_keys) == (5, 2, 0)
+    assert (counts.dropped_rows, counts.dropped_keys) == (3, ("1", "2"))
+
+
+@pytest.mark.postgres
+def test_text_order_is_by_bytes_as_polars_sorts_whatever_the_columns_collation(postgres_warehouse, tmp_path) -> None:
+    """Under a locale collation 'a' sorts before 'B'; Polars sorts 'B' (0x42) first, and so does the warehouse."""
+    model = ModelSpec(name="users", table="users", primary_key="id", on_duplicate_key="keep_first", order_by="tier")
+    changes = [
+        [
+            'create table users (id integer, tier varchar(5) collate "und-x-icu", user_id varchar(5), email varchar(9),'
+            " plan varchar(5))",
+            "insert into users values (1, 'a', 'u1', 'lower', 'free'), (1, 'B', 'u1', 'upper', 'free'),"
+            " (2, 'c', 'u2', 'other', 'free')",
+        ]
+    ]
+    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
+    engine = open_engine(postgres_warehouse.url)
+    try:
+        _run_both_engines(postgres_warehouse, tables, engine, IDENTIFY, changes, tmp_path, model=model)
+        [(_, content, _), _] = delivered(WarehouseState(engine, tables, IDENTIFY.name))
+        assert orjson.loads(content)["email"] == "upper"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
+        engine.dispose()
 
 
 def test_a_composite_key_the_warehouse_escapes_apart_is_refused(engine_warehouse, tmp_path) -> None:
