@@ -84,9 +84,14 @@ def _on_warehouse(
     from segment_sync.assets.warehouse_delivery_step import send_warehouse_changes
     from segment_sync.assets.warehouse_diff_step import find_warehouse_diff
     from segment_sync.warehouse_engine import sql_diff
+    from segment_sync.warehouse_engine.dry_run_tables import drop_scratch, dry_run_lease
 
     run_id = context.run.run_id
-    with warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse:  # type: ignore[arg-type]
+    # the run's tables exist only while its lease is held, so a run that finds the lease expired may drop them
+    with (
+        warehouse_connection(context, keys, f"sync {sync.name!r}") as warehouse,  # type: ignore[arg-type]
+        warehouse.leased(dry_run_lease(warehouse.tables.scratch_copy(run_id), sync), f"dry run {run_id}", run_id),
+    ):
         scratch = dataclasses.replace(warehouse, tables=warehouse.tables.scratch_copy(run_id))
         try:
             counts = sql_diff.take_snapshot(scratch.url, scratch.engine, scratch.tables, model)
@@ -105,5 +110,5 @@ def _on_warehouse(
                     scratch, store, found.info, sync, model, root, segment, log, calls, run_id, dry_run=True
                 )
         finally:
-            sql_diff.drop_scratch(scratch.engine, scratch.tables, model, sync)
+            drop_scratch(scratch.engine, scratch.tables, model, sync)
     return found.problems, unguarded_reason(found.initial, DiffConfig()), sent

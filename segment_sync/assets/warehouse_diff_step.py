@@ -18,6 +18,7 @@ from segment_sync.spec import ModelSpec, SyncSpec
 from segment_sync.storage.state import iter_parquet
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.dry_run_tables import sweep_dead_dry_runs
 from segment_sync.warehouse_engine.key_sql import key_type_of
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState
 
@@ -93,6 +94,9 @@ def find_warehouse_diff(
     schema = sql_diff.snapshot_schema(url, engine, tables, model)
     check_sent_columns(sync, model, list(schema), declared)
     store.recover()
+    swept = sweep_dead_dry_runs(engine, tables, sync, model)
+    if swept:
+        log.info(f"sync {sync.name!r}: dropped the tables of {swept} dry runs that died before dropping them")
     key_type, kept_type = key_type_of(schema, model) or "unsupported", store.key_type()
     if kept_type not in (None, key_type) and not config.reset and store.delivered_row_count():
         raise dg.Failure(

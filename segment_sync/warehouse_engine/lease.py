@@ -47,7 +47,7 @@ class Lease:
             now = warehouse_now(conn)
             held = conn.execute(sa.select(leases).where(leases.c.sync == self.sync)).mappings().first()
             if held is not None:
-                expires = _utc(held["renewed_at"]) + dt.timedelta(seconds=held["ttl_seconds"])
+                expires = _expiry(held)
                 if expires > now:
                     raise LeaseError(
                         f"{self.what} is already running (run {held['run_id']}, on {held['holder']}); "
@@ -103,6 +103,17 @@ class Lease:
             except (LeaseError, sa.exc.SQLAlchemyError) as exc:
                 self.lost = self.lost or f"it could not be renewed: {type(exc).__name__}"
                 return
+
+
+def expired_leases(conn: sa.Connection, tables: StateTables, prefix: str) -> list[sa.RowMapping]:
+    """The leases whose name starts with `prefix` and whose run stopped renewing them in time."""
+    leases, now = tables.leases, warehouse_now(conn)
+    held = conn.execute(sa.select(leases).where(leases.c.sync.startswith(prefix, autoescape=True))).mappings()
+    return [lease for lease in held if _expiry(lease) <= now]
+
+
+def _expiry(held: sa.RowMapping) -> dt.datetime:
+    return _utc(held["renewed_at"]) + dt.timedelta(seconds=held["ttl_seconds"])
 
 
 def warehouse_now(conn: sa.Connection) -> dt.datetime:

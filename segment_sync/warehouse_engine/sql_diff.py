@@ -136,19 +136,6 @@ def _duplicate_keys(conn: sa.Connection, snap: sa.TableClause, model: ModelSpec)
     return conn.execute(sa.select(sa.func.count()).select_from(repeated)).scalar_one()
 
 
-def drop_scratch(engine: sa.Engine, tables: StateTables, model: ModelSpec, sync: SyncSpec) -> None:
-    """Drop a dry run's own snapshot and diff tables, and the note of its snapshot (`tables` is a scratch copy)."""
-    if not tables.scratch:
-        raise ValueError("only a scratch copy's tables are dropped")
-    metadata = sa.MetaData(schema=tables.schema)
-    with engine.begin() as conn:
-        for name in (tables.snapshot_name(model.name), tables.snapshot_name(model.name, following=True)):
-            sa.Table(name, metadata).drop(conn, checkfirst=True)
-        _diff_table(tables, sync).drop(conn, checkfirst=True)
-        noted = tables.snapshots
-        conn.execute(sa.delete(noted).where(noted.c.model == tables.snapshot_noted_as(model.name)))
-
-
 def check_snapshot_kept(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> None:
     """Refuse a snapshot table that lost its rows: PostgreSQL empties unlogged tables when it restarts after a crash,
     and an empty snapshot would read as every row removed."""

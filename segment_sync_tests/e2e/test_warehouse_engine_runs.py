@@ -10,6 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from segment_sync.cli import main
+from segment_sync.spec import ModelSpec, SyncSpec
+from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.dry_run_tables import dry_run_lease
+from segment_sync.warehouse_engine.lease import Lease
+from segment_sync.warehouse_engine.sessions import open_engine
+from segment_sync.warehouse_engine.state_tables import StateTables
 from segment_sync_tests.support.segment_emulator import SegmentEmulator
 from segment_sync_tests.support.sync_runs import TRACK, make_definitions, run_manual, run_sync
 from segment_sync_tests.support.warehouses import Warehouse
@@ -121,7 +127,7 @@ def test_a_dry_run_leaves_the_syncs_tables_and_state_as_they_were(
                 "tables": sorted(names),
                 **{
                     name: sorted(map(tuple, conn.execute(sa.text(f"select * from {schema}.{name}")).all()))
-                    for name in ("snapshot__m", "diff__t", "snapshots", "delivered", "journal")
+                    for name in ("snapshot__m", "diff__t", "snapshots", "delivered", "journal", "leases")
                 },
                 "syncs": conn.execute(
                     sa.text(f"select generation, baseline_done, hash_basis, diff_info, updated_at from {schema}.syncs")
@@ -161,6 +167,56 @@ def test_a_dry_run_of_a_model_with_repeated_keys_says_so_and_leaves_no_table(
         names = sa.inspect(conn).get_table_names(schema=schema)
     engine.dispose()
     assert not [n for n in names if "__dry_" in n] and emulator.requests == []
+
+
+def test_the_tables_of_a_dry_run_that_died_are_dropped_by_the_next_run_and_a_live_ones_are_kept(
+    engine_warehouse, state_dir, emulator, instance, monkeypatch
+) -> None:
+    warehouse, schema = engine_warehouse
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
+    warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
+    defs = definitions(schema)
+    assert run_sync(defs, "t", instance).success
+    model, sync = ModelSpec(**MODEL), SyncSpec(**TRACK)
+    engine = open_engine(warehouse.url)
+    tables = StateTables(schema)
+    for run_id, renewed in (("dead0000-1", "2026-01-01 00:00:00+00"), ("live0000-1", None)):
+        scratch = tables.scratch_copy(run_id)  # what a dry run has made when it is killed mid-diff
+        sql_diff.take_snapshot(warehouse.url, engine, scratch, model)
+        sql_diff.find_changes(engine, scratch, sync, model, trust_hashes=True)
+        lease = Lease(engine, tables, dry_run_lease(scratch, sync), run_id)
+        lease.acquire()
+        lease._stop.set()  # its renewals stop, as when its process dies
+        if renewed:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.update(tables.leases).where(tables.leases.c.run_id == run_id).values(renewed_at=renewed)
+                )
+
+    def leftovers() -> list[str]:
+        with engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names(schema=schema)
+            leases = conn.execute(sa.select(tables.leases.c.run_id)).scalars().all()
+            noted = conn.execute(sa.select(tables.snapshots.c.model)).scalars().all()
+        return sorted([n for n in names if "__dry_" in n] + leases + [n for n in noted if "__dry_" in n])
+
+    assert leftovers() == [
+        "dead0000-1",
+        "diff__t__dry_dead0000",
+        "diff__t__dry_live0000",
+        "live0000-1",
+        "m__dry_dead0000",
+        "m__dry_live0000",
+        "snapshot__m__dry_dead0000",
+        "snapshot__m__dry_live0000",
+    ]
+    again = run_sync(defs, "t", instance)
+    assert again.success, again.failure_messages()
+    assert leftovers() == ["diff__t__dry_live0000", "live0000-1", "m__dry_live0000", "snapshot__m__dry_live0000"]
+    assert "dropped the tables of 1 dry runs that died" in str(
+        [e.message for e in instance.all_logs(again.result.run_id)]
+    )
+    engine.dispose()
 
 
 def test_long_model_and_sync_names_run_dry_run_and_reset(engine_warehouse, state_dir, emulator, instance, monkeypatch):
