@@ -43,6 +43,11 @@ def _bigquery(element: JsonString, compiler: Any, **kw: Any) -> str:
     return f"TO_JSON_STRING({compiler.process(element.clauses, **kw)})"
 
 
+@compiles(JsonString)
+def _other(element: JsonString, compiler: Any, **kw: Any) -> str:
+    raise sa.exc.CompileError(f"the warehouse engine cannot key rows by a composite key on {compiler.dialect.name}")
+
+
 def key_text(rows: sa.TableClause, model: ModelSpec) -> sa.ColumnElement[str]:
     """Each row's key as the Polars engine writes it (`encoding.key_strings`): one integer or text column as its
     text; a composite key as a JSON object of its parts' texts, in primary_key's order; null when a part is."""

@@ -15,6 +15,7 @@ import pytest
 import snowflake.connector
 import sqlalchemy as sa
 import sqlglot
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.schema import CreateTable
 from sqlalchemy_bigquery import BigQueryDialect
@@ -104,3 +105,8 @@ def test_the_diff_and_the_fold_run_on_fakesnow() -> None:
         composite = run(changes_query(TABLES, SYNC.model_copy(update={"name": "orgs"}), orgs, trust_hashes=True))
         assert [(k, kind) for k, kind, _ in composite] == [('{"org":"a\\"c","id":"1"}', "added")]
         conn.close()
+
+
+def test_a_composite_key_on_a_dialect_without_json_quoting_is_a_compile_error() -> None:
+    with pytest.raises(sa.exc.CompileError, match="cannot key rows by a composite key on sqlite"):
+        rendered(changes_query(TABLES, SYNC, COMPOSITE, trust_hashes=True), sqlite.dialect())
