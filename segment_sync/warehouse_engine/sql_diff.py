@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from segment_sync.diff.keyed_diff import UNCHANGED, changes_between, current_rows, empty_diff
 from segment_sync.spec import ModelSpec, SyncSpec
-from segment_sync.values.encoding import row_contents
+from segment_sync.values.encoding import key_strings, row_contents
 from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
 from segment_sync.warehouse_engine.duplicate_rows import drop_ranked_duplicates, ranked_query
@@ -26,6 +26,7 @@ from segment_sync.warehouse_engine.state_tables import StateTables
 
 WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
 WAREHOUSE_KEY = "__segment_sync_warehouse_key"
+KEY_SAMPLE_ROWS = 1000  # keys whose text in SQL and in Polars are compared when the model is copied
 SLICE_ROWS = 100_000  # diff rows read out and compared at once: what bounds the client's memory
 _BUCKET = "segment_sync_slice"
 EXACTLY_HASHED = ("int2", "int4", "int8", "text", "bool", "date", "time", "timestamp", "timestamptz", "uuid", "bytea")
@@ -81,6 +82,7 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
             f"model {model.name!r}: its primary key is read {read_as}; the warehouse engine keys rows by "
             f"{' or '.join(KEY_PART_TYPES)} columns (cast it in the model's query, or use engine: polars)"
         )
+    _check_key_text(url, engine, sa.table(following, *map(sa.column, model.key_columns), schema=tables.schema), model)
     with engine.begin() as conn:  # one transaction where DDL is transactional (PostgreSQL, DuckDB)
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(target)}"))
         conn.execute(sa.text(f"ALTER TABLE {schema}.{preparer.quote(following)} RENAME TO {preparer.quote(target)}"))
@@ -95,6 +97,15 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         conn.execute(sa.delete(noted).where(noted.c.model == noted_as))
         conn.execute(sa.insert(noted).values(model=noted_as, taken_at=taken_at, row_count=rows))
     return SnapshotCounts(rows, nulls, duplicates, key_type, dropped, tuple(dropped_keys))
+
+
+def _check_key_text(url: str, engine: sa.Engine, copy: sa.TableClause, model: ModelSpec) -> None:
+    """Refuse a key whose text in SQL is not the Polars engine's for the copy's first rows (a type-wide difference:
+    PostgreSQL's char(n) loses its padding as text, and is read with it)."""
+    sample = sa.select(key_text(copy, model).label(WAREHOUSE_KEY), *(copy.c[k] for k in model.key_columns))
+    rows = _read(url, engine, model, sample.where(key_present(copy, model)).limit(KEY_SAMPLE_ROWS))
+    if rows.height:
+        _refuse_keys_written_apart(model, rows.select(key_strings(rows, model.key_columns).alias(KEY), WAREHOUSE_KEY))
 
 
 def _checked_columns(model: ModelSpec, columns: pl.Schema) -> pl.Schema:
@@ -405,27 +416,28 @@ def _changes_of(
     checked = [WAREHOUSE_KEY] if WAREHOUSE_KEY in news.columns else []
     current = current_rows(news, model.key_columns, sync.sent_columns, keep=[WAREHOUSE_HASH, *checked])
     current = current.with_columns(pl.col(WAREHOUSE_HASH).cast(pl.Int64).reinterpret(signed=False).alias(HASH))
-    current = _refuse_keys_written_apart(model, current.collect(), checked)
+    current = current.collect()
+    if checked:
+        _refuse_keys_written_apart(model, current)
+        current = current.drop(checked)
     news = news.drop(checked)
     changes = changes_between(current, olds, news.schema, sync.sent_columns, sync.compared_columns, trust_hashes=False)
     return changes.sort(KEY)
 
 
-def _refuse_keys_written_apart(model: ModelSpec, current: pl.DataFrame, checked: list[str]) -> pl.DataFrame:
-    """The rows without the warehouse's text of their composite key, once it is found equal to the Polars engine's
-    (`key_text` follows `key_strings`; a warehouse that escapes a character apart would pair no key with its
-    delivered row)."""
-    if not checked:
-        return current
-    apart = current.filter(pl.col(KEY) != pl.col(WAREHOUSE_KEY))
+def _refuse_keys_written_apart(model: ModelSpec, keys: pl.DataFrame) -> None:
+    """Refuse keys whose text in SQL (`WAREHOUSE_KEY`) is not the Polars engine's (`KEY`): such a row would never
+    pair with its delivered row (`key_text` follows `key_strings`, but a warehouse may write a type or a character
+    otherwise)."""
+    apart = keys.filter(pl.col(KEY) != pl.col(WAREHOUSE_KEY))
     if apart.height:
         first = apart.row(0, named=True)
         raise WarehouseDiffError(
-            f"model {model.name!r}: the warehouse writes the composite key {first[KEY]!r} as {first[WAREHOUSE_KEY]!r} "
-            f"({apart.height:,} keys of this slice differ); nothing was sent. A key part holds a character this "
-            "warehouse escapes in JSON otherwise: clean it in the model's query, or use engine: polars"
+            f"model {model.name!r}: the warehouse writes the key {first[KEY]!r} as {first[WAREHOUSE_KEY]!r} "
+            f"({apart.height:,} of {keys.height:,} keys read differ); nothing was sent. Cast the key to text (or "
+            "varchar) in the model's query: a char(n) column loses its padding as text; a composite key's part "
+            "holds a character this warehouse escapes otherwise in JSON: clean it there; or use engine: polars"
         )
-    return current.drop(WAREHOUSE_KEY)
 
 
 def snapshot_row(
