@@ -19,7 +19,7 @@ from segment_sync.values.encoding import key_strings, row_contents
 from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
 from segment_sync.warehouse_engine.duplicate_rows import drop_ranked_duplicates, ranked_query
-from segment_sync.warehouse_engine.key_sql import KEY_PART_TYPES, key_present, key_text, key_type_of
+from segment_sync.warehouse_engine.key_sql import KEY_PART_TYPES, ByteOrder, key_present, key_text, key_type_of
 from segment_sync.warehouse_engine.row_hash_sql import RowHash
 from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
 from segment_sync.warehouse_engine.state_tables import StateTables
@@ -121,10 +121,11 @@ def _checked_columns(model: ModelSpec, columns: pl.Schema) -> pl.Schema:
 
 
 def _index_key(conn: sa.Connection, model: ModelSpec) -> str:
-    """What a snapshot is indexed by: one key column as text (the form every join uses, so the delivery finds
-    changed rows by index), or a composite key's columns (the JSON text of its parts is no immutable expression)."""
+    """What a snapshot is indexed by: one key column as text by its bytes (the form the delivery's join uses, see
+    `ByteOrder`, so that it finds changed rows by index), or a composite key's columns (the JSON text of its parts
+    is no immutable expression)."""
     quoted = [conn.dialect.identifier_preparer.quote(c) for c in model.key_columns]
-    return f"(CAST({quoted[0]} AS TEXT))" if len(quoted) == 1 else ", ".join(quoted)
+    return f'((CAST({quoted[0]} AS TEXT)) COLLATE "C")' if len(quoted) == 1 else ", ".join(quoted)
 
 
 def _unique_key_index(conn: sa.Connection, rows: sa.TableClause, key: str) -> bool:
@@ -349,7 +350,7 @@ def _changes_queries(
     checked = [diff.c.key.label(WAREHOUSE_KEY)] if len(model.key_columns) > 1 else []
     news = (
         sa.select(*(snap.c[c] for c in columns), diff.c.hash.label(WAREHOUSE_HASH), *checked, bucket.label(_BUCKET))
-        .select_from(snap.join(diff, key_text(snap, model) == diff.c.key))
+        .select_from(snap.join(diff, ByteOrder(key_text(snap, model)) == diff.c.key))
         .where(diff.c.kind != "removed", wanted)
     )
     delivered = tables.delivered
@@ -446,7 +447,7 @@ def snapshot_row(
     """One row of the snapshot table by its key as text (`key` empty: the first key), with that key; no row when
     the key is not there."""
     snap = _snapshot_table(tables, model, *model.key_columns)
-    text = key_text(snap, model)
+    text = ByteOrder(key_text(snap, model))
     if not key:
         with engine.connect() as conn:
             first = conn.execute(sa.select(sa.func.min(text)).select_from(snap)).scalar()

@@ -24,7 +24,7 @@ from segment_sync.storage.state import StateError, SyncState
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import read_model
 from segment_sync.warehouse_engine import sql_diff
-from segment_sync.warehouse_engine.sessions import open_engine
+from segment_sync.warehouse_engine.sessions import joins_by_index, open_engine
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState, fold_by_key
 from segment_sync_tests.support.warehouses import POSTGRES_ADMIN_URL, Warehouse
@@ -535,6 +535,28 @@ def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(eng
         read[slice_rows] = pl.read_parquet(path).sort(KEY)
     assert read[2].equals(read[1000])
     assert read[2][KEY].to_list() == ["3", "40", "500", "7", "8"]
+
+
+@pytest.mark.postgres
+def test_the_deliverys_join_finds_changed_rows_by_the_snapshots_key_index(postgres_warehouse, tmp_path) -> None:
+    """The index is built by the key's bytes (COLLATE "C", faster to sort), and the join compares by them too."""
+    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
+    engine = open_engine(postgres_warehouse.url)
+    try:
+        rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
+        postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+        tables.create(engine)
+        sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
+        sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
+        news, _ = sql_diff._changes_queries(tables, TRACK, MODEL, 4)
+        with engine.begin() as conn, joins_by_index(conn):
+            sql = str(news.compile(engine, compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(conn.execute(sa.text(f"explain {sql}")).scalars())
+        assert "Index Scan using snapshot__users_id_idx" in plan, plan
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
+        engine.dispose()
 
 
 def test_repeated_keys_are_counted_and_null_keys_are_not(engine_warehouse) -> None:
