@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from segment_sync.snapshot.key_checks import SAMPLE_SIZE
 from segment_sync.spec import ModelSpec
-from segment_sync.warehouse_engine.key_sql import key_present, key_text
+from segment_sync.warehouse_engine.key_sql import ByteOrder, key_present, key_text
 
 RANK = "__segment_sync_rank"
 POSITION = "__segment_sync_position"
@@ -22,7 +22,7 @@ def ranked_query(engine: sa.Engine, model: ModelSpec, schema: pl.Schema) -> str:
     quote = engine.dialect.identifier_preparer.quote
     order: sa.ColumnElement = sa.column(model.order_by or POSITION)
     if model.order_by and schema[model.order_by] == pl.String:
-        order = _by_bytes(order, engine.dialect)
+        order = ByteOrder(order)
     first = model.on_duplicate_key == "keep_first"
     direction = "ASC NULLS LAST" if first else "DESC NULLS FIRST"
     positions = "ASC" if first else "DESC"
@@ -43,7 +43,7 @@ def drop_ranked_duplicates(conn: sa.Connection, table: sa.TableClause, model: Mo
     samples: list[str] = []
     if count:
         keys = sa.select(key_text(ranked, model).label("k")).where(dropped).distinct().subquery()
-        first = sa.select(keys.c.k).order_by(_by_bytes(keys.c.k, conn.dialect)).limit(SAMPLE_SIZE)
+        first = sa.select(keys.c.k).order_by(ByteOrder(keys.c.k)).limit(SAMPLE_SIZE)
         samples = list(conn.execute(first).scalars())
         conn.execute(sa.delete(ranked).where(dropped))
     preparer = conn.dialect.identifier_preparer
@@ -51,8 +51,3 @@ def drop_ranked_duplicates(conn: sa.Connection, table: sa.TableClause, model: Mo
     for column in (RANK, POSITION):
         conn.execute(sa.text(f"ALTER TABLE {name} DROP COLUMN {preparer.quote(column)}"))
     return count, samples
-
-
-def _by_bytes(text: sa.ColumnElement, dialect: sa.Dialect) -> sa.ColumnElement:
-    """Text ordered by its bytes, as Polars sorts strings (PostgreSQL's default collation follows the locale)."""
-    return text.collate("C") if dialect.name == "postgresql" else text
