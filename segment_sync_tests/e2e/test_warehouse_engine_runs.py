@@ -254,12 +254,14 @@ def test_two_engines_on_one_model_is_a_clear_error() -> None:
         make_definitions(project)
 
 
+@pytest.mark.parametrize("key", ["id", ["uid", "id"]], ids=["one-column", "composite"])
 def test_state_moves_between_engines_without_a_resend(
-    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch, capsys
+    engine_warehouse, state_dir, emulator: SegmentEmulator, instance, monkeypatch, capsys, key
 ) -> None:
     warehouse, schema = engine_warehouse
     monkeypatch.setenv("WAREHOUSE_URL", warehouse.url)
-    local_defs = make_definitions({"models": [MODEL], "syncs": [TRACK]}, warehouse={"state_schema": schema})
+    project = {"models": [{**MODEL, "primary_key": key}], "syncs": [TRACK]}
+    local_defs = make_definitions(project, warehouse={"state_schema": schema})
     warehouse.execute("insert into src values (1, 'u1', 'a'), (2, 'u2', 'b')")
     assert run_sync(local_defs, "t", instance).success
 
@@ -270,7 +272,7 @@ def test_state_moves_between_engines_without_a_resend(
     assert "already has state in the warehouse" in capsys.readouterr().err
 
     emulator.reset()
-    remote_defs = definitions(schema)
+    remote_defs = make_definitions({**project, "engine": "warehouse"}, warehouse={"state_schema": schema})
     unchanged = run_sync(remote_defs, "t", instance)
     assert unchanged.success, unchanged.failure_messages()
     assert emulator.counts()["accepted"] == 0 and unchanged.metadata("diff", "t")["hashes_refreshed"] == 2
