@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEM
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
 from segment_sync.warehouse_engine.duplicate_rows import drop_ranked_duplicates, ranked_query
 from segment_sync.warehouse_engine.key_sql import KEY_PART_TYPES, ByteOrder, key_present, key_text, key_type_of
-from segment_sync.warehouse_engine.row_hash_sql import RowHash
+from segment_sync.warehouse_engine.row_hash_sql import AS_TEXT, RowHash, postgres_row_hash
 from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
 from segment_sync.warehouse_engine.state_tables import StateTables
 
@@ -30,7 +31,8 @@ KEY_SAMPLE_ROWS = 1000  # keys whose text in SQL and in Polars are compared when
 SLICE_ROWS = 100_000  # diff rows read out and compared at once: what bounds the client's memory
 _BUCKET = "segment_sync_slice"
 EXACTLY_HASHED = ("int2", "int4", "int8", "text", "bool", "date", "time", "timestamp", "timestamptz", "uuid", "bytea")
-ROW_HASH_FORMAT = "row-hash-2"  # per value by type on PostgreSQL 14+ (before: the row's text)
+# 3: on PostgreSQL, the XOR of each value's own hash (2: `hash_record_extended`, 14+; before: the row's text)
+ROW_HASH_FORMAT = "row-hash-3"
 
 
 class WarehouseDiffError(ValueError):
@@ -206,10 +208,8 @@ def find_changes(
     current key, as added); return their counts by kind."""
     check_snapshot_kept(engine, tables, model)
     diff = _diff_table(tables, sync)
-    text_hashed = text_hashed_columns(engine, tables, model)
-    changes = changes_query(
-        tables, sync, model, trust_hashes=trust_hashes, full_resync=full_resync, text_hashed=text_hashed
-    )
+    types = hashed_types(engine, tables, model)
+    changes = changes_query(tables, sync, model, trust_hashes=trust_hashes, full_resync=full_resync, types=types)
     with engine.begin() as conn:
         diff.drop(conn, checkfirst=True)
         diff.create(conn)
@@ -230,16 +230,18 @@ def changes_query(
     *,
     trust_hashes: bool,
     full_resync: bool = False,
-    text_hashed: frozenset[str] = frozenset(),
+    types: Mapping[str, str] | None = None,
 ) -> sa.Select:
     """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL (with
-    `full_resync`, every current key as added; `text_hashed` columns are hashed as their text)."""
+    `full_resync`, every current key as added). With `types` (PostgreSQL, see `hashed_types`) each row is hashed
+    value by value; without, by the dialect's own row hash."""
     snap = _snapshot_table(tables, model, *_needed(sync, model))
     key = key_text(snap, model)
-    hashed = [sa.cast(snap.c[c], sa.Text) if c in text_hashed else snap.c[c] for c in sync.compared_columns]
-    current = (
-        sa.select(key.label("k"), RowHash(key, *hashed).label("h")).where(key_present(snap, model)).subquery("cur")
-    )
+    if types is None:
+        row_hash = RowHash(key, *(snap.c[c] for c in sync.compared_columns))
+    else:
+        row_hash = postgres_row_hash(key, [(snap.c[c], types.get(c, AS_TEXT)) for c in sync.compared_columns])
+    current = sa.select(key.label("k"), row_hash.label("h")).where(key_present(snap, model)).subquery("cur")
     if full_resync:
         return sa.select(current.c.k, sa.literal("added"), current.c.h)
     delivered = tables.delivered
@@ -541,14 +543,21 @@ def text_hashed_columns(engine: sa.Engine, tables: StateTables, model: ModelSpec
     """The snapshot's columns hashed as their text: on PostgreSQL, all but those of a type whose hash tells apart
     every two values written differently (numeric hashes 1.0 and 1.00 alike, jsonb its numbers, citext letter
     case, json and arrays have none); elsewhere none."""
+    return frozenset(c for c, t in (hashed_types(engine, tables, model) or {}).items() if t == AS_TEXT)
+
+
+def hashed_types(engine: sa.Engine, tables: StateTables, model: ModelSpec) -> dict[str, str] | None:
+    """On PostgreSQL, each snapshot column's type as the row hash takes it: its name for the exactly hashed types,
+    `AS_TEXT` for the others; elsewhere None (the dialect's own row hash)."""
     if engine.dialect.name != "postgresql":
-        return frozenset()
+        return None
     query = sa.text(
-        """SELECT a.attname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-        WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
-        AND NOT (t.typnamespace = 'pg_catalog'::regnamespace AND t.typname IN :exact)"""
-    ).bindparams(sa.bindparam("exact", value=EXACTLY_HASHED, expanding=True))
+        """SELECT a.attname, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN t.typname END
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"""
+    )
     preparer = engine.dialect.identifier_preparer
     table = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(tables.snapshot_name(model.name))}"
     with engine.connect() as conn:
-        return frozenset(conn.execute(query, {"table": table}).scalars())
+        rows = conn.execute(query, {"table": table}).all()
+    return {name: type_name if type_name in EXACTLY_HASHED else AS_TEXT for name, type_name in rows}

@@ -24,6 +24,7 @@ from segment_sync.storage.state import StateError, SyncState
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import read_model
 from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.row_hash_sql import AS_TEXT, postgres_row_hash
 from segment_sync.warehouse_engine.sessions import joins_by_index, open_engine
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
 from segment_sync.warehouse_engine.warehouse_state import WarehouseState, fold_by_key
@@ -408,6 +409,41 @@ def test_a_char_key_padded_when_read_and_not_as_text_is_refused_until_cast(postg
         with engine.begin() as conn:
             conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_row_hashes_tell_apart_a_change_in_any_column_swapped_values_and_null(postgres_warehouse) -> None:
+    """Each value's own hash, seeded by its position: values swapped between columns, a null against an empty
+    string or a zero, and a change in any one column each give another hash."""
+    postgres_warehouse.execute(
+        "create table hashed (row_no int, a text, b text, n int4, d date, ts timestamptz, u uuid, f bool, x numeric)",
+        "insert into hashed values"
+        " (1, 'p', 'q', 1, '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.0),"
+        " (2, 'q', 'p', 1, '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.0),"
+        " (3, null, 'q', 1, '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.0),"
+        " (4, '', 'q', 1, '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.0),"
+        " (5, 'p', 'q', null, '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true,"
+        " 1.0), (6, 'p', 'q', 0, '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',"
+        " true, 1.0), (7, 'p', 'q', 1, '2026-01-02', '2026-01-01 00:00:00+00',"
+        " 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.0), (8, 'p', 'q', 1, '2026-01-01',"
+        " '2026-01-01 00:00:00.000001+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.0), (9, 'p', 'q', 1,"
+        " '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', true, 1.0), (10, 'p', 'q', 1,"
+        " '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', false, 1.0), (11, 'p', 'q',"
+        " 1, '2026-01-01', '2026-01-01 00:00:00+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.00),"
+        " (12, 'p', 'q', 1, '2026-01-01', '2026-01-01 02:00:00+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 1.0)",
+    )
+    types = {"a": "text", "b": "text", "n": "int4", "d": "date", "ts": "timestamptz", "u": "uuid", "f": "bool"}
+    table = sa.table("hashed", *map(sa.column, ["row_no", *types, "x"]))
+    columns = [(table.c[c], t) for c, t in types.items()] + [(table.c.x, AS_TEXT)]
+    row_hash = postgres_row_hash(sa.literal("k"), columns)
+    engine = open_engine(postgres_warehouse.url)
+    try:
+        with engine.connect() as conn:
+            hashes = dict(conn.execute(sa.select(table.c.row_no, row_hash).order_by(table.c.row_no)).all())
+    finally:
+        engine.dispose()
+    assert hashes[12] == hashes[1]  # the same instant, written in another zone
+    assert len({h for row, h in hashes.items() if row != 12}) == 11
 
 
 def test_a_hash_that_moved_without_the_content_sends_nothing(engine_warehouse, tmp_path) -> None:
