@@ -1,4 +1,5 @@
-"""The warehouse's hash of a row's key and compared columns, as SQL: one construct, rendered per dialect."""
+"""The warehouse's hash of a row's key and compared columns, as SQL: one construct rendered per dialect, and on
+PostgreSQL a hash built value by value."""
 
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ def postgres_row_hash(key: sa.ColumnElement, columns: list[tuple[sa.ColumnElemen
 def _postgresql(element: RowHash, compiler: Any, **kw: Any) -> str:
     values = compiler.process(element.clauses, **kw)
     if (compiler.dialect.server_version_info or (0,)) >= (14,):
-        # each value by its type's own 64-bit hash, 2.4x cheaper than rendering the row as text; columns of a type
-        # with no hash function come cast to text (see sql_diff.text_hashed_columns)
+        # each value by its type's own 64-bit hash (rows are hashed by `postgres_row_hash`; this hashes keys into
+        # the delivery's slices)
         return f"hash_record_extended(ROW({values}), 0)"
     # the row's text (every type has one); engine sessions set TimeZone and DateStyle, so instants render alike
     return f"hashtextextended(ROW({values})::text, 0)"
