@@ -26,13 +26,12 @@ class RowHash(FunctionElement):
 
 
 AS_TEXT = "as text"
-_DAY_ZERO = sa.literal_column("DATE '2000-01-01'")
 _BY_TYPE: dict[str, Callable[[sa.ColumnElement, int], sa.ColumnElement]] = {
     "int2": lambda value, seed: sa.func.hashint2extended(value, seed),
     "int4": lambda value, seed: sa.func.hashint4extended(value, seed),
     "int8": lambda value, seed: sa.func.hashint8extended(value, seed),
     "bool": lambda value, seed: sa.func.hashint4extended(sa.cast(value, sa.Integer), seed),
-    "date": lambda value, seed: sa.func.hashint4extended(value - _DAY_ZERO, seed),
+    "date": lambda value, seed: sa.func.timestamp_hash_extended(sa.cast(value, sa.DateTime), seed),  # ±infinity too
     "timestamp": lambda value, seed: sa.func.timestamp_hash_extended(value, seed),
     "timestamptz": lambda value, seed: sa.func.timestamp_hash_extended(sa.func.timezone("UTC", value), seed),
     "uuid": lambda value, seed: sa.func.uuid_hash_extended(value, seed),
