@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -100,10 +101,8 @@ class Capture:
         return Response(200, "")
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse, StateTables, sa.Engine]]:
-    """A warehouse, the engine's tables in a schema of their own, and an engine."""
-    warehouse: Warehouse = request.getfixturevalue(f"{request.param}_warehouse")
+@contextlib.contextmanager
+def _engine_tables(warehouse: Warehouse) -> Iterator[tuple[Warehouse, StateTables, sa.Engine]]:
     tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
     engine = open_engine(warehouse.url)
     try:
@@ -112,6 +111,20 @@ def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse
         with engine.begin() as conn:
             conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
         engine.dispose()
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_warehouse(request: pytest.FixtureRequest) -> Iterator[tuple[Warehouse, StateTables, sa.Engine]]:
+    """A warehouse, the engine's tables in a schema of their own, and an engine."""
+    with _engine_tables(request.getfixturevalue(f"{request.param}_warehouse")) as made:
+        yield made
+
+
+@pytest.fixture
+def postgres_engine(postgres_warehouse: Warehouse) -> Iterator[tuple[Warehouse, StateTables, sa.Engine]]:
+    """As `engine_warehouse`, on PostgreSQL only."""
+    with _engine_tables(postgres_warehouse) as made:
+        yield made
 
 
 def polars_run(
@@ -235,21 +248,15 @@ PG_TYPED_CHANGES = [
 
 
 @pytest.mark.postgres
-def test_both_engines_agree_on_postgres_types_hashed_by_type_or_by_text(postgres_warehouse, tmp_path) -> None:
+def test_both_engines_agree_on_postgres_types_hashed_by_type_or_by_text(postgres_engine, tmp_path) -> None:
     """Types whose hash tells apart every two renderings are hashed by type (uuid, timestamptz); the others as text
     (json, arrays and enums have no hash, and jsonb and numeric hash 1 and 1.0 alike)."""
-    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
-    engine = open_engine(postgres_warehouse.url)
-    try:
-        events = _run_both_engines(postgres_warehouse, tables, engine, PG_TYPED, PG_TYPED_CHANGES, tmp_path)
-        assert sql_diff.text_hashed_columns(engine, tables, MODEL) == {"doc", "docb", "tags", "amount", "mood"}
-        # the initial rows; json keys reordered (to_jsonb orders them: no change) and an array; an enum and a
-        # microsecond; 1 to 1.0 in jsonb and a 20-digit numeric; the resync
-        assert events == [2, 1, 1, 2, 2]
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
-        engine.dispose()
+    postgres_warehouse, tables, engine = postgres_engine
+    events = _run_both_engines(postgres_warehouse, tables, engine, PG_TYPED, PG_TYPED_CHANGES, tmp_path)
+    assert sql_diff.text_hashed_columns(engine, tables, MODEL) == {"doc", "docb", "tags", "amount", "mood"}
+    # the initial rows; json keys reordered (to_jsonb orders them: no change) and an array; an enum and a
+    # microsecond; 1 to 1.0 in jsonb and a 20-digit numeric; the resync
+    assert events == [2, 1, 1, 2, 2]
 
 
 def _run_both_engines(
@@ -342,7 +349,7 @@ def test_both_engines_keep_the_same_row_of_each_repeated_key(engine_warehouse, p
 
 
 @pytest.mark.postgres
-def test_text_order_is_by_bytes_as_polars_sorts_whatever_the_columns_collation(postgres_warehouse, tmp_path) -> None:
+def test_text_order_is_by_bytes_as_polars_sorts_whatever_the_columns_collation(postgres_engine, tmp_path) -> None:
     """Under a locale collation 'a' sorts before 'B'; Polars sorts 'B' (0x42) first, and so does the warehouse."""
     model = ModelSpec(name="users", table="users", primary_key="id", on_duplicate_key="keep_first", order_by="tier")
     changes = [
@@ -353,16 +360,10 @@ def test_text_order_is_by_bytes_as_polars_sorts_whatever_the_columns_collation(p
             " (2, 'c', 'u2', 'other', 'free')",
         ]
     ]
-    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
-    engine = open_engine(postgres_warehouse.url)
-    try:
-        _run_both_engines(postgres_warehouse, tables, engine, IDENTIFY, changes, tmp_path, model=model)
-        [(_, content, _), _] = delivered(WarehouseState(engine, tables, IDENTIFY.name))
-        assert orjson.loads(content)["email"] == "upper"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
-        engine.dispose()
+    postgres_warehouse, tables, engine = postgres_engine
+    _run_both_engines(postgres_warehouse, tables, engine, IDENTIFY, changes, tmp_path, model=model)
+    [(_, content, _), _] = delivered(WarehouseState(engine, tables, IDENTIFY.name))
+    assert orjson.loads(content)["email"] == "upper"
 
 
 def test_a_composite_key_the_warehouse_escapes_apart_is_refused(engine_warehouse, tmp_path) -> None:
@@ -384,37 +385,29 @@ def test_a_composite_key_the_warehouse_escapes_apart_is_refused(engine_warehouse
 
 
 @pytest.mark.postgres
-def test_a_char_key_padded_when_read_and_not_as_text_is_refused_until_cast(postgres_warehouse, tmp_path) -> None:
+def test_a_char_key_padded_when_read_and_not_as_text_is_refused_until_cast(postgres_engine, tmp_path) -> None:
     """char(5) reads as 'ab   ' and casts to text as 'ab': a delivered row keyed one way would never pair with its
     row keyed the other, so every run would read it out again."""
+    postgres_warehouse, tables, engine = postgres_engine
     postgres_warehouse.execute(
         "create table users (id char(5), user_id varchar(5), email varchar(9), plan varchar(5))",
         "insert into users values ('ab', 'u1', 'a@x.io', 'free'), ('abcde', 'u2', 'b@x.io', 'pro')",
     )
-    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
-    engine = open_engine(postgres_warehouse.url)
-    try:
-        tables.create(engine)
-        with pytest.raises(sql_diff.WarehouseDiffError, match=r"writes the key 'ab   ' as 'ab' \(1 of 2 keys"):
-            sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
-        assert sql_diff.snapshot_note(engine, tables, MODEL) is None  # no copy was kept
-        cast = ModelSpec(name="users", sql="select id::text as id, user_id, email, plan from users", primary_key="id")
-        store = WarehouseState(engine, tables, IDENTIFY.name)
-        assert (
-            len(warehouse_run(postgres_warehouse.url, engine, tables, store, IDENTIFY, tmp_path, model=cast).events)
-            == 2
-        )
-        assert warehouse_run(postgres_warehouse.url, engine, tables, store, IDENTIFY, tmp_path, model=cast).events == {}
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
-        engine.dispose()
+    tables.create(engine)
+    with pytest.raises(sql_diff.WarehouseDiffError, match=r"writes the key 'ab   ' as 'ab' \(1 of 2 keys"):
+        sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
+    assert sql_diff.snapshot_note(engine, tables, MODEL) is None  # no copy was kept
+    cast = ModelSpec(name="users", sql="select id::text as id, user_id, email, plan from users", primary_key="id")
+    store = WarehouseState(engine, tables, IDENTIFY.name)
+    assert len(warehouse_run(postgres_warehouse.url, engine, tables, store, IDENTIFY, tmp_path, model=cast).events) == 2
+    assert warehouse_run(postgres_warehouse.url, engine, tables, store, IDENTIFY, tmp_path, model=cast).events == {}
 
 
 @pytest.mark.postgres
-def test_postgres_row_hashes_tell_apart_a_change_in_any_column_swapped_values_and_null(postgres_warehouse) -> None:
+def test_postgres_row_hashes_tell_apart_a_change_in_any_column_swapped_values_and_null(postgres_engine) -> None:
     """Each value's own hash, seeded by its position: values swapped between columns, a null against an empty
     string or a zero, and a change in any one column each give another hash."""
+    postgres_warehouse, _, engine = postgres_engine
     postgres_warehouse.execute(
         "create table hashed (row_no int, a text, b text, n int4, d date, ts timestamptz, u uuid, f bool, x numeric)",
         "insert into hashed values"
@@ -438,12 +431,8 @@ def test_postgres_row_hashes_tell_apart_a_change_in_any_column_swapped_values_an
     table = sa.table("hashed", *map(sa.column, ["row_no", *types, "x"]))
     columns = [(table.c[c], t) for c, t in types.items()] + [(table.c.x, AS_TEXT)]
     row_hash = postgres_row_hash(sa.literal("k"), columns)
-    engine = open_engine(postgres_warehouse.url)
-    try:
-        with engine.connect() as conn:
-            hashes = dict(conn.execute(sa.select(table.c.row_no, row_hash).order_by(table.c.row_no)).all())
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        hashes = dict(conn.execute(sa.select(table.c.row_no, row_hash).order_by(table.c.row_no)).all())
     assert hashes[12] == hashes[1]  # the same instant, written in another zone
     assert len({h for row, h in hashes.items() if row != 12}) == 13  # infinite dates and instants too
 
@@ -576,25 +565,19 @@ def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(eng
 
 
 @pytest.mark.postgres
-def test_the_deliverys_join_finds_changed_rows_by_the_snapshots_key_index(postgres_warehouse, tmp_path) -> None:
+def test_the_deliverys_join_finds_changed_rows_by_the_snapshots_key_index(postgres_engine, tmp_path) -> None:
     """The index is built by the key's bytes (COLLATE "C", faster to sort), and the join compares by them too."""
-    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
-    engine = open_engine(postgres_warehouse.url)
-    try:
-        rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
-        postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
-        tables.create(engine)
-        sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
-        sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
-        news, _ = sql_diff._changes_queries(tables, TRACK, MODEL, 4)
-        with engine.begin() as conn, joins_by_index(conn):
-            sql = str(news.compile(engine, compile_kwargs={"literal_binds": True}))
-            plan = "\n".join(conn.execute(sa.text(f"explain {sql}")).scalars())
-        assert "Index Scan using snapshot__users_id_idx" in plan, plan
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
-        engine.dispose()
+    postgres_warehouse, tables, engine = postgres_engine
+    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
+    postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    tables.create(engine)
+    sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
+    sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
+    news, _ = sql_diff._changes_queries(tables, TRACK, MODEL, 4)
+    with engine.begin() as conn, joins_by_index(conn):
+        sql = str(news.compile(engine, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join(conn.execute(sa.text(f"explain {sql}")).scalars())
+    assert "Index Scan using snapshot__users_id_idx" in plan, plan
 
 
 def test_repeated_keys_are_counted_and_null_keys_are_not(engine_warehouse) -> None:
@@ -611,30 +594,22 @@ def test_repeated_keys_are_counted_and_null_keys_are_not(engine_warehouse) -> No
 
 
 @pytest.mark.postgres
-def test_a_snapshot_emptied_by_a_warehouse_restart_is_refused(postgres_warehouse) -> None:
+def test_a_snapshot_emptied_by_a_warehouse_restart_is_refused(postgres_engine) -> None:
     """PostgreSQL empties unlogged tables when it recovers from a crash: that must not read as every row removed."""
-    tables = StateTables(f"ss_{uuid.uuid4().hex[:10]}")
-    engine = open_engine(postgres_warehouse.url)
-    try:
-        postgres_warehouse.execute(*CHANGES[0])
-        WarehouseState(engine, tables, TRACK.name)
-        sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
-        with engine.begin() as conn:  # what crash recovery does to an unlogged table
-            assert (
-                conn.execute(
-                    sa.text(
-                        f"select relpersistence from pg_class where oid = '{tables.schema}.snapshot__users'::regclass"
-                    )
-                ).scalar()
-                == "u"
-            )
-            conn.execute(sa.text(f"truncate {tables.schema}.snapshot__users"))
-        with pytest.raises(sql_diff.WarehouseDiffError, match="is empty though 5 rows were copied"):
-            sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"drop schema if exists {tables.schema} cascade"))
-        engine.dispose()
+    postgres_warehouse, tables, engine = postgres_engine
+    postgres_warehouse.execute(*CHANGES[0])
+    WarehouseState(engine, tables, TRACK.name)
+    sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
+    with engine.begin() as conn:  # what crash recovery does to an unlogged table
+        assert (
+            conn.execute(
+                sa.text(f"select relpersistence from pg_class where oid = '{tables.schema}.snapshot__users'::regclass")
+            ).scalar()
+            == "u"
+        )
+        conn.execute(sa.text(f"truncate {tables.schema}.snapshot__users"))
+    with pytest.raises(sql_diff.WarehouseDiffError, match="is empty though 5 rows were copied"):
+        sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
 
 
 def test_the_lease_keeps_a_second_run_out(engine_warehouse) -> None:
