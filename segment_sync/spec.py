@@ -74,6 +74,11 @@ class ModelSpec(_Strict):
         return [self.primary_key] if isinstance(self.primary_key, str) else list(self.primary_key)
 
     @property
+    def needed_columns(self) -> list[str]:
+        """The columns the query must return: the key's, and order_by's with keep_first / keep_last."""
+        return [*self.key_columns, *([self.order_by] if self.on_duplicate_key != "fail" and self.order_by else [])]
+
+    @property
     def query(self) -> str:
         """The SQL that reads the model, without a trailing semicolon (the read paths wrap it as a subquery)."""
         return self.sql.strip().rstrip(";").rstrip() if self.sql is not None else f"select * from {self.table}"

@@ -55,8 +55,7 @@ def write_snapshot(
         else:
             rows = _write_parquet(frames, folder, target, model, hashed_columns)
         snapshot = pl.scan_parquet(folder / "read.parquet")
-        needed = [*model.key_columns, *([model.order_by] if model.on_duplicate_key != "fail" else [])]
-        missing = missing_columns(snapshot, needed)
+        missing = missing_columns(snapshot, model.needed_columns)
         if missing:
             raise SnapshotError(
                 f"model {model.name!r}: the query returns no column {missing}; the model's primary_key "

@@ -112,8 +112,7 @@ def _check_key_text(url: str, engine: sa.Engine, copy: sa.TableClause, model: Mo
 
 def _checked_columns(model: ModelSpec, columns: pl.Schema) -> pl.Schema:
     """The model's columns, once the primary key's (and order_by's, with keep_first / keep_last) are among them."""
-    needed = [*model.key_columns, *([model.order_by] if model.on_duplicate_key != "fail" and model.order_by else [])]
-    missing = [c for c in needed if c not in columns]
+    missing = [c for c in model.needed_columns if c not in columns]
     if missing:
         raise WarehouseDiffError(
             f"model {model.name!r}: the query returns no column {missing}; the model's primary_key (and order_by, "

@@ -348,6 +348,16 @@ def test_both_engines_keep_the_same_row_of_each_repeated_key(engine_warehouse, p
     assert (counts.dropped_rows, counts.dropped_keys) == (3, ("1", "2"))
 
 
+def test_a_duplicate_policy_whose_order_by_the_query_lacks_names_it_and_keeps_no_copy(engine_warehouse) -> None:
+    warehouse, tables, engine = engine_warehouse
+    warehouse.execute(*DUPLICATES_CHANGES[0])
+    tables.create(engine)
+    model = ModelSpec(name="users", table="users", primary_key="id", on_duplicate_key="keep_last", order_by="nope")
+    with pytest.raises(sql_diff.WarehouseDiffError, match=r"the query returns no column \['nope'\].*order_by"):
+        sql_diff.take_snapshot(warehouse.url, engine, tables, model)
+    assert sql_diff.snapshot_note(engine, tables, model) is None
+
+
 @pytest.mark.postgres
 def test_text_order_is_by_bytes_as_polars_sorts_whatever_the_columns_collation(postgres_engine, tmp_path) -> None:
     """Under a locale collation 'a' sorts before 'B'; Polars sorts 'B' (0x42) first, and so does the warehouse."""
