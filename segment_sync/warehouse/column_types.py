@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-import psycopg
 
 from segment_sync.values.json_column import JSON
 
@@ -69,6 +68,8 @@ POSTGRES_OTHER = ReadAs.json("to_jsonb({})::text")
 
 def postgres_type_name(type_oid: int) -> str | None:
     """The name of a built-in PostgreSQL type from its oid (None for the database's own types, such as enums)."""
+    import psycopg  # only PostgreSQL models need it: importing it takes 0.1 s of every snapshot step
+
     info = psycopg.postgres.types.get(type_oid)
     return info.name if info is not None and info.oid == type_oid else None  # not the element type of an array
 

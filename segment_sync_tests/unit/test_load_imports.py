@@ -51,3 +51,30 @@ def test_loading_the_definitions_imports_no_run_time_dependency():
     result = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+# Reads a DuckDB model by its fast path in a fresh process, as a DuckDB project's snapshot step does.
+READ_DUCKDB = textwrap.dedent(
+    """
+    import json, sys
+    import duckdb
+    from segment_sync.spec import ModelSpec
+    from segment_sync.warehouse.model_reader import read_model_batches
+
+    database = sys.argv[1]
+    with duckdb.connect(database) as conn:
+        conn.execute("create table users as select 'u' || i as user_id, i as n from range(10) t(i)")
+    model = ModelSpec(name="users", table="users", primary_key="user_id")
+    with read_model_batches(f"duckdb:///{database}", model) as batches:
+        assert batches.path == "duckdb_arrow", batches.path
+        assert sum(len(frame) for frame in batches.frames) == 10
+    print(json.dumps(sorted(m.partition(".")[0] for m in sys.modules)))
+    """
+)
+
+
+def test_reading_a_duckdb_model_imports_no_postgresql_driver(tmp_path):
+    args = [sys.executable, "-c", READ_DUCKDB, str(tmp_path / "warehouse.duckdb")]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "psycopg" not in json.loads(result.stdout.strip().splitlines()[-1])
