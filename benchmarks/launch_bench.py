@@ -253,10 +253,11 @@ def _print(name: str, result: dict[str, Any]) -> None:
             f"{r['events']:>11,}{r['state']:>7.2f}  {steps}"
         )
     if "official" in result:
-        official, ours = result["official"], result["runs"]["initial"]["wall"]
+        official, initial = result["official"], result["runs"]["initial"]
         print(
             f"official client, tuned: {official['seconds']:.2f} s ({official['events_per_second']:,.0f} events/s); "
-            f"the initial run is {official['seconds'] / ours:.1f}x faster"
+            f"the initial run is {official['seconds'] / initial['wall']:.1f}x faster "
+            f"(its steps alone, without Dagster's part: {official['seconds'] / initial['steps_total']:.1f}x)"
         )
 
 
