@@ -1,4 +1,4 @@
-"""Loading the code location imports no run-time dependency: Polars, the drivers and slack-sdk load in runs only."""
+"""What a fresh process imports: no run-time dependency to load the code location, no PostgreSQL driver for DuckDB."""
 
 from __future__ import annotations
 
@@ -53,11 +53,13 @@ def test_loading_the_definitions_imports_no_run_time_dependency():
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
-# Reads a DuckDB model by its fast path in a fresh process, as a DuckDB project's snapshot step does.
+# Reads a DuckDB model by its fast path in a fresh process, with the snapshot step's module, as a DuckDB project's
+# snapshot step does.
 READ_DUCKDB = textwrap.dedent(
     """
     import json, sys
     import duckdb
+    import segment_sync.assets.snapshot_step
     from segment_sync.spec import ModelSpec
     from segment_sync.warehouse.model_reader import read_model_batches
 
