@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,15 @@ def sqlite_warehouse(tmp_path: Path) -> Warehouse:
 def warehouse(request: pytest.FixtureRequest) -> Warehouse:
     """Each real warehouse in turn."""
     return request.getfixturevalue(f"{request.param}_warehouse")
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """The URL of a port on 127.0.0.1 that refuses connections: bound, never listening, and held for the whole test,
+    so that no server the test starts later can be given it."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import base64
 import json
 import logging
 import smtplib
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,12 +96,6 @@ def _decoded(data: bytes) -> str:
 def files(folder: Path) -> dict[str, str]:
     """Every file under a folder (the state folder, Dagster's storage), as text."""
     return {str(p): _decoded(p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 @dataclass
@@ -227,7 +220,7 @@ def test_the_search_finds_each_secret_and_the_file_scan_reads_every_file(tmp_pat
 
 
 def test_the_pagerduty_routing_key_is_only_in_the_events_routing_key_field(
-    duck_src, emulator, instance, monkeypatch, tmp_path, state_dir, caplog, capfd
+    duck_src, emulator, instance, monkeypatch, tmp_path, state_dir, caplog, capfd, refused_url
 ):
     secrets = {"routing key": ROUTING_KEY}
     _assert_search_finds(secrets)
@@ -249,7 +242,7 @@ def test_the_pagerduty_routing_key_is_only_in_the_events_routing_key_field(
         stub.script(Reply(400, long_answer))  # refused for good: dropped
         assert daemon.retry() == "Tried again the alerts of t"
         assert "PagerDuty refused the trigger for sync 't' as invalid" in daemon.logs.text(logging.ERROR)
-        monkeypatch.setenv("PAGERDUTY_EVENTS_URL", _closed_port_url())  # unreachable at the next failed run
+        monkeypatch.setenv("PAGERDUTY_EVENTS_URL", refused_url)  # unreachable at the next failed run
         runs.append(daemon.alerts.run())
         daemon.tick()
         assert "Could not reach PagerDuty to send the trigger" in daemon.logs.text(logging.WARNING)
@@ -341,11 +334,11 @@ def test_the_smtp_password_is_nowhere_whatever_the_server_answers(
 
 
 def test_the_webhook_signing_secret_and_url_token_are_nowhere(
-    duck_src, emulator, instance, monkeypatch, tmp_path, state_dir, caplog, capfd
+    duck_src, emulator, instance, monkeypatch, tmp_path, state_dir, caplog, capfd, refused_url
 ):
     secrets = {"signing secret": WEBHOOK_SECRET, "URL token": WEBHOOK_TOKEN}
     _assert_search_finds(secrets)
-    closed = _closed_port_url() + WEBHOOK_PATH
+    closed = refused_url + WEBHOOK_PATH
     with pytest.raises(requests.ConnectionError) as down:
         requests.post(closed, timeout=5)
     assert leaks(secrets, {"a refused connection's error": str(down.value)}) == [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -235,12 +234,6 @@ def test_without_a_token_alerts_are_off_and_nothing_breaks(duck, emulator, insta
     assert slack.requests == [] and not (state_dir / "syncs" / "t" / "alerts.json").exists()
 
 
-def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/api/"
-
-
 @pytest.mark.parametrize(
     ("mode", "requests", "logged"),
     [
@@ -252,7 +245,7 @@ def _closed_port_url() -> str:
     ],
 )
 def test_slack_failures_are_logged_and_the_alert_is_posted_later(
-    mode, requests, logged, duck, emulator, instance, slack, monkeypatch, caplog, state_dir
+    mode, requests, logged, duck, emulator, instance, slack, monkeypatch, caplog, state_dir, refused_url
 ):
     duck.execute("create table src as select 1 as id, 'a' as uid, 'x' as v")
     alerts = Alerts(_project(MISSING_COLUMN), instance)
@@ -265,7 +258,7 @@ def test_slack_failures_are_logged_and_the_alert_is_posted_later(
     elif mode == "server_error":
         slack.script(*[Reply(500, body="<html>Internal Server Error</html>")] * 2)  # outlasts the one retry
     else:
-        monkeypatch.setenv("SLACK_API_URL", _closed_port_url())
+        monkeypatch.setenv("SLACK_API_URL", f"{refused_url}/api/")
     with caplog.at_level(logging.DEBUG):
         run, logs = alerts.run_and_evaluate()
     assert not run.success
