@@ -48,8 +48,7 @@ def warehouse(request: pytest.FixtureRequest) -> Warehouse:
 
 @pytest.fixture
 def refused_url() -> Iterator[str]:
-    """The URL of a port on 127.0.0.1 that refuses connections: bound, never listening, and held for the whole test,
-    so that no server the test starts later can be given it."""
+    """A URL on 127.0.0.1 that refuses connections: its port bound, never listening, held for the whole test."""
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{held.getsockname()[1]}"
