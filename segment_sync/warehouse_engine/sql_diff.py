@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,7 +296,8 @@ def write_changes(
 
     Rows whose hash moved without their compared content are `unchanged`. Beyond `slice_rows` changed keys, the
     changed rows are first gathered in two work tables by slice (a hash of the key), read one slice at a time, so
-    memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once. With
+    memory holds a slice whatever the size of the diff, and the warehouse joins the snapshot once; with no delivered
+    row to pair them with (a first run, a full resync), the current rows are streamed in parts of `slice_rows`. With
     `only_changed`, only the rows whose hash moved are read (to find those whose content did not). With
     `resync_generation` (a full resync), every row is added again under that generation, so its messageIds are new.
     Without `keep_unchanged`, the file holds only the rows that send events, so the delivery reads it by slices.
@@ -311,31 +312,50 @@ def write_changes(
     news_query, olds_query = _changes_queries(tables, sync, model, slices, only_changed=only_changed)
     if resync_generation is not None:  # nothing delivered is compared: every row is sent again
         olds_query = olds_query.where(sa.false())
-    with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
+    work_tables = False
+    try:
         if slices == 1:
-            parts = [(_without_slice(news_query), _without_slice(olds_query))]
+            news, olds = (_read(url, engine, model, _without_slice(q)) for q in (news_query, olds_query))
+            parts: Iterator[tuple[pl.DataFrame, pl.DataFrame]] = iter([(news, olds)])
+        elif resync_generation is not None or not _delivered_any(engine, tables, sync):
+            # no delivered row to pair with (a first run, a full resync): the current rows streamed in parts
+            news_parts = _read_in_parts(url, engine, model, _without_slice(news_query), slice_rows)
+            parts = ((news, pl.DataFrame(schema=DELIVERED_SCHEMA)) for news in news_parts)
         else:
             noted = snapshot_note(engine, tables, model)
             indexed = engine.dialect.name == "postgresql" and len(model.key_columns) == 1  # see _index_key
             by_index = indexed and rows < BY_INDEX_SHARE * (noted[1] if noted else 0)
+            work_tables = True
             news_table = _work_table(engine, tables, tables.work_name("news", sync.name), news_query, by_index)
             olds_table = _work_table(engine, tables, tables.work_name("olds", sync.name), olds_query, by_index)
-            parts = [
-                (_slice_of(news_table, news_query, i), _slice_of(olds_table, olds_query, i)) for i in range(slices)
-            ]
-        try:
+            parts = (
+                (
+                    _read(url, engine, model, _slice_of(news_table, news_query, i)),
+                    _read(url, engine, model, _slice_of(olds_table, olds_query, i)),
+                )
+                for i in range(slices)
+            )
+        with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema) as writer:
             for news, olds in parts:
-                changes = _changes_of(url, engine, tables, sync, model, news, olds)
+                changes = _changes_of(tables, sync, model, news, olds)
                 if resync_generation is not None:
                     changes = changes.with_columns(pl.lit(resync_generation, pl.Int64).alias(BEFORE_GEN))
                 if not keep_unchanged:
                     changes = changes.filter(pl.col(KIND) != UNCHANGED)
                 writer.write_table(changes.select(list(schema)).cast(dict(schema)).to_arrow())
-        finally:
-            if slices > 1:
-                with engine.begin() as conn:
-                    for name in (tables.work_name("news", sync.name), tables.work_name("olds", sync.name)):
-                        sa.Table(name, sa.MetaData(schema=tables.schema)).drop(conn, checkfirst=True)
+    finally:
+        if work_tables:
+            with engine.begin() as conn:
+                for name in (tables.work_name("news", sync.name), tables.work_name("olds", sync.name)):
+                    sa.Table(name, sa.MetaData(schema=tables.schema)).drop(conn, checkfirst=True)
+
+
+def _delivered_any(engine: sa.Engine, tables: StateTables, sync: SyncSpec) -> bool:
+    """Whether the sync has any delivered row (none before its first run, or after a reset)."""
+    delivered = tables.delivered
+    with engine.connect() as conn:
+        query = sa.select(delivered.c.key).where(delivered.c.sync == sync.name).limit(1)
+        return conn.execute(query).first() is not None
 
 
 def _changes_queries(
@@ -400,16 +420,9 @@ def _without_slice(query: sa.Select) -> sa.Select:
 
 
 def _changes_of(
-    url: str,
-    engine: sa.Engine,
-    tables: StateTables,
-    sync: SyncSpec,
-    model: ModelSpec,
-    news_query: sa.Select,
-    olds_query: sa.Select,
+    tables: StateTables, sync: SyncSpec, model: ModelSpec, news: pl.DataFrame, olds: pl.DataFrame
 ) -> pl.DataFrame:
-    news = _read(url, engine, model, news_query)
-    olds = _read(url, engine, model, olds_query)
+    """The diff of a part's current rows (`news`) and delivered rows (`olds`), compared by content."""
     news, olds = news.drop(_BUCKET, strict=False), olds.drop(_BUCKET, strict=False)
     _refuse_repeated_keys(sync, tables, olds.filter(pl.col(KEY).is_duplicated())[KEY].unique().sort().head(3).to_list())
     olds = olds.with_columns(pl.col(HASH).cast(pl.Int64).reinterpret(signed=False)).cast(DELIVERED_SCHEMA)  # type: ignore[arg-type]
@@ -468,8 +481,28 @@ def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: Sy
 
 
 def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> pl.DataFrame:
-    """A query's rows by the model's read path, over the engine's own connection where there is one: DuckDB (one
-    process cannot open a file with two configurations) and PostgreSQL (its sessions' settings plan the joins)."""
+    """A query's rows by the model's read path (see `_read_batches`)."""
+    return _concat(list(_read_batches(url, engine, model, query)))
+
+
+def _read_in_parts(
+    url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select, part_rows: int
+) -> Iterator[pl.DataFrame]:
+    """A query's rows streamed by the model's read path, in frames of at least `part_rows` (but the last)."""
+    held: list[pl.DataFrame] = []
+    for frame in _read_batches(url, engine, model, query):
+        held.append(frame)
+        if sum(f.height for f in held) >= part_rows:
+            yield _concat(held)
+            held = []
+    if held:
+        yield _concat(held)
+
+
+def _read_batches(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> Iterator[pl.DataFrame]:
+    """A query's rows by the model's read path, as they arrive, over the engine's own connection where there is
+    one: DuckDB (one process cannot open a file with two configurations) and PostgreSQL (its sessions' settings
+    plan the joins)."""
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     spec = ModelSpec(name=model.name, sql=sql, primary_key=model.primary_key)
     with engine.connect() as conn:
@@ -479,18 +512,21 @@ def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> pl
 
             cursor = driver.cursor()  # type: ignore[union-attr]
             try:
-                frames = [finish_batch(f, plan) for f, plan in batches_on(cursor, url, spec, DEFAULT_BATCH_ROWS)]
+                for frame, plan in batches_on(cursor, url, spec, DEFAULT_BATCH_ROWS):
+                    yield finish_batch(frame, plan)
             finally:
                 cursor.close()
-            return _concat(frames)
+            return
         if engine.dialect.name == "postgresql" and type(driver).__module__.startswith("psycopg"):
             from segment_sync.warehouse import postgres_reader
 
             batches = postgres_reader.batches_on(driver, url, spec, DEFAULT_BATCH_ROWS)  # type: ignore[arg-type]
             if batches is not None:
-                return _concat([finish_batch(frame, plan) for frame, plan in batches])
+                for frame, plan in batches:
+                    yield finish_batch(frame, plan)
+                return
     with read_model_batches(url, spec) as frames:
-        return _concat(list(frames))
+        yield from frames
 
 
 def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:

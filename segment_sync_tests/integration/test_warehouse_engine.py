@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -546,6 +547,28 @@ def test_a_first_run_that_cannot_write_its_notes_fails_naming_the_delivered_tabl
         store.begin_run()
         tables.delivered.drop(engine)  # a state table dropped by hand mid-run
         store.record(_notes([1], '{"v":1}'))  # written by the journal's thread: the run fails when it ends
+
+
+def test_a_first_run_streams_its_rows_in_parts_without_work_tables(engine_warehouse, tmp_path, monkeypatch) -> None:
+    """With no delivered row to pair with, the current rows are read once as they arrive, in bounded parts."""
+    warehouse, tables, engine = engine_warehouse
+    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
+    warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    tables.create(engine)
+    sql_diff.take_snapshot(warehouse.url, engine, tables, MODEL)
+    assert sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)["added"] == 100
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda _c, _r, statement, *_: statements.append(statement))
+    monkeypatch.setattr(sql_diff, "DEFAULT_BATCH_ROWS", 10)  # the read path's batches
+    streamed, whole = tmp_path / "streamed.parquet", tmp_path / "whole.parquet"
+    sql_diff.write_changes(warehouse.url, engine, tables, TRACK, MODEL, streamed, slice_rows=25)
+    assert not [s for s in statements if "diff_news__" in s or "diff_olds__" in s]
+    groups = pq.ParquetFile(streamed).metadata
+    assert groups.num_row_groups > 1
+    assert max(groups.row_group(i).num_rows for i in range(groups.num_row_groups)) < 25 + 10
+    sql_diff.write_changes(warehouse.url, engine, tables, TRACK, MODEL, whole, slice_rows=1000)
+    assert pl.read_parquet(streamed).sort(KEY).equals(pl.read_parquet(whole).sort(KEY))
+    assert pl.read_parquet(streamed)[KIND].unique().to_list() == ["added"]
 
 
 def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(engine_warehouse, tmp_path) -> None:
