@@ -43,8 +43,6 @@ def joins_by_index(conn: sa.Connection) -> Iterator[None]:
     settings = ("enable_hashjoin", "enable_mergejoin", "enable_hashagg")
     for setting in settings:
         conn.execute(sa.text(f"SET LOCAL {setting} = off"))
-    try:
-        yield
-    finally:
-        for setting in settings:
-            conn.execute(sa.text(f"RESET {setting}"))
+    yield  # on an error the transaction ends, and its settings with it: a RESET would hide the error
+    for setting in settings:
+        conn.execute(sa.text(f"RESET {setting}"))

@@ -321,13 +321,19 @@ def write_changes(
             # no delivered row to pair with (a first run, a full resync): the current rows streamed in parts
             news_parts = _read_in_parts(url, engine, model, _without_slice(news_query), slice_rows)
             parts = ((news, pl.DataFrame(schema=DELIVERED_SCHEMA)) for news in news_parts)
+        elif _by_index(engine, tables, model, rows):
+            # a few keys of a big model: each slice found by key lookups, so the work tables would save no scan
+            parts = (
+                (
+                    _read(url, engine, model, _in_slice(news_query, i), by_index=True),
+                    _read(url, engine, model, _in_slice(olds_query, i), by_index=True),
+                )
+                for i in range(slices)
+            )
         else:
-            noted = snapshot_note(engine, tables, model)
-            indexed = engine.dialect.name == "postgresql" and len(model.key_columns) == 1  # see _index_key
-            by_index = indexed and rows < BY_INDEX_SHARE * (noted[1] if noted else 0)
             work_tables = True
-            news_table = _work_table(engine, tables, tables.work_name("news", sync.name), news_query, by_index)
-            olds_table = _work_table(engine, tables, tables.work_name("olds", sync.name), olds_query, by_index)
+            news_table = _work_table(engine, tables, tables.work_name("news", sync.name), news_query)
+            olds_table = _work_table(engine, tables, tables.work_name("olds", sync.name), olds_query)
             parts = (
                 (
                     _read(url, engine, model, _slice_of(news_table, news_query, i)),
@@ -348,6 +354,15 @@ def write_changes(
             with engine.begin() as conn:
                 for name in (tables.work_name("news", sync.name), tables.work_name("olds", sync.name)):
                     sa.Table(name, sa.MetaData(schema=tables.schema)).drop(conn, checkfirst=True)
+
+
+def _by_index(engine: sa.Engine, tables: StateTables, model: ModelSpec, rows: int) -> bool:
+    """Whether `rows` changed keys are best found by index lookups in the snapshot's and the delivered rows'
+    indexes: on PostgreSQL, for a key of one column (see `_index_key`), when they are few beside the snapshot."""
+    if engine.dialect.name != "postgresql" or len(model.key_columns) != 1:
+        return False
+    noted = snapshot_note(engine, tables, model)
+    return rows < BY_INDEX_SHARE * (noted[1] if noted else 0)
 
 
 def _delivered_any(engine: sa.Engine, tables: StateTables, sync: SyncSpec) -> bool:
@@ -389,9 +404,8 @@ def _changes_queries(
     return news, olds
 
 
-def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select, by_index: bool) -> sa.TableClause:
-    """A query's rows in a table of the schema, ordered by slice (unlogged and indexed by it on PostgreSQL); with
-    `by_index`, the diff's keys are looked up in the snapshot's and delivered rows' indexes, not joined by scans."""
+def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Select) -> sa.TableClause:
+    """A query's rows in a table of the schema, ordered by slice (unlogged and indexed by it on PostgreSQL)."""
     preparer = engine.dialect.identifier_preparer
     target = f"{preparer.quote_schema(tables.schema)}.{preparer.quote(name)}"
     ordered = query.order_by(sa.literal_column(_BUCKET))
@@ -399,8 +413,7 @@ def _work_table(engine: sa.Engine, tables: StateTables, name: str, query: sa.Sel
     postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {target}"))
-        with joins_by_index(conn) if by_index else contextlib.nullcontext():
-            conn.execute(sa.text(f"{'CREATE UNLOGGED TABLE' if postgres else 'CREATE TABLE'} {target} AS {sql}"))
+        conn.execute(sa.text(f"{'CREATE UNLOGGED TABLE' if postgres else 'CREATE TABLE'} {target} AS {sql}"))
         if postgres:
             conn.execute(sa.text(f"CREATE INDEX ON {target} ({preparer.quote(_BUCKET)})"))
     return sa.table(name, *(sa.column(c.name) for c in query.selected_columns), schema=tables.schema)
@@ -410,6 +423,12 @@ def _slice_of(table: sa.TableClause, query: sa.Select, part: int) -> sa.Select:
     """The rows of a work table in one slice, with the columns of the query that made it."""
     columns = [table.c[c.name] for c in query.selected_columns if c.name != _BUCKET]
     return sa.select(*columns).where(table.c[_BUCKET] == part)
+
+
+def _in_slice(query: sa.Select, part: int) -> sa.Select:
+    """The query's rows in one slice, without the slice column."""
+    bucket = next(c for c in query.selected_columns if c.name == _BUCKET)
+    return _without_slice(query).where(bucket.element == part)  # type: ignore[attr-defined]
 
 
 def _without_slice(query: sa.Select) -> sa.Select:
@@ -480,9 +499,9 @@ def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: Sy
     return row_contents(rows, sync.sent_columns) if rows.height else []
 
 
-def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> pl.DataFrame:
+def _read(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select, *, by_index: bool = False) -> pl.DataFrame:
     """A query's rows by the model's read path (see `_read_batches`)."""
-    return _concat(list(_read_batches(url, engine, model, query)))
+    return _concat(list(_read_batches(url, engine, model, query, by_index=by_index)))
 
 
 def _read_in_parts(
@@ -499,13 +518,15 @@ def _read_in_parts(
         yield _concat(held)
 
 
-def _read_batches(url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select) -> Iterator[pl.DataFrame]:
+def _read_batches(
+    url: str, engine: sa.Engine, model: ModelSpec, query: sa.Select, *, by_index: bool = False
+) -> Iterator[pl.DataFrame]:
     """A query's rows by the model's read path, as they arrive, over the engine's own connection where there is
     one: DuckDB (one process cannot open a file with two configurations) and PostgreSQL (its sessions' settings
-    plan the joins)."""
+    plan the joins; with `by_index`, by index lookups)."""
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     spec = ModelSpec(name=model.name, sql=sql, primary_key=model.primary_key)
-    with engine.connect() as conn:
+    with engine.connect() as conn, joins_by_index(conn) if by_index else contextlib.nullcontext():
         driver = conn.connection.driver_connection
         if engine.dialect.name == "duckdb":
             from segment_sync.warehouse.duckdb_reader import batches_on

@@ -587,12 +587,16 @@ def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(eng
         "added": 1,
         "changed": 2,
         "removed": 2,
-    }  # 5 keys of 101: on PostgreSQL, slices gathered by index lookups
+    }  # 5 keys of 101: on PostgreSQL, each slice read by index lookups, with no work tables
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda _c, _r, statement, *_: statements.append(statement))
     read = {}
     for slice_rows in (2, 1000):
         path = tmp_path / f"changes-{slice_rows}.parquet"
         sql_diff.write_changes(warehouse.url, engine, tables, TRACK, MODEL, path, slice_rows=slice_rows)
         read[slice_rows] = pl.read_parquet(path).sort(KEY)
+    made = [s for s in statements if "CREATE" in s and "diff_news__" in s]
+    assert bool(made) == (engine.dialect.name == "duckdb")
     assert read[2].equals(read[1000])
     assert read[2][KEY].to_list() == ["3", "40", "500", "7", "8"]
 
@@ -607,10 +611,18 @@ def test_the_deliverys_join_finds_changed_rows_by_the_snapshots_key_index(postgr
     sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
     sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
     news, _ = sql_diff._changes_queries(tables, TRACK, MODEL, 4)
-    with engine.begin() as conn, joins_by_index(conn):
-        sql = str(news.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.begin() as conn, joins_by_index(conn):  # as a slice is read when few keys changed
+        sql = str(sql_diff._in_slice(news, 0).compile(engine, compile_kwargs={"literal_binds": True}))
         plan = "\n".join(conn.execute(sa.text(f"explain {sql}")).scalars())
     assert "Index Scan using snapshot__users_id_idx" in plan, plan
+
+
+@pytest.mark.postgres
+def test_a_statement_failing_in_a_join_by_index_block_raises_its_own_error(postgres_engine) -> None:
+    """Not PostgreSQL's "current transaction is aborted", which a RESET after the failure would raise."""
+    _, _, engine = postgres_engine
+    with pytest.raises(sa.exc.ProgrammingError, match="no_such_table"), engine.begin() as conn, joins_by_index(conn):
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
 
 
 def test_repeated_keys_are_counted_and_null_keys_are_not(engine_warehouse) -> None:
