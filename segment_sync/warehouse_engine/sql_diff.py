@@ -29,6 +29,7 @@ WAREHOUSE_HASH = "__segment_sync_warehouse_hash"
 WAREHOUSE_KEY = "__segment_sync_warehouse_key"
 KEY_SAMPLE_ROWS = 1000  # keys whose text in SQL and in Polars are compared when the model is copied
 SLICE_ROWS = 100_000  # diff rows read out and compared at once: what bounds the client's memory
+DIRECT_SLICES = 10  # slices read straight from the diff table; beyond, gathered in work tables (one scan of it)
 _BUCKET = "segment_sync_slice"
 EXACTLY_HASHED = ("int2", "int4", "int8", "text", "bool", "date", "time", "timestamp", "timestamptz", "uuid", "bytea")
 # 3: on PostgreSQL, the XOR of each value's own hash (2: `hash_record_extended`, 14+; before: the row's text)
@@ -321,8 +322,8 @@ def write_changes(
             # no delivered row to pair with (a first run, a full resync): the current rows streamed in parts
             news_parts = _read_in_parts(url, engine, model, _without_slice(news_query), slice_rows)
             parts = ((news, pl.DataFrame(schema=DELIVERED_SCHEMA)) for news in news_parts)
-        elif _by_index(engine, tables, model, rows):
-            # a few keys of a big model: each slice found by key lookups, so the work tables would save no scan
+        elif slices <= DIRECT_SLICES and _by_index(engine, tables, model, rows):
+            # a few keys of a big model: each slice found by key lookups (and the diff table scanned once a slice)
             parts = (
                 (
                     _read(url, engine, model, _in_slice(news_query, i), by_index=True),

@@ -602,6 +602,30 @@ def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(eng
 
 
 @pytest.mark.postgres
+def test_more_slices_than_are_read_straight_are_gathered_in_work_tables(postgres_engine, tmp_path) -> None:
+    """Each slice read straight scans the diff table once: past `DIRECT_SLICES`, the work tables scan it once."""
+    postgres_warehouse, tables, engine = postgres_engine
+    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(300))
+    postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    warehouse_run(postgres_warehouse.url, engine, tables, WarehouseState(engine, tables, TRACK.name), TRACK, tmp_path)
+    postgres_warehouse.execute("update users set plan = 'pro' where id < 22")  # 22 keys of 300: by index
+    sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
+    assert sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)["changed"] == 22
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda _c, _r, statement, *_: statements.append(statement))
+    read = {}
+    for slice_rows in (1, 3, 1000):  # 22 slices, 8, 1
+        statements.clear()
+        path = tmp_path / f"changes-{slice_rows}.parquet"
+        sql_diff.write_changes(postgres_warehouse.url, engine, tables, TRACK, MODEL, path, slice_rows=slice_rows)
+        read[slice_rows] = pl.read_parquet(path).sort(KEY)
+        made = any("CREATE" in s and "diff_news__" in s for s in statements)
+        assert made == (slice_rows == 1), slice_rows
+    assert read[1].equals(read[1000]) and read[3].equals(read[1000])
+    assert read[1000].height == 22
+
+
+@pytest.mark.postgres
 def test_the_deliverys_join_finds_changed_rows_by_the_snapshots_key_index(postgres_engine, tmp_path) -> None:
     """The index is built by the key's bytes (COLLATE "C", faster to sort), and the join compares by them too."""
     postgres_warehouse, tables, engine = postgres_engine
