@@ -310,7 +310,7 @@ def write_changes(
     with engine.connect() as conn:
         rows = conn.execute(sa.select(sa.func.count()).select_from(diff).where(wanted)).scalar_one()
     slices = max(1, -(-rows // slice_rows))
-    news_query, olds_query = _changes_queries(tables, sync, model, slices, only_changed=only_changed)
+    news_query, olds_query = _changes_queries(tables, sync, model, slices, only_changed=only_changed, diff=diff)
     if resync_generation is not None:  # nothing delivered is compared: every row is sent again
         olds_query = olds_query.where(sa.false())
     work_tables = False
@@ -319,8 +319,10 @@ def write_changes(
             news, olds = (_read(url, engine, model, _without_slice(q)) for q in (news_query, olds_query))
             parts: Iterator[tuple[pl.DataFrame, pl.DataFrame]] = iter([(news, olds)])
         elif resync_generation is not None or not _delivered_any(engine, tables, sync):
-            # no delivered row to pair with (a first run, a full resync): the current rows streamed in parts
-            news_parts = _read_in_parts(url, engine, model, _without_slice(news_query), slice_rows)
+            # no delivered row to pair with (a first run, a full resync): the current rows streamed in parts, in the
+            # delivered rows' key order, so that their notes are inserted in their index's order
+            ordered = _without_slice(news_query).order_by(diff.c.key)
+            news_parts = _read_in_parts(url, engine, model, ordered, slice_rows)
             parts = ((news, pl.DataFrame(schema=DELIVERED_SCHEMA)) for news in news_parts)
         elif slices <= DIRECT_SLICES and _by_index(engine, tables, model, rows):
             # a few keys of a big model: each slice found by key lookups (and the diff table scanned once a slice)
@@ -375,12 +377,18 @@ def _delivered_any(engine: sa.Engine, tables: StateTables, sync: SyncSpec) -> bo
 
 
 def _changes_queries(
-    tables: StateTables, sync: SyncSpec, model: ModelSpec, slices: int, *, only_changed: bool = False
+    tables: StateTables,
+    sync: SyncSpec,
+    model: ModelSpec,
+    slices: int,
+    *,
+    only_changed: bool = False,
+    diff: sa.Table | None = None,
 ) -> tuple[sa.Select, sa.Select]:
     """The diff's current rows (added and changed) and its delivered rows (changed, removed, and tombstones), each
-    with its slice (a hash of the key modulo `slices`)."""
+    with its slice (a hash of the key modulo `slices`); `diff` is the diff table they join (made anew if None)."""
     columns = _needed(sync, model)
-    diff = _diff_table(tables, sync)
+    diff = _diff_table(tables, sync) if diff is None else diff
     wanted = diff.c.kind == "changed" if only_changed else sa.true()
     snap = _snapshot_table(tables, model, *columns)
     bucket = sa.func.mod(sa.func.mod(RowHash(diff.c.key), slices) + slices, slices)  # never negative

@@ -550,7 +550,7 @@ def test_a_first_run_that_cannot_write_its_notes_fails_naming_the_delivered_tabl
 
 
 def test_a_first_run_streams_its_rows_in_parts_without_work_tables(engine_warehouse, tmp_path, monkeypatch) -> None:
-    """With no delivered row to pair with, the current rows are read once as they arrive, in bounded parts."""
+    """With no delivered row to pair with, the current rows are read once, in key order, in bounded parts."""
     warehouse, tables, engine = engine_warehouse
     rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
     warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
@@ -569,6 +569,7 @@ def test_a_first_run_streams_its_rows_in_parts_without_work_tables(engine_wareho
     sql_diff.write_changes(warehouse.url, engine, tables, TRACK, MODEL, whole, slice_rows=1000)
     assert pl.read_parquet(streamed).sort(KEY).equals(pl.read_parquet(whole).sort(KEY))
     assert pl.read_parquet(streamed)[KIND].unique().to_list() == ["added"]
+    assert pl.read_parquet(streamed)[KEY].is_sorted()  # in key order, as the notes are best inserted
 
 
 def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(engine_warehouse, tmp_path) -> None:
