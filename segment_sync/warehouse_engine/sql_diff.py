@@ -370,10 +370,8 @@ def _by_index(engine: sa.Engine, tables: StateTables, model: ModelSpec, rows: in
 
 def _delivered_any(engine: sa.Engine, tables: StateTables, sync: SyncSpec) -> bool:
     """Whether the sync has any delivered row (none before its first run, or after a reset)."""
-    delivered = tables.delivered
     with engine.connect() as conn:
-        query = sa.select(delivered.c.key).where(delivered.c.sync == sync.name).limit(1)
-        return conn.execute(query).first() is not None
+        return tables.holds_rows(conn, tables.delivered, sync.name)
 
 
 def _changes_queries(
@@ -518,11 +516,13 @@ def _read_in_parts(
 ) -> Iterator[pl.DataFrame]:
     """A query's rows streamed by the model's read path, in frames of at least `part_rows` (but the last)."""
     held: list[pl.DataFrame] = []
+    held_rows = 0
     for frame in _read_batches(url, engine, model, query):
         held.append(frame)
-        if sum(f.height for f in held) >= part_rows:
+        held_rows += frame.height
+        if held_rows >= part_rows:
             yield _concat(held)
-            held = []
+            held, held_rows = [], 0
     if held:
         yield _concat(held)
 

@@ -80,8 +80,7 @@ class WarehouseState(JournalledState):
     def _refuse_orphan_rows(self, conn: sa.Connection) -> None:
         """A sync with delivered or journalled rows but no row in `syncs` lost its identity: never start over."""
         for table in (self.tables.delivered, self.tables.journal):
-            found = conn.execute(sa.select(table.c.key).where(table.c.sync == self.sync_name).limit(1)).first()
-            if found is not None:
+            if self.tables.holds_rows(conn, table, self.sync_name):
                 raise StateError(
                     f"sync {self.sync_name!r}: {self.tables.syncs.fullname} has no row for it but "
                     f"{table.fullname} has its rows; restore that row (a backup, or `segment-sync move-state`) "
@@ -177,10 +176,8 @@ class WarehouseState(JournalledState):
     def begin_run(self) -> int:
         """Start a delivery (see `JournalledState.begin_run`); with no delivered rows yet, notes go straight in."""
         generation = super().begin_run()
-        delivered = self.tables.delivered
         with self.engine.connect() as conn:
-            query = sa.select(delivered.c.key).where(delivered.c.sync == self.sync_name).limit(1)
-            self.straight = conn.execute(query).first() is None
+            self.straight = not self.tables.holds_rows(conn, self.tables.delivered, self.sync_name)
         return generation
 
     def record_file(self, rows: pl.DataFrame) -> None:
@@ -232,11 +229,9 @@ class WarehouseState(JournalledState):
 
     def _fold(self) -> bool:
         """Fold this sync's journal rows into the delivered rows; False when there were none."""
-        journal = self.tables.journal
-        mine = journal.c.sync == self.sync_name
         with self.engine.begin() as conn:
             self._renew(conn)
-            if conn.execute(sa.select(journal.c.key).where(mine).limit(1)).first() is None:
+            if not self.tables.holds_rows(conn, self.tables.journal, self.sync_name):
                 return False
             by_key = self.engine.dialect.name == "postgresql" and fold_by_key(conn, self.tables)
             replaced, newest, emptied = fold_statements(self.tables, self.sync_name)
