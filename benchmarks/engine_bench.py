@@ -1,6 +1,6 @@
 """Engine benchmark: the Polars engine against the warehouse engine on a PostgreSQL model, launched with `dg launch`.
 
-Run: ./dev python -m benchmarks.engine_bench [--rows 10000000]
+Run: ./dev python -m benchmarks.engine_bench [--rows 10000000] [--keys random]
 A track sync (send_initial off, as a track sync usually is) of a model in PostgreSQL, in a fresh project per
 engine: its baseline, then 1% of the rows added, 1% removed and 2% changed, and the incremental run timed.
 Beside each run: its wall time, the bytes PostgreSQL sent the run (counted by a TCP relay the run connects
@@ -75,14 +75,18 @@ class ByteCounter:
                     s.shutdown(socket.SHUT_RDWR)
 
 
-def seed(engine: sa.Engine, schema: str, rows: int) -> None:
-    """`<schema>.users`: a text key and eight columns of common types, as the DuckDB benchmarks seed."""
+KEYS = {"ordered": "'{prefix}' || i", "random": "md5('{prefix}' || i)"}
+
+
+def seed(engine: sa.Engine, schema: str, rows: int, keys: str = "ordered") -> None:
+    """`<schema>.users`: a text key and eight columns of common types, as the DuckDB benchmarks seed. Its keys are
+    `user-<n>` (`ordered`: in the order rows are made) or their md5 (`random`, as hashes and UUIDs are)."""
     with engine.begin() as conn:
         conn.execute(sa.text(f"create schema {schema}"))
         conn.execute(
             sa.text(
                 f"""create table {schema}.users as select
-                'user-' || i as user_id, 'u' || i || '@example.com' as email,
+                {KEYS[keys].format(prefix="user-")} as user_id, 'u' || i || '@example.com' as email,
                 (array['free', 'pro', 'team'])[1 + i % 3] as plan, (i % 50)::integer as seats,
                 (i * 0.37)::numeric(18, 2) as score, i % 7 <> 0 as active,
                 timestamp '2026-01-01' + i * interval '1 second' as signed_up_at,
@@ -94,7 +98,7 @@ def seed(engine: sa.Engine, schema: str, rows: int) -> None:
         conn.execute(sa.text(f"analyze {schema}.users"))
 
 
-def change(engine: sa.Engine, schema: str, rows: int) -> None:
+def change(engine: sa.Engine, schema: str, rows: int, keys: str = "ordered") -> None:
     """1% of the rows removed, 2% changed and 1% added."""
     with engine.begin() as conn:
         conn.execute(sa.text(f"delete from {schema}.users where abs(hashtext(user_id)) % 100 = 0"))
@@ -103,8 +107,9 @@ def change(engine: sa.Engine, schema: str, rows: int) -> None:
         )
         conn.execute(
             sa.text(
-                f"insert into {schema}.users select 'new-' || i, 'n' || i || '@example.com', 'free', 1, 0.5, true,"
-                f" timestamp '2026-11-01', 'eu', null from generate_series(0, {rows // 100 - 1}) i"
+                f"insert into {schema}.users select {KEYS[keys].format(prefix='new-')}, 'n' || i || '@example.com',"
+                " 'free', 1, 0.5, true, timestamp '2026-11-01', 'eu', null"
+                f" from generate_series(0, {rows // 100 - 1}) i"
             )
         )
         conn.execute(sa.text(f"analyze {schema}.users"))
@@ -205,15 +210,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    parser.add_argument("--keys", choices=list(KEYS), default="ordered", help="the model's keys: user-<n> or md5")
     args = parser.parse_args(argv)
     admin = sa.create_engine(POSTGRES_ADMIN_URL)
     base = sa.make_url(POSTGRES_ADMIN_URL)
     counter = ByteCounter(base.host or "127.0.0.1", base.port or 5432)
     relayed = base.set(host="127.0.0.1", port=counter.port).render_as_string(hide_password=False)
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    out: dict[str, Any] = {"rows": args.rows}
+    out: dict[str, Any] = {"rows": args.rows, "keys": args.keys}
     try:
-        seed(admin, schema, args.rows)
+        seed(admin, schema, args.rows, args.keys)
         out["model_bytes"] = model_bytes(relayed, schema, counter)
         with EmulatorProcesses(WRITE_KEY, processes=2) as emulator, tempfile.TemporaryDirectory() as tmp:
             projects = {}
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
                 projects[engine] = (folder, env)
                 out[engine] = {"baseline": run(folder, env, counter)}
-            change(admin, schema, args.rows)
+            change(admin, schema, args.rows, args.keys)
             emulator.reset()
             for engine, (folder, env) in projects.items():
                 out[engine]["incremental"] = run(folder, env, counter)
@@ -259,13 +265,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             conn.execute(sa.text(f"drop schema if exists {schema}_state cascade"))
         admin.dispose()
     _print(out)
-    save_results(f"engine-{args.rows}", out)
+    save_results(f"engine-{args.rows}" + ("" if args.keys == "ordered" else f"-{args.keys}"), out)
     return out
 
 
 def _print(out: dict[str, Any]) -> None:
     model = out["model_bytes"]
-    print(f"engines: {out['rows']:,} rows in PostgreSQL, one read of the model moves {model / 1e6:,.1f} MB")
+    print(
+        f"engines: {out['rows']:,} rows in PostgreSQL, {out['keys']} keys; one read of the model: {model / 1e6:,.1f} MB"
+    )
     print(f"{'engine':<10} {'run':<12} {'wall s':>8} {'MB read':>9} {'of model':>9} {'peak MB':>8}  steps (s)")
     for engine in (e for e in ENGINES if e in out):
         for name, r in out[engine].items():
