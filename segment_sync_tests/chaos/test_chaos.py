@@ -37,14 +37,17 @@ SYNC = "t"
 PROJECT = {"models": [{"name": "m", "table": "src", "primary_key": "id"}], "syncs": [TRACK]}
 # 10 events of about 3,300 bytes per request, so the 50-row model goes out in 5 batches and a fault can hit the
 # middle one. One request in flight: these tests aim each fault at one numbered request (concurrency has its own tests).
+# The timeout leaves a loaded machine time to answer (a normal answer timed out would be retried and shift every
+# request's number); the slow faults answer after SLOW seconds, past it.
 SEGMENT = {
     "max_batch_bytes": 34_000,
     "gzip": False,
     "max_attempts": 3,
-    "max_retry_seconds": 5,
-    "timeout_seconds": 0.5,
+    "max_retry_seconds": 20,
+    "timeout_seconds": 2.0,
     "max_in_flight": 1,
 }
+SLOW = 2.5
 N_ROWS = 50
 ACK = '{"success":true}'
 PASS = Fault(status=200, body=ACK, record_first=True)  # answered normally: queued so a fault hits a later request
@@ -207,8 +210,8 @@ SINGLE_FAULTS = {
     "429-x-ratelimit-reset": Fault(429, body="slow down", headers={"X-RateLimit-Reset": "1"}),
     "connection-drop": Fault(drop_connection=True),
     "ambiguous-drop": Fault(record_first=True, drop_connection=True),
-    "slow-past-timeout": Fault(504, body="Gateway Timeout", delay=1.0),
-    "slow-past-timeout-recorded-first": Fault(200, body=ACK, delay=1.0, record_first=True),
+    "slow-past-timeout": Fault(504, body="Gateway Timeout", delay=SLOW),
+    "slow-past-timeout-recorded-first": Fault(200, body=ACK, delay=SLOW, record_first=True),
 }
 
 
@@ -238,7 +241,7 @@ def test_one_fault_mid_delivery_is_retried_with_the_same_message_ids(
 OUTLASTING = {
     "500": Fault(500),
     "ambiguous-503": Fault(503, record_first=True),
-    "slow-past-timeout-recorded-first": Fault(200, body=ACK, delay=1.0, record_first=True),
+    "slow-past-timeout-recorded-first": Fault(200, body=ACK, delay=SLOW, record_first=True),
 }
 
 
@@ -456,8 +459,8 @@ RETRYABLE = [
 PALETTE = [
     *RETRYABLE,
     Fault(429, body="slow down", retry_after="1"),
-    Fault(504, body="Gateway Timeout", delay=0.8),
-    Fault(200, body=ACK, delay=0.8, record_first=True),
+    Fault(504, body="Gateway Timeout", delay=SLOW),
+    Fault(200, body=ACK, delay=SLOW, record_first=True),
     Fault(400, body="Bad Request\n"),
     Fault(401, body='{"code":"unauthorized"}'),
     Fault(413, body="Request Entity Too Large"),
