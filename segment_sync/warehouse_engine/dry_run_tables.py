@@ -58,6 +58,7 @@ def _drop(conn: sa.Connection, scratch: StateTables, model: ModelSpec, sync: Syn
         scratch.snapshot_name(model.name),
         scratch.snapshot_name(model.name, following=True),
         scratch.diff_name(sync.name),
+        scratch.diff_name(sync.name, following=True),
         scratch.work_name("news", sync.name),
         scratch.work_name("olds", sync.name),
     ]

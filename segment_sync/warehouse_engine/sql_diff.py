@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEM
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
 from segment_sync.warehouse_engine.duplicate_rows import drop_ranked_duplicates, ranked_query
 from segment_sync.warehouse_engine.key_sql import KEY_PART_TYPES, ByteOrder, key_present, key_text, key_type_of
+from segment_sync.warehouse_engine.parted_insert import PARTED_ROWS, in_part, insert_in_parts, parts_for
 from segment_sync.warehouse_engine.row_hash_sql import AS_TEXT, RowHash, postgres_row_hash
 from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
 from segment_sync.warehouse_engine.state_tables import StateTables
@@ -31,6 +33,7 @@ KEY_SAMPLE_ROWS = 1000  # keys whose text in SQL and in Polars are compared when
 SLICE_ROWS = 100_000  # diff rows read out and compared at once: what bounds the client's memory
 DIRECT_SLICES = 10  # slices read straight from the diff table; beyond, gathered in work tables (one scan of it)
 _BUCKET = "segment_sync_slice"
+DIFF_COLUMNS = ("key", "kind", "hash")
 EXACTLY_HASHED = ("int2", "int4", "int8", "text", "bool", "date", "time", "timestamp", "timestamptz", "uuid", "bytea")
 # 3: on PostgreSQL, the XOR of each value's own hash (2: `hash_record_extended`, 14+; before: the row's text)
 ROW_HASH_FORMAT = "row-hash-3"
@@ -203,17 +206,37 @@ def find_changes(
     *,
     trust_hashes: bool,
     full_resync: bool = False,
+    parted_rows: int = PARTED_ROWS,
 ) -> dict[str, int]:
     """Fill the sync's diff table with the keys added, removed or whose hash moved (with `full_resync`: every
-    current key, as added); return their counts by kind."""
+    current key, as added); return their counts by kind.
+
+    On PostgreSQL a snapshot of `parted_rows` or more is joined in parts on concurrent connections (see
+    `parted_insert`), into a table renamed to the diff table when every part is in, so that a failed diff leaves
+    the last one whole; with one statement, the diff table is replaced in its transaction.
+    """
     check_snapshot_kept(engine, tables, model)
     diff = _diff_table(tables, sync)
     types = hashed_types(engine, tables, model)
-    changes = changes_query(tables, sync, model, trust_hashes=trust_hashes, full_resync=full_resync, types=types)
+    changes = functools.partial(
+        changes_query, tables, sync, model, trust_hashes=trust_hashes, full_resync=full_resync, types=types
+    )
+    noted = snapshot_note(engine, tables, model)
+    parts = 1 if full_resync or noted is None else parts_for(engine, noted[1], parted_rows)
+    parted = parts > 1 and _changes_in_parts(engine, tables, sync, model, changes, noted, parts)
     with engine.begin() as conn:
         diff.drop(conn, checkfirst=True)
-        diff.create(conn)
-        conn.execute(sa.insert(diff).from_select(["key", "kind", "hash"], changes))
+        if parted:
+            following = _diff_table(tables, sync, following=True)
+            preparer = conn.dialect.identifier_preparer
+            conn.execute(
+                sa.text(f"ALTER TABLE {preparer.format_table(following)} RENAME TO {preparer.quote(diff.name)}")
+            )
+        else:
+            if conn.dialect.name == "postgresql":  # left by a parted diff whose run was killed
+                _diff_table(tables, sync, following=True).drop(conn, checkfirst=True)
+            diff.create(conn)
+            conn.execute(sa.insert(diff).from_select(DIFF_COLUMNS, changes()))
         # a key twice: delivered rows doubled by hand. On PostgreSQL a unique index checks it (4 s at 10M keys, where
         # grouping them took 20 s) and serves the preview's first keys
         if engine.dialect.name != "postgresql" or not _unique_key_index(conn, diff, '"key"'):
@@ -231,25 +254,28 @@ def changes_query(
     trust_hashes: bool,
     full_resync: bool = False,
     types: Mapping[str, str] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> sa.Select:
     """The keys added, removed or whose hash moved, with their kind and current hash: the diff in SQL (with
     `full_resync`, every current key as added). With `types` (PostgreSQL, see `hashed_types`) each row is hashed
-    value by value; without, by the dialect's own row hash."""
+    value by value; without, by the dialect's own row hash. With `part` (i, n), only the keys of part i of n
+    (PostgreSQL, see `parted_insert.in_part`)."""
     snap = _snapshot_table(tables, model, *_needed(sync, model))
     key = key_text(snap, model)
     if types is None:
         row_hash = RowHash(key, *(snap.c[c] for c in sync.compared_columns))
     else:
         row_hash = postgres_row_hash(key, [(snap.c[c], types.get(c, AS_TEXT)) for c in sync.compared_columns])
-    current = sa.select(key.label("k"), row_hash.label("h")).where(key_present(snap, model)).subquery("cur")
+    delivered = tables.delivered
+    current = sa.select(key.label("k"), row_hash.label("h")).where(key_present(snap, model))
+    old = sa.select(  # the content's nullness only: a join that carries no content stays in memory
+        delivered.c.key, delivered.c.content.is_(None).label("gone"), delivered.c.hash
+    ).where(delivered.c.sync == sync.name)
+    if part is not None:
+        current, old = current.where(in_part(key, *part)), old.where(in_part(delivered.c.key, *part))
+    current, old = current.subquery("cur"), old.subquery("old")
     if full_resync:
         return sa.select(current.c.k, sa.literal("added"), current.c.h)
-    delivered = tables.delivered
-    old = (  # the content's nullness only: a join that carries no content stays in memory
-        sa.select(delivered.c.key, delivered.c.content.is_(None).label("gone"), delivered.c.hash)
-        .where(delivered.c.sync == sync.name)
-        .subquery("old")
-    )
     kind = sa.case(
         (old.c.key.is_(None), "added"),
         (current.c.k.is_(None), "removed"),
@@ -269,6 +295,29 @@ def changes_query(
         .where(candidate)
     )
     return changes
+
+
+def _changes_in_parts(
+    engine: sa.Engine,
+    tables: StateTables,
+    sync: SyncSpec,
+    model: ModelSpec,
+    changes: Callable[..., sa.Select],
+    noted: tuple[str, int],
+    parts: int,
+) -> bool:
+    """Fill the sync's following diff table in `parts` concurrent parts; False (and no table) when another run
+    replaced the model's snapshot meanwhile, so that parts may have read different copies."""
+    following = _diff_table(tables, sync, following=True)
+    with engine.begin() as conn:
+        following.drop(conn, checkfirst=True)
+        following.create(conn)
+    insert_in_parts(engine, following, DIFF_COLUMNS, lambda i: changes(part=(i, parts)), parts)
+    if snapshot_note(engine, tables, model) == noted:
+        return True
+    with engine.begin() as conn:
+        following.drop(conn)
+    return False
 
 
 def changed_keys(engine: sa.Engine, tables: StateTables, sync: SyncSpec, limit: int) -> pl.DataFrame:
@@ -575,9 +624,9 @@ def _snapshot_table(tables: StateTables, model: ModelSpec, *columns: str) -> sa.
     return sa.table(tables.snapshot_name(model.name), *(sa.column(c) for c in columns), schema=tables.schema)
 
 
-def _diff_table(tables: StateTables, sync: SyncSpec) -> sa.Table:
+def _diff_table(tables: StateTables, sync: SyncSpec, *, following: bool = False) -> sa.Table:
     return sa.Table(
-        tables.diff_name(sync.name),
+        tables.diff_name(sync.name, following=following),
         sa.MetaData(schema=tables.schema),
         sa.Column("key", sa.Text, nullable=False),
         sa.Column("kind", sa.String(10), nullable=False),

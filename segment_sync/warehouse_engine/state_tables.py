@@ -99,9 +99,10 @@ class StateTables:
         """The name under which `snapshots` notes the copy of a model."""
         return f"{model}{self.scratch}"
 
-    def diff_name(self, sync: str) -> str:
-        """The table of a sync's changed keys."""
-        return fitted_name(f"diff__{sync}{self.scratch}")
+    def diff_name(self, sync: str, *, following: bool = False) -> str:
+        """The table of a sync's changed keys (`following`: the one being filled in parts, renamed to it when
+        complete)."""
+        return fitted_name(f"diff__{sync}{self.scratch}{'__next' if following else ''}")
 
     def work_name(self, part: str, sync: str) -> str:
         """A work table of a sync's diff, read out by slices (`news` or `olds`)."""

@@ -26,6 +26,7 @@ from segment_sync.storage.state import StateError, SyncState
 from segment_sync.values.row_columns import AFTER, BEFORE_GEN, CONTENT, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import read_model
 from segment_sync.warehouse_engine import sql_diff
+from segment_sync.warehouse_engine.parted_insert import parts_for
 from segment_sync.warehouse_engine.row_hash_sql import AS_TEXT, postgres_row_hash
 from segment_sync.warehouse_engine.sessions import joins_by_index, open_engine
 from segment_sync.warehouse_engine.state_tables import StateTables, StateTablesError
@@ -178,7 +179,8 @@ def warehouse_run(
         sql_diff.take_snapshot(url, engine, tables, model)
         basis = sql_diff.hash_basis(engine, tables, sync, model, sql_diff.snapshot_schema(url, engine, tables, model))
         trusted = store.meta.hash_basis == basis
-        sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted, full_resync=resync)
+        # on PostgreSQL joined in parts whatever the model's size, so the differential tests check that way too
+        sql_diff.find_changes(engine, tables, sync, model, trust_hashes=trusted, full_resync=resync, parted_rows=0)
         path = tmp_path / "changes.parquet"
         generation = store.meta.generation if resync else None
         sql_diff.write_changes(url, engine, tables, sync, model, path, slice_rows=2, resync_generation=generation)
@@ -624,6 +626,100 @@ def test_more_slices_than_are_read_straight_are_gathered_in_work_tables(postgres
         assert made == (slice_rows == 1), slice_rows
     assert read[1].equals(read[1000]) and read[3].equals(read[1000])
     assert read[1000].height == 22
+
+
+def _diff_rows(engine: sa.Engine, tables: StateTables, sync: SyncSpec = TRACK) -> list[tuple]:
+    diff = sa.table(
+        tables.diff_name(sync.name), sa.column("key"), sa.column("kind"), sa.column("hash"), schema=tables.schema
+    )
+    with engine.connect() as conn:
+        return sorted(conn.execute(sa.select(diff.c.key, diff.c.kind, diff.c.hash)).all())
+
+
+def _has_table(engine: sa.Engine, tables: StateTables, name: str) -> bool:
+    return sa.inspect(engine).has_table(name, schema=tables.schema)
+
+
+@pytest.fixture
+def changed_model(postgres_engine, tmp_path) -> tuple[Warehouse, StateTables, sa.Engine]:
+    """300 rows delivered twice, then added, changed and removed rows, and a removed row back again, snapshotted."""
+    postgres_warehouse, tables, engine = postgres_engine
+    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(300))
+    postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    store = WarehouseState(engine, tables, TRACK.name)
+    warehouse_run(postgres_warehouse.url, engine, tables, store, TRACK, tmp_path)
+    postgres_warehouse.execute("delete from users where id in (7, 8)")
+    warehouse_run(postgres_warehouse.url, engine, tables, store, TRACK, tmp_path)
+    postgres_warehouse.execute(
+        "insert into users values (7, 'u7', 'back@x.io', 'pro', 1, null), (900, 'u900', 'n@x.io', 'team', 1, 'é')",
+        "update users set plan = 'pro' where id between 20 and 60",
+        "delete from users where id in (9, 250)",
+    )
+    sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
+    return postgres_warehouse, tables, engine
+
+
+@pytest.mark.postgres
+def test_a_diff_joined_in_parts_on_concurrent_connections_matches_one_statement(changed_model, monkeypatch) -> None:
+    _, tables, engine = changed_model
+    counts = sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)  # 301 rows: one statement
+    assert counts == {"added": 2, "changed": 41, "removed": 2}
+    one_statement = _diff_rows(engine, tables)
+    parts_used, insert_in_parts = [], sql_diff.insert_in_parts
+    monkeypatch.setattr(sql_diff, "parts_for", lambda *_: 3)  # not the server's 2: any number of parts
+    monkeypatch.setattr(sql_diff, "insert_in_parts", lambda *a: parts_used.append(a[-1]) or insert_in_parts(*a))
+    assert sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True, parted_rows=0) == counts
+    assert parts_used == [3]
+    assert _diff_rows(engine, tables) == one_statement
+    assert not _has_table(engine, tables, tables.diff_name(TRACK.name, following=True))
+
+
+def test_a_diff_is_joined_in_parts_on_postgresql_as_it_allows_parallel_queries(engine_warehouse) -> None:
+    _, _, engine = engine_warehouse
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            workers = int(conn.execute(sa.text("SHOW max_parallel_workers_per_gather")).scalar_one())
+        assert parts_for(engine, 1_000_000) == max(1, min(workers, 8))
+    else:
+        assert parts_for(engine, 1_000_000) == 1
+    assert parts_for(engine, 999_999) == 1
+
+
+@pytest.mark.postgres
+def test_a_snapshot_copied_again_while_the_parts_ran_is_joined_again_in_one_statement(
+    changed_model, monkeypatch
+) -> None:
+    """Another run's snapshot step may replace the model's copy between two parts' reads: the parts are dropped."""
+    postgres_warehouse, tables, engine = changed_model
+    insert_in_parts = sql_diff.insert_in_parts
+
+    def copied_again_meanwhile(*args) -> None:
+        insert_in_parts(*args)
+        postgres_warehouse.execute("insert into users values (901, 'u901', 'm@x.io', 'team', 1, null)")
+        sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
+
+    monkeypatch.setattr(sql_diff, "insert_in_parts", copied_again_meanwhile)
+    counts = sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True, parted_rows=0)
+    assert counts == {"added": 3, "changed": 41, "removed": 2}  # 901 too: the new copy, joined in one statement
+    assert ("901", "added") in [row[:2] for row in _diff_rows(engine, tables)]
+    assert not _has_table(engine, tables, tables.diff_name(TRACK.name, following=True))
+
+
+@pytest.mark.postgres
+def test_a_part_that_fails_leaves_the_last_diff_whole(changed_model, monkeypatch) -> None:
+    _, tables, engine = changed_model
+    sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
+    last = _diff_rows(engine, tables)
+    insert_in_parts = sql_diff.insert_in_parts
+
+    def second_part_fails(engine_, target, columns, part_query, parts) -> None:
+        failing = lambda i: part_query(i).where(sa.text(f"1 / (1 - {i}) = 1"))  # noqa: E731
+        insert_in_parts(engine_, target, columns, failing, parts)
+
+    monkeypatch.setattr(sql_diff, "insert_in_parts", second_part_fails)
+    with pytest.raises(sa.exc.DataError, match="division by zero"):
+        sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True, parted_rows=0)
+    assert _diff_rows(engine, tables) == last
 
 
 @pytest.mark.postgres
