@@ -191,6 +191,12 @@ def warehouse_run(
     return transport
 
 
+def _seed_users(warehouse: Warehouse, count: int) -> None:
+    """The table `users` with `count` rows, ids 0 to count - 1."""
+    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(count))
+    warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+
+
 def _note_unchanged(store: SyncState | WarehouseState, diff: pl.DataFrame) -> None:
     unchanged = diff.filter(pl.col(KIND) == UNCHANGED)
     store.record_file(unchanged.select(KEY, pl.col(AFTER).alias(CONTENT), HASH, pl.col(BEFORE_GEN).alias(GEN)))
@@ -554,8 +560,7 @@ def test_a_first_run_that_cannot_write_its_notes_fails_naming_the_delivered_tabl
 def test_a_first_run_streams_its_rows_in_parts_without_work_tables(engine_warehouse, tmp_path, monkeypatch) -> None:
     """With no delivered row to pair with, the current rows are read once, in key order, in bounded parts."""
     warehouse, tables, engine = engine_warehouse
-    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
-    warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    _seed_users(warehouse, 100)
     tables.create(engine)
     sql_diff.take_snapshot(warehouse.url, engine, tables, MODEL)
     assert sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)["added"] == 100
@@ -576,8 +581,7 @@ def test_a_first_run_streams_its_rows_in_parts_without_work_tables(engine_wareho
 
 def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(engine_warehouse, tmp_path) -> None:
     warehouse, tables, engine = engine_warehouse
-    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
-    warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    _seed_users(warehouse, 100)
     store = WarehouseState(engine, tables, TRACK.name)
     warehouse_run(warehouse.url, engine, tables, store, TRACK, tmp_path)
     warehouse.execute(
@@ -608,8 +612,7 @@ def test_a_few_changes_of_a_big_model_read_by_index_in_slices_match_one_read(eng
 def test_more_slices_than_are_read_straight_are_gathered_in_work_tables(postgres_engine, tmp_path) -> None:
     """Each slice read straight scans the diff table once: past `DIRECT_SLICES`, the work tables scan it once."""
     postgres_warehouse, tables, engine = postgres_engine
-    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(300))
-    postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    _seed_users(postgres_warehouse, 300)
     warehouse_run(postgres_warehouse.url, engine, tables, WarehouseState(engine, tables, TRACK.name), TRACK, tmp_path)
     postgres_warehouse.execute("update users set plan = 'pro' where id < 22")  # 22 keys of 300: by index
     sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
@@ -644,8 +647,7 @@ def _has_table(engine: sa.Engine, tables: StateTables, name: str) -> bool:
 def changed_model(postgres_engine, tmp_path) -> tuple[Warehouse, StateTables, sa.Engine]:
     """300 rows delivered twice, then added, changed and removed rows, and a removed row back again, snapshotted."""
     postgres_warehouse, tables, engine = postgres_engine
-    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(300))
-    postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    _seed_users(postgres_warehouse, 300)
     store = WarehouseState(engine, tables, TRACK.name)
     warehouse_run(postgres_warehouse.url, engine, tables, store, TRACK, tmp_path)
     postgres_warehouse.execute("delete from users where id in (7, 8)")
@@ -726,8 +728,7 @@ def test_a_part_that_fails_leaves_the_last_diff_whole(changed_model, monkeypatch
 def test_the_deliverys_join_finds_changed_rows_by_the_snapshots_key_index(postgres_engine, tmp_path) -> None:
     """The index is built by the key's bytes (COLLATE "C", faster to sort), and the join compares by them too."""
     postgres_warehouse, tables, engine = postgres_engine
-    rows = ", ".join(f"({i}, 'u{i}', 'e{i}@x.io', 'free', {i % 7}, null)" for i in range(100))
-    postgres_warehouse.execute(CHANGES[0][0], f"insert into users values {rows}")
+    _seed_users(postgres_warehouse, 100)
     tables.create(engine)
     sql_diff.take_snapshot(postgres_warehouse.url, engine, tables, MODEL)
     sql_diff.find_changes(engine, tables, TRACK, MODEL, trust_hashes=True)
