@@ -92,8 +92,9 @@ class StateTables:
         return StateTables(self.schema, scratch=f"__dry_{run_id.replace('-', '')[:8]}")
 
     def snapshot_name(self, model: str, *, following: bool = False) -> str:
-        """The table a model is copied into (`following`: the copy being made, renamed to it when complete)."""
-        return fitted_name(f"snapshot__{model}{self.scratch}{'__next' if following else ''}")
+        """The table a model is copied into (`following`: the copy being made, renamed to it when complete; its
+        prefix tells it apart from the copy of a model whose name ends in `__next`)."""
+        return fitted_name(f"snapshot{'_next' if following else ''}__{model}{self.scratch}")
 
     def snapshot_noted_as(self, model: str) -> str:
         """The name under which `snapshots` notes the copy of a model."""
@@ -102,7 +103,7 @@ class StateTables:
     def diff_name(self, sync: str, *, following: bool = False) -> str:
         """The table of a sync's changed keys (`following`: the one being filled in parts, renamed to it when
         complete)."""
-        return fitted_name(f"diff__{sync}{self.scratch}{'__next' if following else ''}")
+        return fitted_name(f"diff{'_next' if following else ''}__{sync}{self.scratch}")
 
     def work_name(self, part: str, sync: str) -> str:
         """A work table of a sync's diff, read out by slices (`news` or `olds`)."""

@@ -747,6 +747,20 @@ def test_a_statement_failing_in_a_join_by_index_block_raises_its_own_error(postg
         conn.execute(sa.text("SELECT * FROM no_such_table"))
 
 
+def test_a_models_copy_in_the_making_never_takes_the_name_of_another_models_copy(engine_warehouse) -> None:
+    """`users__next` is a model name like any other: copying `users` leaves its copy alone."""
+    warehouse, tables, engine = engine_warehouse
+    _seed_users(warehouse, 10)
+    tables.create(engine)
+    other = ModelSpec(name="users__next", table="users", primary_key="id")
+    sql_diff.take_snapshot(warehouse.url, engine, tables, other)
+    sql_diff.take_snapshot(warehouse.url, engine, tables, MODEL)
+    sql_diff.check_snapshot_kept(engine, tables, other)
+    assert _has_table(engine, tables, tables.snapshot_name(other.name))
+    assert tables.snapshot_name("users", following=True) != tables.snapshot_name("users__next")
+    assert tables.diff_name("lifecycle", following=True) != tables.diff_name("lifecycle__next")
+
+
 def test_repeated_keys_are_counted_and_null_keys_are_not(engine_warehouse) -> None:
     warehouse, tables, engine = engine_warehouse
     warehouse.execute(
