@@ -91,7 +91,7 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
     _check_key_text(url, engine, sa.table(following, *map(sa.column, model.key_columns), schema=tables.schema), model)
     with engine.begin() as conn:  # one transaction where DDL is transactional (PostgreSQL, DuckDB)
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(target)}"))
-        conn.execute(sa.text(f"ALTER TABLE {schema}.{preparer.quote(following)} RENAME TO {preparer.quote(target)}"))
+        _rename(conn, tables.schema, following, target)
         snap = sa.table(target, *(sa.column(k) for k in model.key_columns), schema=tables.schema)
         rows, nulls = conn.execute(
             sa.select(sa.func.count(), sa.func.count(sa.case((key_present(snap, model), None), else_=1)))
@@ -103,6 +103,13 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         conn.execute(sa.delete(noted).where(noted.c.model == noted_as))
         conn.execute(sa.insert(noted).values(model=noted_as, taken_at=taken_at, row_count=rows))
     return SnapshotCounts(rows, nulls, duplicates, key_type, dropped, tuple(dropped_keys))
+
+
+def _rename(conn: sa.Connection, schema: str, name: str, to: str) -> None:
+    """Rename a table of the schema (a copy made whole under another name)."""
+    preparer = conn.dialect.identifier_preparer
+    quoted = f"{preparer.quote_schema(schema)}.{preparer.quote(name)}"
+    conn.execute(sa.text(f"ALTER TABLE {quoted} RENAME TO {preparer.quote(to)}"))
 
 
 def _check_key_text(url: str, engine: sa.Engine, copy: sa.TableClause, model: ModelSpec) -> None:
@@ -227,11 +234,7 @@ def find_changes(
     with engine.begin() as conn:
         diff.drop(conn, checkfirst=True)
         if parted:
-            following = _diff_table(tables, sync, following=True)
-            preparer = conn.dialect.identifier_preparer
-            conn.execute(
-                sa.text(f"ALTER TABLE {preparer.format_table(following)} RENAME TO {preparer.quote(diff.name)}")
-            )
+            _rename(conn, tables.schema, tables.diff_name(sync.name, following=True), diff.name)
         else:
             if conn.dialect.name == "postgresql":  # left by a parted diff whose run was killed
                 _diff_table(tables, sync, following=True).drop(conn, checkfirst=True)
