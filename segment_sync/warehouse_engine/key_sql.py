@@ -86,6 +86,14 @@ def key_present(rows: sa.TableClause, model: ModelSpec) -> sa.ColumnElement[bool
     return sa.and_(*(rows.c[c].is_not(None) for c in model.key_columns))
 
 
+def key_missing(rows: sa.TableClause, model: ModelSpec) -> sa.ColumnElement[bool]:
+    """True for rows with a null key part; one key column is written as a snapshot's key index is (`ByteOrder` of its
+    text), so that PostgreSQL finds them by it, not by a scan."""
+    if len(model.key_columns) == 1:
+        return ByteOrder(key_text(rows, model)).is_(None)
+    return sa.not_(key_present(rows, model))
+
+
 def key_type_of(schema: pl.Schema, model: ModelSpec) -> str | None:
     """The key's type as the engine keys it (integer or text, one per part, comma-separated); None when a part is
     of another type."""

@@ -21,7 +21,14 @@ from segment_sync.values.encoding import key_strings, row_contents
 from segment_sync.values.row_columns import BEFORE_GEN, CONTENT, DELIVERED_SCHEMA, GEN, HASH, KEY, KIND
 from segment_sync.warehouse.model_reader import DEFAULT_BATCH_ROWS, finish_batch, read_model_batches
 from segment_sync.warehouse_engine.duplicate_rows import drop_ranked_duplicates, ranked_query
-from segment_sync.warehouse_engine.key_sql import KEY_PART_TYPES, ByteOrder, key_present, key_text, key_type_of
+from segment_sync.warehouse_engine.key_sql import (
+    KEY_PART_TYPES,
+    ByteOrder,
+    key_missing,
+    key_present,
+    key_text,
+    key_type_of,
+)
 from segment_sync.warehouse_engine.parted_insert import PARTED_ROWS, in_part, insert_in_parts, parts_for
 from segment_sync.warehouse_engine.row_hash_sql import AS_TEXT, RowHash, postgres_row_hash
 from segment_sync.warehouse_engine.sessions import BY_INDEX_SHARE, joins_by_index
@@ -76,7 +83,7 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(following)}"))
         create = "CREATE UNLOGGED TABLE" if postgres else "CREATE TABLE"
-        conn.execute(sa.text(f"{create} {schema}.{preparer.quote(following)} AS {source}"))
+        copied = conn.execute(sa.text(f"{create} {schema}.{preparer.quote(following)} AS {source}")).rowcount
         copy = sa.table(following, schema=tables.schema)
         dropped, dropped_keys = drop_ranked_duplicates(conn, copy, model) if keeping else (0, [])
     everything = sa.select(sa.text("*")).select_from(sa.table(following, schema=tables.schema)).limit(0)
@@ -93,10 +100,14 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {schema}.{preparer.quote(target)}"))
         _rename(conn, tables.schema, following, target)
         snap = sa.table(target, *(sa.column(k) for k in model.key_columns), schema=tables.schema)
-        rows, nulls = conn.execute(
-            sa.select(sa.func.count(), sa.func.count(sa.case((key_present(snap, model), None), else_=1)))
-        ).one()
         indexed = postgres and _unique_key_index(conn, snap, _index_key(conn, model))
+        if indexed and len(model.key_columns) == 1 and copied >= 0:  # no scan: the copy's count, null keys by index
+            missing = sa.select(sa.func.count()).select_from(snap).where(key_missing(snap, model))
+            rows, nulls = copied - dropped, conn.execute(missing).scalar_one()
+        else:
+            rows, nulls = conn.execute(
+                sa.select(sa.func.count(), sa.func.count(sa.case((key_present(snap, model), None), else_=1)))
+            ).one()
         duplicates = 0 if indexed else _duplicate_keys(conn, snap, model)
         noted = tables.snapshots
         noted_as = tables.snapshot_noted_as(model.name)
@@ -553,7 +564,7 @@ def snapshot_row(
 def null_key_contents(url: str, engine: sa.Engine, tables: StateTables, sync: SyncSpec, model: ModelSpec) -> list[str]:
     """The sent columns of the snapshot's rows whose key is null, as JSON (reported as rejected rows)."""
     snap = _snapshot_table(tables, model, *_needed(sync, model))
-    query = sa.select(*(snap.c[c] for c in sync.sent_columns)).where(sa.not_(key_present(snap, model)))
+    query = sa.select(*(snap.c[c] for c in sync.sent_columns)).where(key_missing(snap, model))
     rows = _read(url, engine, model, query)
     return row_contents(rows, sync.sent_columns) if rows.height else []
 

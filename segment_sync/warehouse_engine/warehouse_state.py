@@ -335,17 +335,29 @@ def fold_statements(tables: StateTables, sync: str) -> tuple[sa.Delete, sa.Inser
 
 
 def fold_by_key(conn: sa.Connection, tables: StateTables) -> bool:
-    """Fresh statistics for the fold (or the planner misjudges its join: 4x slower on 1M rows after a baseline);
-    True when the journal is small beside the delivered rows, so that they are best replaced key by key."""
-    preparer = conn.dialect.identifier_preparer
-    sizes = []
-    for table in (tables.journal, tables.delivered):
-        name = preparer.format_table(table)
-        conn.execute(sa.text(f"ANALYZE {name}"))
-        query = sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)")
-        sizes.append(conn.execute(query, {"name": name}).scalar_one())
-    journal, delivered = sizes
-    return journal < BY_INDEX_SHARE * delivered
+    """Fresh statistics of the journal for the fold (or the planner misjudges its join: 4x slower on 1M rows after a
+    baseline); True when the journal is small beside the delivered rows, so that they are best replaced key by key.
+
+    The delivered rows are counted as the planner does, from their last statistics scaled to the table's size now:
+    analyzing them again took 0.6-2.5 s a fold at 10M rows. Only a table never analyzed is.
+    """
+    journal, delivered = (conn.dialect.identifier_preparer.format_table(t) for t in (tables.journal, tables.delivered))
+    conn.execute(sa.text(f"ANALYZE {journal}"))
+    journal_rows = conn.execute(_ROWS_NOW, {"name": journal}).scalar_one()
+    delivered_rows = conn.execute(_ROWS_NOW, {"name": delivered}).scalar_one()
+    if delivered_rows is None:
+        conn.execute(sa.text(f"ANALYZE {delivered}"))
+        delivered_rows = conn.execute(_ROWS_NOW, {"name": delivered}).scalar_one()
+    return (journal_rows or 0) < BY_INDEX_SHARE * (delivered_rows or 0)
+
+
+# a table's rows as PostgreSQL's planner estimates them: its last statistics' density times its pages now (None
+# for a table never analyzed, or analyzed empty)
+_ROWS_NOW = sa.text(
+    """SELECT CASE WHEN reltuples < 0 OR relpages = 0 THEN NULL
+    ELSE reltuples / relpages * (pg_relation_size(oid) / current_setting('block_size')::int) END
+    FROM pg_class WHERE oid = CAST(:name AS regclass)"""
+)
 
 
 class _JournalTable:
