@@ -507,6 +507,27 @@ def test_the_fold_keeps_each_keys_latest_note_whether_it_replaces_rows_by_key_or
     assert _count(engine, tables.journal) == 0
 
 
+@pytest.mark.postgres
+def test_the_fold_sizes_the_delivered_rows_by_their_pages_now_not_by_their_last_statistics(postgres_engine) -> None:
+    """Delivered rows analyzed at 200 that grew to 5,200 without being analyzed again: 300 notes are few beside them
+    (replaced key by key), though not beside the 200 the statistics last counted."""
+    _, tables, engine = postgres_engine
+    store = WarehouseState(engine, tables, TRACK.name, run_id="run-a")
+    with store.lock():
+        store.begin_run()
+        store.record_file(_notes(range(200), '{"v":1}'))
+        store.commit()  # the first run's rows are analyzed
+    with engine.begin() as conn:
+        rows = [{"sync": "other", "key": f"o{i}", "content": '{"v":1}', "gen": 1, "hash": i} for i in range(5000)]
+        conn.execute(sa.insert(tables.delivered), rows)
+        conn.execute(sa.insert(tables.journal), [{**row, "seq": i} for i, row in enumerate(rows[:300])])
+        assert fold_by_key(conn, tables)
+        assert conn.execute(
+            sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+            {"t": engine.dialect.identifier_preparer.format_table(tables.delivered)},
+        ).scalar_one() == pytest.approx(200, abs=1)  # sized without analyzing them again
+
+
 def _count(engine: sa.Engine, table: sa.Table) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
