@@ -339,7 +339,7 @@ def fold_by_key(conn: sa.Connection, tables: StateTables) -> bool:
     baseline); True when the journal is small beside the delivered rows, so that they are best replaced key by key.
 
     The delivered rows are counted as the planner does, from their last statistics scaled to the table's size now:
-    analyzing them again took 0.6-2.5 s a fold at 10M rows. Only a table never analyzed is.
+    analyzing them again took 0.6-2.5 s a fold at 10M rows (they are analyzed here only if they never were).
     """
     journal, delivered = (conn.dialect.identifier_preparer.format_table(t) for t in (tables.journal, tables.delivered))
     conn.execute(sa.text(f"ANALYZE {journal}"))
