@@ -2,7 +2,8 @@
 
 Run: ./dev python -m benchmarks.engine_bench [--rows 10000000] [--keys random]
 A track sync (send_initial off, as a track sync usually is) of a model in PostgreSQL, in a fresh project per
-engine: its baseline, then 1% of the rows added, 1% removed and 2% changed, and the incremental run timed.
+engine: its baseline, then 1% of the rows added, 1% removed and 2% changed, and the incremental run timed (the
+model vacuumed once seeded and once changed, so that neither engine is the first to read its new pages).
 Beside each run: its wall time, the bytes PostgreSQL sent the run (counted by a TCP relay the run connects
 through) and the run's peak memory (the `dg launch` process and the steps it runs, in_process). The model's own
 bytes are what one read of it moves (the Polars engine's snapshot reads it whole). Writes
@@ -95,7 +96,7 @@ def seed(engine: sa.Engine, schema: str, rows: int, keys: str = "ordered") -> No
                 from generate_series(0, {rows - 1}) i"""
             )
         )
-        conn.execute(sa.text(f"analyze {schema}.users"))
+    settle(engine, schema)
 
 
 def change(engine: sa.Engine, schema: str, rows: int, keys: str = "ordered") -> None:
@@ -112,7 +113,14 @@ def change(engine: sa.Engine, schema: str, rows: int, keys: str = "ordered") -> 
                 f" from generate_series(0, {rows // 100 - 1}) i"
             )
         )
-        conn.execute(sa.text(f"analyze {schema}.users"))
+    settle(engine, schema)
+
+
+def settle(engine: sa.Engine, schema: str) -> None:
+    """`VACUUM (ANALYZE)` of the model, so that no engine's run is the first to read its changed pages: that reader
+    pays for setting their hint bits and pruning them (4.2 s of a 9.5 s scan at 10M rows, against 5.3 s after)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"VACUUM (ANALYZE) {schema}.users"))
 
 
 def run(folder: Path, env: dict[str, str], counter: ByteCounter) -> dict[str, Any]:
