@@ -106,7 +106,7 @@ def take_snapshot(url: str, engine: sa.Engine, tables: StateTables, model: Model
             rows, nulls = copied - dropped, conn.execute(missing).scalar_one()
         else:
             rows, nulls = conn.execute(
-                sa.select(sa.func.count(), sa.func.count(sa.case((key_present(snap, model), None), else_=1)))
+                sa.select(sa.func.count(), sa.func.count(sa.case((key_missing(snap, model), 1))))
             ).one()
         duplicates = 0 if indexed else _duplicate_keys(conn, snap, model)
         noted = tables.snapshots

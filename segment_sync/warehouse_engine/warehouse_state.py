@@ -334,6 +334,15 @@ def fold_statements(tables: StateTables, sync: str) -> tuple[sa.Delete, sa.Inser
     )
 
 
+# a table's rows as PostgreSQL's planner estimates them: its last statistics' density times its pages now (None
+# for a table never analyzed, or analyzed empty)
+_ROWS_NOW = sa.text(
+    """SELECT CASE WHEN reltuples < 0 OR relpages = 0 THEN NULL
+    ELSE reltuples / relpages * (pg_relation_size(oid) / current_setting('block_size')::int) END
+    FROM pg_class WHERE oid = CAST(:name AS regclass)"""
+)
+
+
 def fold_by_key(conn: sa.Connection, tables: StateTables) -> bool:
     """Fresh statistics of the journal for the fold (or the planner misjudges its join: 4x slower on 1M rows after a
     baseline); True when the journal is small beside the delivered rows, so that they are best replaced key by key.
@@ -349,15 +358,6 @@ def fold_by_key(conn: sa.Connection, tables: StateTables) -> bool:
         conn.execute(sa.text(f"ANALYZE {delivered}"))
         delivered_rows = conn.execute(_ROWS_NOW, {"name": delivered}).scalar_one()
     return (journal_rows or 0) < BY_INDEX_SHARE * (delivered_rows or 0)
-
-
-# a table's rows as PostgreSQL's planner estimates them: its last statistics' density times its pages now (None
-# for a table never analyzed, or analyzed empty)
-_ROWS_NOW = sa.text(
-    """SELECT CASE WHEN reltuples < 0 OR relpages = 0 THEN NULL
-    ELSE reltuples / relpages * (pg_relation_size(oid) / current_setting('block_size')::int) END
-    FROM pg_class WHERE oid = CAST(:name AS regclass)"""
-)
 
 
 class _JournalTable:
